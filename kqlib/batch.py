@@ -1,0 +1,96 @@
+"""Attribute many queries: cached on disk, with progress and ETA, resumable after an interruption."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable
+
+import torch
+
+from .attribution import _check, amig_baseline, attribute, target_token
+from .cache import AttributionCache, make_key, tensor_digest
+
+
+def query_prompt_target(q) -> tuple[str, object]:
+    """Accept ``(prompt, target)`` pairs or objects with ``.prompt`` and ``.target_id`` / ``.target`` / ``.obj``."""
+    if isinstance(q, (tuple, list)) and len(q) == 2:
+        return q[0], q[1]
+    for attr in ("target_id", "target", "obj"):
+        if getattr(q, attr, None) is not None:
+            return q.prompt, getattr(q, attr)
+    raise TypeError(f"cannot read (prompt, target) from {q!r}")
+
+
+def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, site: str,
+                    baseline: torch.Tensor | None) -> str:
+    return make_key(model=lm.fingerprint, prompt=prompt, target=target_id, method=method, steps=steps, site=site,
+                    baseline=None if baseline is None else tensor_digest(baseline))
+
+
+def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
+                   batch_size: int | None = None, baseline: torch.Tensor | None = None,
+                   cache: AttributionCache | str | None = None, use_cache: bool = True,
+                   progress: bool = True, desc: str | None = None) -> torch.Tensor:
+    """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`).
+
+    Each finished query is written to the cache at once, so an interrupted call loses nothing that finished
+    and a rerun recomputes nothing that is cached. ``cache``: an :class:`AttributionCache`, a directory, or
+    None for the default (``$KQLIB_CACHE/attributions``).
+    """
+    _check(method, steps, site)
+    queries = list(queries)
+    store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
+    if method == "amig" and baseline is None:
+        baseline = amig_baseline(lm, site=site)
+    out = torch.empty(len(queries), lm.n_layers, lm.n_neurons, dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32)
+    todo = []
+    for n, q in enumerate(queries):
+        prompt, target = query_prompt_target(q)
+        t = target_token(lm, prompt, target)
+        key = attribution_key(lm, prompt, t, method, steps, site, baseline)
+        hit = store.get(key) if use_cache else None
+        if hit is not None:
+            out[n] = hit
+        else:
+            todo.append((n, prompt, t, key))
+    bar = _Progress(len(todo), len(queries) - len(todo), desc or f"{method} attribution", enabled=progress)
+    for n, prompt, t, key in todo:
+        scores = attribute(lm, prompt, t, method=method, steps=steps, site=site, batch_size=batch_size,
+                           baseline=baseline)
+        if use_cache:
+            store.put(key, scores, meta={"prompt": prompt, "target": t, "method": method, "steps": steps,
+                                         "site": site, "model": lm.name})
+        out[n] = scores
+        bar.step()
+    bar.close()
+    return out
+
+
+class _Progress:
+    """One-line progress on stderr: done/total, rate, elapsed and ETA (plain text, safe in CI logs)."""
+
+    def __init__(self, total: int, cached: int, desc: str, enabled: bool = True, every: float = 2.0):
+        self.total, self.cached, self.desc, self.enabled, self.every = total, cached, desc, enabled, every
+        self.done, self.t0, self.last = 0, time.time(), 0.0
+        if enabled and (total or cached):
+            print(f"[kqlib] {desc}: {total} to compute, {cached} from cache", file=sys.stderr, flush=True)
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.time()
+        if self.enabled and (now - self.last >= self.every or self.done == self.total):
+            self.last = now
+            el = now - self.t0
+            eta = el / self.done * (self.total - self.done)
+            print(f"[kqlib] {self.desc}: {self.done}/{self.total}  {el / self.done:.2f} s/query  "
+                  f"elapsed {_fmt(el)}  ETA {_fmt(eta)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

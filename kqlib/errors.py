@@ -1,0 +1,29 @@
+"""Errors kqlib raises on purpose. Each message says what was wrong and what to do about it."""
+
+
+class KqError(Exception):
+    """Base class: a problem with the user's input or environment, explained in the message."""
+
+
+class UnknownModelError(KqError, ValueError):
+    pass
+
+
+class UnsupportedArchitectureError(KqError, ValueError):
+    pass
+
+
+class MissingDependencyError(KqError, ImportError):
+    pass
+
+
+class OfflineError(KqError, OSError):
+    pass
+
+
+class DataError(KqError, ValueError):
+    pass
+
+
+class ParameterError(KqError, ValueError):
+    pass
