@@ -223,8 +223,10 @@ class LM:
     # --- fingerprint ----------------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        """Digest of all weights: per tensor its name, shape, dtype, sum and a position-weighted sum.
+        """Digest of all weights (names, shapes, dtypes and contents).
 
+        CPU tensors: sha256 of their raw bytes (any bit change shows). Accelerator tensors: float64 sum and a
+        position-weighted sum per tensor, computed on the device (no copy of the weights to the host).
         Recomputed only when some parameter was modified in place (torch's version counters).
         """
         params = list(self.model.named_parameters())
@@ -234,11 +236,14 @@ class LM:
         h = hashlib.sha256(self.config.model_type.encode())
         with torch.no_grad():
             for name, p in params:
-                flat = p.detach().reshape(-1).double()
-                weights = (torch.arange(flat.numel(), device=flat.device, dtype=torch.float64) % 1009) + 1.0
-                stats = torch.stack([flat.sum(), (flat * weights).sum(), flat.abs().max() if flat.numel() else flat.sum()])
                 h.update(f"{name}|{tuple(p.shape)}|{p.dtype}|".encode())
-                h.update(stats.cpu().numpy().tobytes())
+                data = p.detach()
+                if data.device.type == "cpu":
+                    h.update(memoryview(data.contiguous().reshape(-1).view(torch.uint8).numpy()))
+                else:
+                    flat = data.reshape(-1).double()
+                    weights = (torch.arange(flat.numel(), device=flat.device, dtype=torch.float64) % 1009) + 1.0
+                    h.update(torch.stack([flat.sum(), (flat * weights).sum()]).cpu().numpy().tobytes())
         digest = h.hexdigest()[:24]
         self._fingerprint = (versions, digest)
         return digest

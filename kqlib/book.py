@@ -1,0 +1,438 @@
+"""Execute the book's chapters with papermill and build its HTML (``kq book``, ``kq run``).
+
+Layout (committed sources vs. build products)::
+
+    _config.yml, _toc.yml, references.bib      book configuration (repo root)
+    book/intro.md, book/*.md                    prose pages
+    book/NN_name.py                             chapters: jupytext percent notebooks, never executed in place
+    _build/executed/                            a complete, buildable copy of the book: the config, toc, bib
+                                                and .md pages copied, each chapter as its EXECUTED .ipynb,
+                                                _static/mathjax (MathJax 3 from django-static-mathjax)
+    _build/html/                                the site (``jupyter-book build _build/executed
+                                                --path-output .`` writes <path-output>/_build/html)
+    _build/results/NN_name.json                 each chapter's headline numbers and run record
+    _build/timings.json                         seconds per chapter and for the HTML build, per profile (ETA)
+    _build/failed/NN_name.ipynb                 the partial notebook of a chapter that failed (never rendered)
+
+The toc lists chapters by extension-less path (``book/00_setup``), which resolves to the ``.py`` source in
+the repo and to the executed ``.ipynb`` in ``_build/executed``. A chapter is executed into
+``_build/tmp/`` (papermill saves partial notebooks as it goes) and renamed into ``_build/executed/`` only
+on success; on failure the stale executed copy is removed too, and the run stops naming chapter, cell and
+error. The chapter's kernel runs in the chapter's folder with ``KQ_BUILD_DIR`` set to ``_build``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import KqError, ParameterError
+from .profiles import load_profile, parameters_for, parse_overrides, profile_names
+
+BUILD = "_build"
+EXECUTED = "executed"
+# not under _static: Jupyter Book adds every .js below a source `_static` folder to every page
+MATHJAX_DEST = "_mathjax/mathjax"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class ChapterFailed(KqError):
+    """A chapter raised (or timed out, or its kernel died) while executing."""
+
+    exit_code = 1
+
+
+# ------------------------------------------------------------------------------------------ the toc
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The book root: the nearest folder at or above ``start`` (default cwd) that holds ``_toc.yml``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists():
+            return folder
+    raise ParameterError(f"No _toc.yml in {here} or above: run this inside the book's repository (or pass --root).")
+
+
+def toc_documents(root: Path) -> list[str]:
+    """Every document of ``_toc.yml`` in reading order (root first), as extension-less relative paths."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    docs = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                docs.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    return [str(Path(d).with_suffix("")) if Path(d).suffix in (".md", ".ipynb", ".py") else d for d in docs]
+
+
+def source_of(root: Path, doc: str) -> Path:
+    for suffix in (".py", ".ipynb", ".md"):
+        path = root / (doc + suffix)
+        if path.exists():
+            return path
+    raise ParameterError(f"_toc.yml lists {doc!r} but {root / doc}.py/.ipynb/.md does not exist.")
+
+
+def notebook_chapters(root: Path) -> list[Path]:
+    """The chapters to execute: toc entries whose source is a ``.py`` notebook."""
+    return [p for p in (source_of(root, d) for d in toc_documents(root)) if p.suffix == ".py"]
+
+
+def match_chapter(root: Path, prefix: str) -> Path:
+    """The one notebook chapter whose file name starts with ``prefix`` (``"01"``, ``"01_kn"``)."""
+    chapters = notebook_chapters(root)
+    hits = [p for p in chapters if p.name.startswith(prefix)]
+    if len(hits) == 1:
+        return hits[0]
+    listing = "\n".join(f"  {p.relative_to(root)}" for p in chapters) or "  (none)"
+    what = "matches no" if not hits else "is ambiguous between"
+    raise ParameterError(f"Chapter prefix {prefix!r} {what} chapter{'s' if hits else ''}. Chapters:\n{listing}")
+
+
+def executed_path(root: Path, chapter: Path) -> Path:
+    return root / BUILD / EXECUTED / chapter.relative_to(root).with_suffix(".ipynb")
+
+
+# ------------------------------------------------------------------------------------------- timing
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Timings:
+    """``_build/timings.json``: ``{profile: {step: seconds}}``; steps are chapter paths and ``"html"``."""
+
+    def __init__(self, root: Path, profile: str):
+        self.path = root / BUILD / "timings.json"
+        self.profile = profile
+        try:
+            self.all = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.all = {}
+        self.previous = dict(self.all.get(profile, {}))
+
+    def eta(self, steps: list[str]) -> float | None:
+        if any(s not in self.previous for s in steps):
+            return None
+        return sum(self.previous[s] for s in steps)
+
+    def record(self, step: str, seconds: float) -> None:
+        self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")
+
+
+class Progress:
+    """Plain progress lines: step i/n, elapsed, ETA from the previous run of the same profile."""
+
+    def __init__(self, timings: Timings, steps: list[str], label: str = "kq"):
+        self.timings, self.steps, self.label, self.t0 = timings, steps, label, time.time()
+
+    def line(self, text: str) -> None:
+        print(f"[{self.label}] {text}", flush=True)
+
+    def start(self, i: int) -> None:
+        elapsed = time.time() - self.t0
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
+                  f"(elapsed {_fmt(elapsed)}, ETA {_fmt(self.timings.eta(self.steps[i:]))})")
+
+    def done(self, i: int, seconds: float) -> None:
+        self.timings.record(self.steps[i], seconds)
+        rest = self.timings.eta(self.steps[i + 1:]) if i + 1 < len(self.steps) else 0.0
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: done in {seconds:.1f} s "
+                  f"(elapsed {_fmt(time.time() - self.t0)}, ETA {_fmt(rest)})")
+
+
+# ---------------------------------------------------------------------------------------- execution
+
+
+def _cell_lines(chapter: Path, n_cells: int) -> list[int]:
+    """First line of each cell in a percent-format .py (``[]`` when the markers don't match the cells)."""
+    try:
+        lines = chapter.read_text().splitlines()
+    except OSError:
+        return []
+    markers = [i + 1 for i, ln in enumerate(lines) if ln.startswith("# %%")]
+    return markers if len(markers) == n_cells else []
+
+
+def _failure_message(chapter: Path, nb, err: BaseException, root: Path, kept: Path | None) -> str:
+    """Name the chapter, the source cell (1-based, the .py's cells), its line and the error."""
+    skip = ("injected-parameters", "papermill-error-cell-tag")
+    cells = [c for c in (nb.cells if nb is not None else [])
+             if not any(t in c.get("metadata", {}).get("tags", []) for t in skip)]
+    failed = [i for i, c in enumerate(cells)
+              if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+              or c.get("metadata", {}).get("papermill", {}).get("exception")]
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    index = failed[0] if failed else (started[-1] if started else None)  # else: timeout / dead kernel
+    where = "before any cell ran"
+    if index is not None:
+        first = next((ln for ln in cells[index].source.splitlines() if ln.strip()), "")
+        where = f"cell {index + 1}"
+        lines = _cell_lines(chapter, len(cells))
+        if lines:
+            where += f" (line {lines[index]})"
+        where += f": {first.strip()[:80]}"
+    if hasattr(err, "ename"):
+        tb = _ANSI.sub("", "\n".join(err.traceback or []))
+        tail = "\n".join(tb.strip().splitlines()[-8:])
+        error = f"{err.ename}: {err.evalue}\n{tail}"
+    else:
+        error = f"{type(err).__name__}: {_ANSI.sub('', str(err)).strip()[:2000]}"
+    msg = f"Chapter {chapter.relative_to(root)} failed at {where}\n{error}"
+    if kept is not None:
+        msg += f"\nPartial notebook (not rendered): {kept.relative_to(root)}"
+    return msg
+
+
+def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                    parameters: Mapping[str, Any] | None = None) -> Path:
+    """Execute ``chapter`` into ``_build/executed`` (atomically); raises :class:`ChapterFailed`."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    params = dict(parameters) if parameters is not None else parameters_for(chapter, profile, overrides)
+    build = root / BUILD
+    final = executed_path(root, chapter)
+    tmp = build / "tmp" / final.name
+    failed = build / "failed" / final.name
+    for p in (tmp, failed):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.unlink(missing_ok=True)
+    nb = jupytext.read(chapter)
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    timeout = int(profile.get("cell_timeout") or 0) or None
+    old_env = os.environ.get("KQ_BUILD_DIR")
+    os.environ["KQ_BUILD_DIR"] = str(build)
+    try:
+        papermill.execute_notebook(
+            nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(chapter.parent),
+            progress_bar=False, log_output=False, execution_timeout=timeout,
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no TCP warning; errors show in the notebook
+        )
+    except Exception as err:  # noqa: BLE001 - every failure is reported the same way
+        partial = nbformat.read(tmp, as_version=4) if tmp.exists() else None
+        kept = None
+        if tmp.exists():
+            os.replace(tmp, failed)
+            kept = failed
+        final.unlink(missing_ok=True)
+        raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
+    finally:
+        if old_env is None:
+            os.environ.pop("KQ_BUILD_DIR", None)
+        else:
+            os.environ["KQ_BUILD_DIR"] = old_env
+    out = nbformat.read(tmp, as_version=4)
+    out.metadata.pop("jupytext", None)
+    out.metadata.get("papermill", {}).update(input_path=str(chapter.relative_to(root)),
+                                             output_path=str(final.relative_to(root)))
+    nbformat.write(out, tmp)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    return final
+
+
+# --------------------------------------------------------------------------------------------- HTML
+
+
+def mathjax_source() -> Path:
+    """MathJax 3's ES5 build inside the ``django-static-mathjax`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    if spec is not None and spec.submodule_search_locations:
+        src = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
+        if (src / "tex-chtml.js").exists():
+            return src
+    from .errors import MissingDependencyError
+
+    raise MissingDependencyError("Offline math needs MathJax 3: pip install django-static-mathjax==3.2.2.1")
+
+
+# bundles the site does not load (it loads tex-chtml.js, which loads fonts/extensions on demand)
+_MATHJAX_SKIP = {"tex-svg.js", "tex-svg-full.js", "tex-mml-svg.js", "tex-mml-chtml.js", "mml-chtml.js",
+                 "mml-svg.js", "tex-chtml-full.js", "tex-chtml-full-speech.js", "node-main.js"}
+
+
+def stage(root: Path) -> Path:
+    """Make ``_build/executed`` a complete book: config, toc, bib, prose pages, MathJax; check notebooks."""
+    dest = root / BUILD / EXECUTED
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in list(root.glob("*.bib")) + [root / "_config.yml", root / "_toc.yml"]:
+        shutil.copy2(path, dest / path.name)
+    missing = []
+    folders = set()
+    for doc in toc_documents(root):
+        src = source_of(root, doc)
+        folders.add(src.parent)
+        if src.suffix == ".py" and not executed_path(root, src).exists():
+            missing.append(str(src.relative_to(root)))
+    if missing:
+        raise ParameterError("Not executed yet (run `kq book` or `kq run CHAPTER` first): " + ", ".join(missing))
+    for folder in folders:  # prose pages, images, ... beside the chapters (not the .py sources)
+        for path in folder.rglob("*"):
+            rel = path.relative_to(root)
+            if (path.is_file() and path.suffix not in (".py", ".pyc", ".ipynb")
+                    and not any(part.startswith((".", "_")) for part in rel.parts)):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest / rel)
+    mj = dest / MATHJAX_DEST
+    if not (mj / "tex-chtml.js").exists():
+        shutil.rmtree(mj, ignore_errors=True)
+        shutil.copytree(mathjax_source(), mj, ignore=lambda d, names: [n for n in names if n in _MATHJAX_SKIP])
+    return dest
+
+
+def build_html(root: Path) -> Path:
+    """``jupyter-book build`` of the staged book; returns ``_build/html/index.html``."""
+    src = stage(root)
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
+           "--path-output", str(root), "--builder", "html", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (root / BUILD / "html-build.log").write_text(log)
+    warnings = [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln]
+    for ln in warnings:
+        print(f"[kq book] {ln}", flush=True)
+    index = root / BUILD / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        tail = "\n".join(log.strip().splitlines()[-20:])
+        raise ChapterFailed(f"The HTML build failed (full log: {BUILD}/html-build.log):\n{tail}")
+    return index
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _overrides(args) -> dict[str, Any]:
+    over = parse_overrides(args.param)
+    if args.model:
+        if "models" in over or "model" in over:
+            raise ParameterError("Give the models either with --model or with -p models=..., not both.")
+        over["model"] = args.model[0] if len(args.model) == 1 else list(args.model)
+    return over
+
+
+def _model_shorthand(chapter: Path, over: dict[str, Any]) -> dict[str, Any]:
+    """``--model X`` means ``model=X``, or ``models=[X, ...]`` for a chapter that declares only ``models``."""
+    from .profiles import declared_parameters
+
+    if "model" in over:
+        declared = declared_parameters(chapter)
+        if "model" not in declared and "models" in declared:
+            value = over.pop("model")
+            over["models"] = value if isinstance(value, list) else [value]
+    return over
+
+
+def _common_arguments(p) -> None:
+    p.add_argument("--profile", default="cpu", help=f"run profile from kqlib/profiles.toml: {', '.join(profile_names())} "
+                   "(default: cpu)")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="override a chapter parameter; VALUE is a Python literal (5, 0.1, True, ['a','b']) or a "
+                        "string; a comma-separated string is accepted for a list. Repeatable.")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="shorthand for -p models=[NAME] (repeat for several models)")
+    p.add_argument("--root", help="book root (default: the folder holding _toc.yml at or above the cwd)")
+
+
+def add_book_arguments(p) -> None:
+    _common_arguments(p)
+    p.add_argument("--only", action="append", metavar="PREFIX",
+                   help="execute only the chapters whose file name starts with PREFIX (repeatable); the others "
+                        "must have been executed before")
+    p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from the executed notebooks")
+    p.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
+
+
+def add_run_arguments(p) -> None:
+    p.add_argument("chapter", help="prefix of the chapter's file name, e.g. 01 or 01_kn")
+    _common_arguments(p)
+
+
+def run_book(args) -> int:
+    """``kq book``: execute every chapter (or ``--only`` ones), then build the HTML."""
+    root = find_root(args.root)
+    profile = load_profile(args.profile)
+    over = _overrides(args)
+    chapters = notebook_chapters(root)
+    if args.only:
+        chapters = [match_chapter(root, p) for p in args.only]
+    if args.no_execute:
+        chapters = []
+    # check every chapter's parameters before running anything; an override goes to the chapters that
+    # declare it and must be declared by at least one
+    from .profiles import declared_parameters
+
+    plans, known = [], set()
+    for ch in chapters:
+        mine = _model_shorthand(ch, dict(over))
+        declared = declared_parameters(ch)
+        known |= {k for k in over if k in mine and k in declared} | ({"model"} if "model" in over and "model" not in mine else set())
+        plans.append((ch, parameters_for(ch, profile, {k: v for k, v in mine.items() if k in declared})))
+    unknown = sorted(set(over) - known) if chapters else []
+    if unknown:
+        raise ParameterError(f"No chapter to execute declares the parameter(s) {', '.join(unknown)}.")
+    steps = [str(ch.relative_to(root)) for ch in chapters] + ([] if args.no_html else ["html"])
+    timings = Timings(root, profile["name"])
+    progress = Progress(timings, steps, "kq book")
+    progress.line(f"profile {profile['name']}: {len(chapters)} chapter(s) to execute"
+                  f"{'' if args.no_html else ', then the HTML build'}; ETA {_fmt(timings.eta(steps))}")
+    for i, (ch, params) in enumerate(plans):
+        progress.start(i)
+        t0 = time.time()
+        execute_chapter(root, ch, profile, parameters=params)
+        progress.done(i, time.time() - t0)
+    if not args.no_html:
+        i = len(plans)
+        progress.start(i)
+        t0 = time.time()
+        index = build_html(root)
+        progress.done(i, time.time() - t0)
+        progress.line(f"site: {index}")
+    return 0
+
+
+def run_chapter(args) -> int:
+    """``kq run CHAPTER``: execute one chapter with the profile and overrides (no HTML)."""
+    root = find_root(args.root)
+    profile = load_profile(args.profile)
+    chapter = match_chapter(root, args.chapter)
+    params = parameters_for(chapter, profile, _model_shorthand(chapter, _overrides(args)))
+    step = str(chapter.relative_to(root))
+    timings = Timings(root, profile["name"])
+    progress = Progress(timings, [step], "kq run")
+    progress.line(f"profile {profile['name']}, parameters: "
+                  + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    progress.start(0)
+    t0 = time.time()
+    out = execute_chapter(root, chapter, profile, parameters=params)
+    progress.done(0, time.time() - t0)
+    progress.line(f"executed notebook: {out.relative_to(root)}")
+    results = root / BUILD / "results" / f"{chapter.stem}.json"
+    if results.exists():
+        progress.line(f"results: {results.relative_to(root)}")
+    return 0

@@ -1,0 +1,232 @@
+"""What a chapter reports: tables, the results JSON with its run record, and numbers glued into the prose.
+
+Each chapter ends with ``write_results(chapter, numbers, run_record(...))``, which writes
+``_build/results/<chapter>.json``; the tests and the paper-vs-run tables read those files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import ParameterError
+
+
+def book_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``_toc.yml``, else ``None``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists():
+            return folder
+    return None
+
+
+def build_dir() -> Path:
+    """``$KQ_BUILD_DIR`` (set by ``kq book``/``kq run``), else ``<book root>/_build``, else ``./_build``."""
+    if os.environ.get("KQ_BUILD_DIR"):
+        return Path(os.environ["KQ_BUILD_DIR"])
+    root = book_root()
+    return (root or Path.cwd()) / "_build"
+
+
+def results_dir() -> Path:
+    return build_dir() / "results"
+
+
+# ------------------------------------------------------------------------------------------- notebook
+
+
+def quiet() -> None:
+    """Keep library noise out of rendered pages: tqdm's IProgress warning, transformers' progress bars."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*IProgress.*")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def model_table(lms: Sequence) -> "Any":
+    """One row per loaded :class:`~kqlib.models.LM`: family, layers, neurons, fingerprint, load time."""
+    import pandas as pd
+
+    rows = [
+        {
+            "model": lm.name,
+            "family": lm.family.name,
+            "layers": lm.n_layers,
+            "neurons per layer": lm.n_neurons,
+            "parameters (M)": round(sum(p.numel() for p in lm.model.parameters()) / 1e6, 1),
+            "fingerprint": lm.fingerprint,
+            "load time (s)": round(float(getattr(lm, "load_seconds", float("nan"))), 2),
+            "device": str(lm.device),
+        }
+        for lm in lms
+    ]
+    return pd.DataFrame(rows).set_index("model")
+
+
+def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any":
+    """Next-token probability and rank of each fact's answer (its first token) for each model."""
+    import pandas as pd
+    import torch
+
+    rows = []
+    for lm in lms:
+        for prompt, answer in facts:
+            logits = lm.next_token_logits(prompt)
+            probs = torch.softmax(logits, dim=-1)
+            target = lm.answer_token_ids(prompt, answer)[0]
+            top = int(probs.argmax())
+            rows.append(
+                {
+                    "model": lm.name,
+                    "prompt": prompt,
+                    "answer": answer,
+                    "p(answer)": float(probs[target]),
+                    "rank": int((probs > probs[target]).sum()) + 1,
+                    "top-1": lm.tokenizer.decode([top]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def paper_vs_run_table(rows: Iterable[Mapping[str, Any]]):
+    """Styled table with columns claim / paper / this run / verdict (verdicts colour-coded)."""
+    import pandas as pd
+
+    cols = ["claim", "paper", "this run", "verdict"]
+    df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
+    colours = {"reproduced": "#d4edda", "partly": "#fff3cd", "not reproduced": "#f8d7da"}
+
+    def shade(v):
+        key = str(v).lower()
+        for word, colour in colours.items():
+            if key.startswith(word):
+                return f"background-color: {colour}"
+        return ""
+
+    return df.style.hide(axis="index").map(shade, subset=["verdict"])
+
+
+# ----------------------------------------------------------------------------------------- run record
+
+
+def git_revision(path: str | Path | None = None) -> str:
+    """``HEAD``'s hash (``+dirty`` when the tree has changes), or ``"unknown"`` outside a git checkout."""
+    cwd = str(path or book_root() or Path.cwd())
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def run_record(lms: Sequence, parameters: Mapping[str, Any], started: float, profile: str | None = None) -> dict:
+    """Provenance of a chapter's numbers: models and fingerprints, versions, profile, parameters, timing."""
+    from . import __version__
+
+    return {
+        "models": [lm.name for lm in lms],
+        "fingerprints": {lm.name: lm.fingerprint for lm in lms},
+        "kqlib_version": __version__,
+        "git_revision": git_revision(),
+        "profile": profile if profile is not None else parameters.get("profile"),
+        "parameters": dict(parameters),
+        "wall_time_s": round(time.time() - started, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": {"model_devices": sorted({str(lm.device) for lm in lms}), **device_info()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy/torch scalars and containers -> JSON-ready Python values."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def write_results(chapter: str, numbers: Mapping[str, Any], run: Mapping[str, Any]) -> Path:
+    """Write ``_build/results/<chapter>.json`` = ``{"chapter", "numbers", "run"}``; returns its path."""
+    numbers = _plain(numbers)
+    for key, value in numbers.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(f"result {key!r} of chapter {chapter} is {value}: refusing to record it")
+    out = results_dir() / f"{chapter}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"chapter": chapter, "numbers": numbers, "run": _plain(run)}, indent=2) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def glue_numbers(numbers: Mapping[str, Any]) -> None:
+    """``myst_nb.glue`` each number (as a plain Python value, not displayed) under its key."""
+    from myst_nb import glue
+
+    for key, value in _plain(numbers).items():
+        glue(key, value, display=False)
+
+
+def read_glued(notebook: str | Path) -> dict[str, Any]:
+    """``{key: value}`` of the numbers glued in an executed notebook (parsed from their text form)."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook", {})
+            if "name" in meta:
+                text = output.get("data", {}).get(meta.get("mime_prefix", "") + "text/plain")
+                try:
+                    out[meta["name"]] = ast.literal_eval(text)
+                except (ValueError, SyntaxError, TypeError):
+                    out[meta["name"]] = text
+    return out
