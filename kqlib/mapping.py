@@ -1,0 +1,106 @@
+"""Query-KN mapping (paper §4.1): does a query's localization belong to the query or to the fact?
+
+For a query q of a fact with neighbor queries q_1..q_k (q excluded), intervene at q's last position on
+
+* ``own``          -- N_q, q's own knowledge neurons;
+* ``union``        -- ∪_j N_{q_j};
+* ``intersection`` -- ∩_j N_{q_j};
+* ``random``       -- as many random neurons as ``own``, drawn from the same layers (control; seeded),
+
+either suppressing (activation -> 0) or enhancing (activation x 2) them, and measure
+
+    ΔProb = (p_after(o | q) - p_before(o | q)) / p_before(o | q)          (relative change of the answer)
+
+and whether the top-1 prediction flips (suppress: away from o; enhance: to o from another token).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .hooks import scale_neurons
+
+CONDITIONS = ("own", "union", "intersection", "random")
+OPERATIONS = {"suppress": 0.0, "enhance": 2.0}
+
+
+@dataclass(frozen=True)
+class MappingQuery:
+    prompt: str
+    target_id: int
+    own: frozenset
+    neighbors: tuple  # tuple of frozensets, one per neighbor query
+
+
+def condition_neurons(q: MappingQuery, n_layers: int, n_neurons: int, seed: int) -> dict[str, set]:
+    """The neuron set of every condition for query ``q`` (random: same layer histogram as ``own``)."""
+    union = set().union(*q.neighbors) if q.neighbors else set()
+    inter = set.intersection(*map(set, q.neighbors)) if q.neighbors else set()
+    rng = random.Random(f"{seed}-{q.prompt}-{q.target_id}")
+    rand: set = set()
+    for layer in sorted(l for l, _ in q.own):
+        while True:
+            cand = (layer, rng.randrange(n_neurons))
+            if cand not in q.own and cand not in rand:
+                rand.add(cand)
+                break
+    return {"own": set(q.own), "union": union, "intersection": inter, "random": rand}
+
+
+@torch.no_grad()
+def answer_prob(lm, prompt: str, target_id: int) -> tuple[float, int]:
+    """``(p(target | prompt), top-1 token)`` at the next position."""
+    logits = lm.next_token_logits(prompt)
+    return float(torch.softmax(logits, -1)[target_id]), int(logits.argmax())
+
+
+def run_mapping(lm, queries: Iterable[MappingQuery], *, site: str = "post", seed: int = 0,
+                operations: dict[str, float] = OPERATIONS, meta: Sequence[dict] | None = None) -> pd.DataFrame:
+    """One row per (query, condition, operation): n_neurons, p_before, p_after, d_prob, flipped."""
+    rows = []
+    queries = list(queries)
+    for n, q in enumerate(queries):
+        p0, top0 = answer_prob(lm, q.prompt, q.target_id)
+        sets = condition_neurons(q, lm.n_layers, lm.n_neurons, seed)
+        for cond, neurons in sets.items():
+            for op, factor in operations.items():
+                if neurons:
+                    with scale_neurons(lm, neurons, factor, site=site):
+                        p1, top1 = answer_prob(lm, q.prompt, q.target_id)
+                else:
+                    p1, top1 = p0, top0
+                if op == "suppress":
+                    flipped = top0 == q.target_id and top1 != q.target_id
+                else:
+                    flipped = top0 != q.target_id and top1 == q.target_id
+                rows.append({**(meta[n] if meta else {}), "condition": cond, "operation": op,
+                             "n_neurons": len(neurons), "p_before": p0, "p_after": p1,
+                             "d_prob": (p1 - p0) / p0 if p0 > 0 else float("nan"), "flipped": bool(flipped)})
+    return pd.DataFrame(rows)
+
+
+def mapping_queries(localization, method: str, model: str | None = None) -> tuple[list, list]:
+    """Build :class:`MappingQuery` objects (and per-query metadata) from a :class:`Localization`."""
+    sets = localization.sets(method, model)
+    qf = localization.queries[localization.queries.method == method]
+    if model is not None:
+        qf = qf[qf.model == model]
+    by_fact: dict[str, list] = {}
+    for r in qf.itertuples():
+        by_fact.setdefault(r.fact_id, []).append(r)
+    out, meta = [], []
+    for fact_id, rows in by_fact.items():
+        for r in rows:
+            own = frozenset(sets[(fact_id, int(r.pattern_index))])
+            nbrs = tuple(frozenset(sets[(fact_id, int(o.pattern_index))]) for o in rows if o.pattern_index != r.pattern_index)
+            if not nbrs:
+                continue
+            out.append(MappingQuery(r.prompt, int(r.target_id), own, nbrs))
+            meta.append(dict(model=r.model, method=method, relation=r.relation, fact_id=fact_id,
+                             pattern_index=int(r.pattern_index)))
+    return out, meta
