@@ -134,4 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m kqlib.cli`: run the imported module's main, so that extensions registering with
+    # `kqlib.cli.register` and this entry point share one command registry
+    from kqlib.cli import main as _main
+
+    sys.exit(_main())

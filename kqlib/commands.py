@@ -60,6 +60,7 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site", default="post", choices=["post", "pre"], help="neuron site (default post)")
     p.add_argument("--threshold", type=float, default=0.2, help="knowledge neurons: score > t * max (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="fact sampling seed")
+    p.add_argument("--top-k", type=int, default=1, help="keep facts whose answer is within the model's top-k")
     p.add_argument("--batch-size", type=int, default=None, help="path points per chunk (memory bound)")
     p.add_argument("--out", default=None, help="tidy table of knowledge neurons (.csv or .parquet); "
                    "default kq-attribute-<model>-<relation>-<method>.csv")
@@ -83,7 +84,7 @@ def _attribute_run(args) -> int:
     t0 = time.time()
     lm = load(args.model, device=args.device)
     data = pararel.build_dataset(lm, relations=_relations(args.relation), n_per_relation=args.facts, seed=args.seed,
-                                 root=args.pararel)
+                                 top_k=args.top_k, root=args.pararel)
     queries = data.queries
     print(f"[kq] {len(data)} facts, {len(queries)} queries from {', '.join(data.relations())}", file=sys.stderr)
     rows = []
