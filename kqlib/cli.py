@@ -27,7 +27,7 @@ class Command:
 
 COMMANDS: list[Command] = []
 #: Modules whose import registers more subcommands.
-EXTENSIONS = ("kqlib.commands", "kqlib.bench")
+EXTENSIONS = ("kqlib.commands", "kqlib.bench", "kqlib.assignments")
 
 
 def register(command: Command) -> Command:
