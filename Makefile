@@ -25,7 +25,10 @@ book: venv
 	$(VENV)/bin/kq book --profile $(PROFILE) $(ARGS)
 
 bench: venv
-	$(VENV)/bin/kq bench $(ARGS)
+	# knowledge-neurons (the comparison baseline) is not a kqlib dependency; --no-deps: its declared deps pull
+	# other torch/transformers versions. If the install fails, its rows read n/a.
+	-$(PY) -m pip install -q --no-deps knowledge-neurons==0.0.2 einops
+	HF_HUB_OFFLINE=1 $(VENV)/bin/kq bench $(ARGS)
 
 clean:
 	rm -rf _build
