@@ -219,12 +219,12 @@ def _run_layer(lm, i: int, hidden: torch.Tensor, base: _BasePass) -> torch.Tenso
 
 
 def default_batch_size(lm, steps: int) -> int:
-    """Path points per chunk, so that one chunk's activations stay within ~512 MiB (CPU) / 4 GiB (CUDA)."""
+    """Path points per chunk, so that one chunk's activations stay within ~256 MiB (CPU) / 4 GiB (CUDA)."""
     cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
     d = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 1024)
     vocab = lm.model.get_output_embeddings().weight.shape[0]
     bytes_per_row = 4 * (3 * vocab + lm.n_layers * (16 * d + 6 * lm.n_neurons))
-    budget = (4 << 30) if lm.device.type == "cuda" else (512 << 20)
+    budget = (4 << 30) if lm.device.type == "cuda" else (256 << 20)
     return int(max(1, min(lm.n_layers * steps, budget // bytes_per_row)))
 
 
