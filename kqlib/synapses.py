@@ -1,0 +1,206 @@
+"""Dynamic KN selection (paper §4.2): does attention select the knowledge neurons a query uses?
+
+For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN set from :func:`kqlib.localize`):
+
+1. **Knowledge synapses.** S = :func:`kqlib.attention.attribute_attention` ``(lm, x, o, steps)`` are the
+   integrated-gradients scores ``[n_layers, n_heads, T]`` of the last position's attention probabilities
+   for p(o | x); the synapses are K_q = {(l, h, k) : S[l, h, k] > t · max S}
+   (:func:`kqlib.attention.knowledge_synapses`).
+2. **Control.** C_q = |K_q| entries drawn uniformly at random among the entries that are not synapses
+   (:func:`kqlib.attention.random_non_synapses`, seeded per query by ``seed`` and the prompt).
+3. **Intervention.** For E ∈ {K_q, C_q} and a factor α, every attention probability of the last query
+   position P^{(l,h)}[-1, k], (l, h, k) ∈ E, is multiplied by α during one forward pass of x
+   (:func:`kqlib.attention.scale_attention`; rows are not renormalised unless ``renormalize=True``).
+   α = 0 suppresses, α = 2 enhances, α = 1 is an exact no-op.
+4. **Measures.** With a_n and a'_n the activations of neuron n ∈ N_q at the last position before and
+   after the intervention (the neuron site of :mod:`kqlib.hooks`, ``site="post"`` by default):
+
+   * ΔActivation (``d_act``): the relative change of the KNs' summed activation magnitude, measured along
+     each neuron's original sign,
+
+         ΔAct = Σ_{n∈N_q} sign(a_n) · (a'_n − a_n) / Σ_{n∈N_q} |a_n|,
+
+     so ΔAct = −1 when every KN is silenced, 0 when nothing changes, > 0 when the KNs are strengthened, and
+     < −1 when activations are pushed past 0 to the opposite sign; it equals (Σ|a'_n| − Σ|a_n|) / Σ|a_n|
+     whenever no activation changes sign. NaN when N_q is empty or all its activations are 0.
+   * ``act_shift``: the unsigned relative change ‖a' − a‖₂ / ‖a‖₂ of the KN activation vector.
+   * ΔProb (``d_prob``): (p'(o | x) − p(o | x)) / p(o | x), as in :mod:`kqlib.mapping`; ``flipped``: the
+     top-1 prediction leaves o (α < 1) or becomes o (α > 1).
+
+:func:`run_synapse_experiment` returns one tidy row per (query, set, α). Synapse scores are cached on disk
+(:class:`kqlib.cache.AttributionCache`, method ``"attention-ig"``), so a rerun recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .attention import knowledge_synapses, random_non_synapses, scale_attention, synapse_entries
+from .cache import AttributionCache, make_key
+from .errors import ParameterError
+from .hooks import capture
+
+SETS = ("synapse", "control")
+
+
+def _prompt_target(q) -> tuple[str, int]:
+    if isinstance(q, (tuple, list)) and len(q) == 2:
+        return str(q[0]), int(q[1])
+    return str(q.prompt), int(q.target_id)
+
+
+def synapse_scores(lm, prompt: str, target_id: int, *, steps: int = 20, cache: AttributionCache | str | None = None,
+                   use_cache: bool = True) -> torch.Tensor:
+    """:func:`kqlib.attention.attribute_attention` scores ``[L, H, T]``, through the on-disk attribution cache."""
+    from .attention import attribute_attention
+
+    store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
+    key = make_key(model=lm.fingerprint, prompt=prompt, target=int(target_id), method="attention-ig", steps=steps,
+                   site="attention-probs", baseline=None)
+    hit = store.get(key) if use_cache else None
+    if hit is not None:
+        return hit
+    scores = attribute_attention(lm, prompt, int(target_id), steps=steps)
+    if use_cache:
+        store.put(key, scores, {"model": lm.name, "prompt": prompt, "target": int(target_id),
+                                "method": "attention-ig", "steps": steps})
+    return scores
+
+
+def query_seed(seed: int, prompt: str, target_id: int) -> int:
+    """The per-query seed of the control draw (stable across runs and processes)."""
+    return zlib.crc32(f"{seed}|{prompt}|{int(target_id)}".encode())
+
+
+def synapse_sets(scores: torch.Tensor, t: float, seed: int) -> dict[str, set]:
+    """``{"synapse": K_q, "control": C_q}``: the synapses of ``scores`` and as many random non-synapses."""
+    syn = knowledge_synapses(scores, t)
+    ctrl = random_non_synapses(scores.shape, syn, len(syn), seed=seed)
+    return {"synapse": syn, "control": ctrl}
+
+
+@torch.no_grad()
+def kn_forward(lm, prompt: str, target_id: int, neurons: Sequence[tuple[int, int]], *,
+               entries: Iterable[tuple[int, int, int]] = (), alpha: float = 1.0, site: str = "post",
+               renormalize: bool = False) -> tuple[torch.Tensor, float, int]:
+    """One forward pass of ``prompt`` with the attention ``entries`` ((layer, head, key_pos) at the last query
+    position) scaled by ``alpha`` (none: no attention hook at all).
+
+    Returns ``(activations of neurons at the last position [len(neurons)] float64 in the given order,
+    p(target), top-1 token)``.
+    """
+    neurons = [(int(l), int(i)) for l, i in neurons]
+    entries = synapse_entries(entries)
+    layers = sorted({l for l, _ in neurons})
+    ids = lm.encode(prompt)
+    with capture(lm, site=site, layers=layers, position=-1) as acts:
+        if entries:
+            with scale_attention(lm, entries, alpha, renormalize=renormalize):
+                logits = lm.model(ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+        else:
+            logits = lm.model(ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+    vals = torch.tensor([float(acts[l][0, i]) for l, i in neurons], dtype=torch.float64)
+    return vals, float(torch.softmax(logits, -1)[int(target_id)]), int(logits.argmax())
+
+
+def delta_activation(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
+    """``(ΔAct, shift)`` of the module docstring: Σ sign(a)(a' − a) / Σ|a| and ‖a' − a‖ / ‖a‖ (NaN, NaN when
+    there are no neurons or all of ``before`` is 0)."""
+    a, b = before.double(), after.double()
+    denom = float(a.abs().sum())
+    if a.numel() == 0 or denom == 0.0:
+        return math.nan, math.nan
+    d_act = float((torch.sign(a) * (b - a)).sum()) / denom
+    shift = float(torch.linalg.vector_norm(b - a)) / float(torch.linalg.vector_norm(a))
+    return d_act, shift
+
+
+def run_synapse_experiment(lm, queries: Sequence, kn_sets: Sequence[Iterable[tuple[int, int]]], *, t: float = 0.2,
+                           alphas: Sequence[float] = (0.0, 2.0), steps: int = 20, seed: int = 0,
+                           site: str = "post", renormalize: bool = False, meta: Sequence[dict] | None = None,
+                           cache: AttributionCache | str | None = None, use_cache: bool = True) -> pd.DataFrame:
+    """Scale each query's knowledge synapses (and, as a control, as many random non-synapses) by every α.
+
+    ``queries``: ``(prompt, target_id)`` pairs or objects with ``.prompt`` and ``.target_id``; ``kn_sets[i]``:
+    the knowledge neurons {(layer, neuron)} of query i; ``meta[i]``: extra columns for its rows.
+
+    One row per (query, set ∈ {synapse, control}, α): query (index), set, alpha, n_entries (attention entries
+    scaled), n_kns, act_before (Σ|a_n|), act_after (Σ|a'_n|), d_act, act_shift, p_before, p_after, d_prob,
+    flipped, note (why d_act / d_prob is NaN, else ""). Cost per query: one attention attribution (cached)
+    plus 1 + 2·len(alphas) forward passes.
+    """
+    queries = list(queries)
+    kn_sets = [sorted((int(l), int(i)) for l, i in s) for s in kn_sets]
+    if len(kn_sets) != len(queries):
+        raise ParameterError(f"got {len(queries)} queries but {len(kn_sets)} KN sets")
+    if meta is not None and len(meta) != len(queries):
+        raise ParameterError(f"got {len(queries)} queries but {len(meta)} meta rows")
+    if not 0.0 <= t <= 1.0:
+        raise ParameterError(f"synapse threshold t must be in [0, 1], got {t}")
+    alphas = [float(a) for a in alphas]
+    if not alphas:
+        raise ParameterError("give at least one scaling factor alpha")
+    rows = []
+    for n, (q, kns) in enumerate(zip(queries, kn_sets)):
+        prompt, target = _prompt_target(q)
+        scores = synapse_scores(lm, prompt, target, steps=steps, cache=cache, use_cache=use_cache)
+        sets = synapse_sets(scores, t, query_seed(seed, prompt, target))
+        a0, p0, top0 = kn_forward(lm, prompt, target, kns, site=site)
+        act0 = float(a0.abs().sum())
+        for name in SETS:
+            entries = sets[name]
+            for alpha in alphas:
+                note = ""
+                if entries:
+                    a1, p1, top1 = kn_forward(lm, prompt, target, kns, entries=entries, alpha=alpha, site=site,
+                                              renormalize=renormalize)
+                else:
+                    a1, p1, top1 = a0, p0, top0
+                    note = "no knowledge synapse (no positive attention score)"
+                d_act, shift = delta_activation(a0, a1)
+                if not entries:
+                    d_act = shift = math.nan
+                elif not kns:
+                    note = "the query has no knowledge neurons"
+                elif math.isnan(d_act):
+                    note = "all knowledge-neuron activations are 0"
+                if alpha < 1:
+                    flipped = top0 == target and top1 != target
+                elif alpha > 1:
+                    flipped = top0 != target and top1 == target
+                else:
+                    flipped = top0 != top1
+                rows.append({**(meta[n] if meta else {}), "query": n, "set": name, "alpha": alpha,
+                             "n_entries": len(entries), "n_kns": len(kns), "act_before": act0,
+                             "act_after": float(a1.abs().sum()), "d_act": d_act, "act_shift": shift,
+                             "p_before": p0, "p_after": p1,
+                             "d_prob": (p1 - p0) / p0 if p0 > 0 and entries else math.nan,
+                             "flipped": bool(flipped), "note": note})
+    return pd.DataFrame(rows)
+
+
+def activation_states(lm, prompt: str, target_id: int, neurons: Sequence[tuple[int, int]], *, t: float = 0.2,
+                      alpha: float = 0.0, steps: int = 20, seed: int = 0, site: str = "post",
+                      renormalize: bool = False, cache=None) -> pd.DataFrame:
+    """The query's KN activations in three states, for a heatmap: ``before`` (no intervention), ``synapses``
+    (its knowledge synapses scaled by ``alpha``) and ``control`` (as many random non-synapses scaled).
+
+    Tidy: one row per (state, neuron) with layer, neuron, label ``"L{layer}.{neuron}"``, activation, p_answer.
+    """
+    neurons = sorted((int(l), int(i)) for l, i in neurons)
+    scores = synapse_scores(lm, prompt, target_id, steps=steps, cache=cache)
+    sets = synapse_sets(scores, t, query_seed(seed, prompt, target_id))
+    states = {"before": ((), 1.0), "synapses": (sets["synapse"], alpha), "control": (sets["control"], alpha)}
+    rows = []
+    for state, (entries, a) in states.items():
+        vals, p, _ = kn_forward(lm, prompt, target_id, neurons, entries=entries, alpha=a, site=site,
+                                renormalize=renormalize)
+        for (layer, idx), v in zip(neurons, vals.tolist()):
+            rows.append({"state": state, "layer": layer, "neuron": idx, "label": f"L{layer}.{idx}",
+                         "activation": v, "p_answer": p})
+    return pd.DataFrame(rows)

@@ -1,0 +1,172 @@
+"""Chapters 03 (Query-KN mapping) and 04 (dynamic KN selection), executed with the smoke profile.
+
+Both run through the `kq` command in a copy of the book (as chapter 00 in test_book.py). They reuse the
+attributions of chapter 01 through the on-disk cache when it ran before with the same profile; from an empty
+cache they compute the IG attributions they need themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kqlib.report import read_glued
+
+from test_book import REPO, _book
+
+CHAPTERS = {"03": "03_query_kn_mapping", "04": "04_dynamic_kn_selection"}
+
+
+@pytest.fixture(scope="module")
+def book34(tmp_path_factory):
+    """Chapters 03 and 04 executed with the smoke profile (one `kq run` each), in a copy of the book."""
+    tmp = tmp_path_factory.mktemp("book34")
+    root = _book(tmp, {f"{name}.py": (REPO / "book" / f"{name}.py").read_text() for name in CHAPTERS.values()})
+    kq = Path(sys.executable).with_name("kq")
+    for prefix, name in CHAPTERS.items():
+        proc = subprocess.run([str(kq), "run", prefix, "--profile", "smoke", "--root", str(root)],
+                              capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert f"book/{name}.py: done" in proc.stdout
+        assert "Unable to parse" not in proc.stdout + proc.stderr  # papermill reads every parameter line
+    return root
+
+
+def _results(root: Path, name: str) -> dict:
+    return json.loads((root / "_build" / "results" / f"{name}.json").read_text())
+
+
+def _finite_or_explained(nums: dict, key: str) -> None:
+    """A headline number is finite, or None with a reason in ``notes``."""
+    value = nums[key]
+    if value is None:
+        assert key in nums["notes"] and nums["notes"][key], key
+    else:
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+
+
+def _check_ci_rows(rows: list[dict], value: str = "mean") -> None:
+    assert rows
+    for r in rows:
+        if r["n"] == 0:
+            assert r[value] is None and r["ci_low"] is None and r["ci_high"] is None, r
+            continue
+        assert r[value] is not None and math.isfinite(r[value]), r
+        assert r["ci_low"] - 1e-9 <= r[value] <= r["ci_high"] + 1e-9, r
+
+
+def _check_tests(rows: list[dict]) -> None:
+    assert rows
+    for r in rows:
+        assert (r["p"] is not None and 0.0 <= r["p"] <= 1.0) or r["note"], r
+    assert any(r["p"] is not None for r in rows), "no paired test is defined at all"
+
+
+def _check_figures(root: Path, names: dict) -> None:
+    assert names
+    for name in names.values():
+        path = root / "_build" / "figures" / name
+        assert path.exists() and path.stat().st_size > 5000, path
+
+
+def _check_glue(root: Path, name: str) -> None:
+    data = _results(root, name)
+    executed = root / "_build" / "executed" / "book" / f"{name}.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    assert "jupytext" not in nb.metadata
+    glued = read_glued(executed)
+    assert glued and set(glued) <= set(data["numbers"])
+    for key, value in glued.items():
+        expected = data["numbers"][key]
+        if isinstance(value, float):
+            assert value == pytest.approx(expected, rel=1e-12), key
+        else:
+            assert value == expected, key
+    text = json.dumps(nb)
+    assert "IProgress" not in text and "Traceback" not in text
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    refs = set()
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
+    assert refs and refs <= set(glued), refs - set(glued)
+
+
+@pytest.mark.book
+def test_chapter03_results(book34):
+    data = _results(book34, "03_query_kn_mapping")
+    nums, run = data["numbers"], data["run"]
+    assert run["profile"] == "smoke" and run["models"] == ["smollm2-135m"] and run["wall_time_s"] > 0
+    assert run["parameters"]["enhance_factor"] == 2.0 and run["parameters"]["threshold_kind"] == "static"
+    assert nums["n_queries"] >= 2 and nums["n_interventions"] == nums["n_queries"] * 4 * 2
+    assert nums["n_queries_kc"] + nums["n_queries_ki"] == nums["n_queries"]
+    for g in ("kc", "ki"):
+        for cond in ("own", "union", "intersection", "random"):
+            for op in ("avg", "sup", "enh"):
+                _finite_or_explained(nums, f"{op}_{cond}_{g}")
+            avg = nums[f"avg_{cond}_{g}"]
+            if avg is not None:
+                assert avg >= 0  # a mean of absolute values
+                lo, hi = nums[f"avg_{cond}_{g}_ci"]
+                assert lo - 1e-9 <= avg <= hi + 1e-9
+            sup = nums[f"sup_{cond}_{g}"]
+            assert sup is None or sup >= -1.0 - 1e-9  # a probability cannot drop by more than 100 %
+        for b in ("union", "intersection", "random"):
+            key = f"p_own_vs_{b}_{g}"
+            assert (nums[key] is not None and 0.0 <= nums[key] <= 1.0) or nums["notes"].get(key), key
+    _check_ci_rows(nums["summary"])
+    ops = {r["operation"] for r in nums["summary"]}
+    assert ops == {"suppress", "enhance", "average"}
+    for r in nums["summary"]:
+        if r["operation"] == "average" and r["mean"] is not None:
+            assert r["mean"] >= 0
+    _check_tests(nums["tests"])
+    # the random control has exactly as many neurons as the own set
+    sizes = {(r["group"], r["condition"]): r["mean_neurons"] for r in nums["set_sizes"]}
+    for g in ("K_C", "K_I"):
+        if (g, "own") in sizes:
+            assert sizes[(g, "own")] == pytest.approx(sizes[(g, "random")])
+    _check_figures(book34, nums["figures"])
+
+
+@pytest.mark.book
+def test_chapter04_results(book34):
+    data = _results(book34, "04_dynamic_kn_selection")
+    nums, run = data["numbers"], data["run"]
+    assert run["profile"] == "smoke" and run["parameters"]["alphas"] == [0.0, 2.0]
+    assert 1 <= nums["n_queries"] <= run["parameters"]["n_queries"]
+    assert nums["synapses_per_query"] > 0 and nums["kns_per_query"] > 0
+    for tag in ("sup", "enh"):
+        for m in ("act", "prob"):
+            for s in ("syn", "ctrl"):
+                key = f"{m}_{s}_{tag}"
+                _finite_or_explained(nums, key)
+                if nums[key] is not None:
+                    lo, hi = nums[f"{key}_ci"]
+                    assert lo - 1e-9 <= nums[key] <= hi + 1e-9
+            key = f"p_{m}_{tag}"
+            assert (nums[key] is not None and 0.0 <= nums[key] <= 1.0) or nums["notes"].get(key), key
+    # suppression (α = 0) can at most remove the answer's probability (ΔAct may pass −1: sign changes)
+    for key in ("prob_syn_sup", "prob_ctrl_sup"):
+        assert nums[key] is None or nums[key] >= -1.0 - 1e-9
+    _check_ci_rows(nums["summary"])
+    _check_tests(nums["tests"])
+    assert {r["set"] for r in nums["summary"]} == {"synapse", "control"}
+    heat = nums["heat_query"]
+    assert heat is not None and heat["n_kns"] >= 1 and heat["n_synapses"] >= 1
+    assert heat["d_act"] == pytest.approx(nums["heat_d_act"]) and heat["prompt"] == nums["heat_prompt"]
+    assert "heatmap" in nums["figures"] and "distributions" in nums["figures"]
+    _check_figures(book34, nums["figures"])
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("name", list(CHAPTERS.values()))
+def test_glue_equals_json(book34, name):
+    _check_glue(book34, name)
