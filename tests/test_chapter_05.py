@@ -1,0 +1,131 @@
+"""Chapter 05 (Editing with query localization), executed with the smoke profile through the `kq` command in a
+copy of the book (as chapter 00 in test_book.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kqlib.report import read_glued
+
+from test_book import REPO, _book
+
+NAME = "05_cas_editing"
+METRICS01 = ("rel", "gen", "loc", "avg")
+
+
+@pytest.fixture(scope="module")
+def book05(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("book05")
+    root = _book(tmp, {f"{NAME}.py": (REPO / "book" / f"{NAME}.py").read_text()})
+    kq = Path(sys.executable).with_name("kq")
+    proc = subprocess.run([str(kq), "run", "05", "--profile", "smoke", "--root", str(root)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"book/{NAME}.py: done" in proc.stdout
+    return root
+
+
+def _results(root: Path) -> dict:
+    return json.loads((root / "_build" / "results" / f"{NAME}.json").read_text())
+
+
+def _in01_or_nan(row: dict, key: str, why: str) -> None:
+    """A rate is in [0, 1], or absent (None = NaN in JSON) for a stated reason."""
+    v = row[key]
+    if v is None:
+        assert why, (row, key)
+    else:
+        assert 0.0 <= v <= 1.0 and math.isfinite(v), (row, key)
+
+
+@pytest.mark.book
+def test_chapter05_results(book05):
+    data = _results(book05)
+    nums, run = data["numbers"], data["run"]
+    assert data["chapter"] == NAME
+    assert run["profile"] == "smoke" and run["models"] == ["smollm2-135m"] and run["wall_time_s"] > 0
+    params = run["parameters"]
+    assert params["n_unrelated"] == 4 and params["method"] == "ig" and params["beta1"] == params["beta2"] == 1.0
+
+    assert nums["n_facts_edited"] >= 1 and nums["n_edits"] >= 3 * nums["n_facts_edited"]
+    assert nums["n_kc_edited"] + nums["n_ki_edited"] == nums["n_facts_edited"]
+    edits = nums["edits"]
+    assert len(edits) == nums["n_edits"]
+    assert {e["selection"] for e in edits} == {"cas", "N_i", "N_g"}
+    assert {e["task"] for e in edits} <= {"erase", "update"} and any(e["task"] == "erase" for e in edits)
+    for e in edits:
+        for k in METRICS01:  # every edit has edited, held-out and unrelated queries: no NaN here
+            assert e[k] is not None and 0.0 <= e[k] <= 1.0, (e, k)
+        # ΔPPL is finite, or absent for an update whose perplexity overflowed (exp(NLL) > 1e308)
+        assert (e["dppl"] is not None and math.isfinite(e["dppl"])) or e["task"] == "update", e
+        assert e["n_edited_queries"] >= 1 and e["n_heldout_queries"] == params["n_heldout"]
+        assert e["n_unrelated"] <= params["n_unrelated"] and e["n_neurons"] >= 0
+        assert not set(e["edited_patterns"]) & set(e["heldout_patterns"])
+    # N_g ⊇ N_i
+    size = {(e["fact_id"], e["selection"]): e["n_neurons"] for e in edits if e["task"] == "erase"}
+    for (fact, sel), n in size.items():
+        if sel == "N_g":
+            assert n >= size[(fact, "N_i")]
+
+    # Table 3: rates in [0, 1] or NaN for an empty group; CIs ordered
+    t3 = nums["table3"]
+    assert {r["group"] for r in t3} == {"all", "K_C", "K_I"}
+    for r in t3:
+        why = "empty group" if r["facts"] == 0 else ""
+        for k in METRICS01:
+            _in01_or_nan(r, k, why)
+            if r[k] is not None:
+                assert r[f"{k}_low"] - 1e-12 <= r[k] <= r[f"{k}_high"] + 1e-12, (r, k)
+                assert 0.0 <= r[f"{k}_low"] <= r[f"{k}_high"] <= 1.0
+        if r["group"] == "all":
+            assert r["facts"] >= 1
+    for g in nums["gains"]:
+        if g["gain"] is None:
+            assert g["facts"] == 0
+        else:
+            assert -1.0 <= g["gain"] <= 1.0 and g["gain_low"] - 1e-12 <= g["gain"] <= g["gain_high"] + 1e-12
+    for key in ("gain_N_i", "gain_N_g"):
+        assert nums[key] is not None and nums[f"{key}_low"] <= nums[key] <= nums[f"{key}_high"]
+    # β ablation: one row per β2 of the grid and task
+    betas = {r["beta2"] for r in nums["beta_ablation"]}
+    assert betas == {float(b) for b in params["beta2_grid"]}
+    for r in nums["beta_ablation"]:
+        _in01_or_nan(r, "avg", "")
+    assert nums["best_beta2"] in betas
+
+    for name in nums["figures"].values():
+        path = book05 / "_build" / "figures" / name
+        assert path.exists() and path.stat().st_size > 5000, path
+
+
+@pytest.mark.book
+def test_chapter05_glue_equals_json(book05):
+    data = _results(book05)
+    executed = book05 / "_build" / "executed" / "book" / f"{NAME}.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    assert "jupytext" not in nb.metadata
+    glued = read_glued(executed)
+    assert glued and set(glued) <= set(data["numbers"])
+    for key, value in glued.items():
+        expected = data["numbers"][key]
+        if isinstance(value, float):
+            assert value == pytest.approx(expected, rel=1e-12), key
+        else:
+            assert value == expected, key
+    refs = set()
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
+    assert refs and refs <= set(glued), refs - set(glued)
+    text = json.dumps(nb)
+    assert "IProgress" not in text and "Traceback" not in text
+    figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(figures) == 3
