@@ -104,17 +104,19 @@ def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any"
     return pd.DataFrame(rows)
 
 
+#: Verdicts of the "Paper vs this run" tables and their colours (matched on the verdict's first words).
+VERDICT_COLOURS = {"holds": "#d4edda", "not measurable": "#fff3cd", "differs": "#f8d7da"}
+
+
 def paper_vs_run_table(rows: Iterable[Mapping[str, Any]]):
-    """Styled table with columns claim / paper / this run / verdict (verdicts colour-coded)."""
+    """Styled table with columns claim / paper / this run / verdict (verdicts "holds" / "differs" / "not measurable here" colour-coded)."""
     import pandas as pd
 
     cols = ["claim", "paper", "this run", "verdict"]
     df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
-    colours = {"reproduced": "#d4edda", "partly": "#fff3cd", "not reproduced": "#f8d7da"}
-
     def shade(v):
-        key = str(v).lower()
-        for word, colour in colours.items():
+        key = str(v).strip().lower()
+        for word, colour in VERDICT_COLOURS.items():
             if key.startswith(word):
                 return f"background-color: {colour}"
         return ""

@@ -1,0 +1,181 @@
+"""Editing through the knowledge neurons of ONE query (paper §3.3, Table 2): does an edit generalize?
+
+If knowledge localization held, the knowledge neurons (KNs) of any one query of a fact would be the fact's
+neurons, so editing them would change the answer of every neighbor query (paraphrase) too. For each fact
+with usable queries q_1..q_k (sorted by pattern index):
+
+* the **edited query** is the first usable one, q_e; its KN set N_e comes from ``kn_sets`` (e.g.
+  ``Localization.sets(method, model=...)``: ``{(fact_id, pattern_index): {(layer, neuron), ...}}``), the same
+  sets that the consistency scores are computed from;
+* its **neighbors** are all the other usable queries of the fact: Gen is measured on them;
+* **unrelated** queries are the first queries of ``n_unrelated`` other facts of the dataset (a seeded draw per
+  fact, ``random.Random(f"{seed}-{fact_id}")``, the draw of :func:`kqlib.cas_editing.run_cas_editing`): Loc;
+* **erase**: the value vectors of N_e set to 0; **update**: Dai et al.'s v ← v − λ1'e(o) + λ2'e(o') to another
+  object o' of the relation (seeded: :func:`kqlib.cas_editing.pick_new_object`).
+
+Rel (on q_e), Gen, Loc, Avg and ΔPPL come from :func:`kqlib.editing.evaluate_edit` (weights restored
+bit-exactly after each edit). ``query_filter="correct"`` keeps only the queries the unedited model answers
+(top-1), so that an erasure success on a neighbor is a change made by the edit and not a query the model got
+wrong anyway; ``"all"`` keeps every query with an answer token.
+
+This is the N_i selection of :mod:`kqlib.cas_editing` with one edited query and every other query held out;
+``run_cas_editing`` holds out a fixed number of queries per fact, which cannot express "all but one" for facts
+with different numbers of paraphrases. Rows carry ``selection="N_i"`` so that
+:func:`kqlib.cas_editing.table3` aggregates them (mean and bootstrap CI per class)::
+
+    rows = run_single_query_edits(lm, dataset, loc.sets("ig", model=lm.name), n_unrelated=10)
+    t2 = table2(rows, classes)        # classes = {(model, fact_id): "K_C" | "K_I"}
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+
+from . import editing
+from .errors import ParameterError
+
+TASKS = ("erase", "update")
+QUERY_FILTERS = ("correct", "all")
+METRICS = ("rel", "gen", "loc", "avg", "dppl")
+
+ROW_COLUMNS = ["model", "fact_id", "relation", "subject", "obj", "selection", "task", "n_queries",
+               "edited_pattern", "neighbor_patterns", "n_neighbors", "n_neurons", "new_obj", "rel", "gen", "loc",
+               "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors", "dprob_new", "ppl_before",
+               "ppl_after", "n_unrelated"]
+RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
+               "dprob_new", "ppl_before", "ppl_after")
+
+
+def _relation_objects(relation: str) -> list[str]:
+    from .pararel import load_facts
+
+    return sorted({f.obj for f in load_facts(relation)})
+
+
+def usable_queries(entry, query_filter: str = "correct") -> list:
+    """The fact's queries that can be edited/measured, sorted by pattern index: those with an answer token
+    and, for ``query_filter="correct"``, answered top-1 by the unedited model."""
+    if query_filter not in QUERY_FILTERS:
+        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    qs = [q for q in entry.queries if q.target_id is not None]
+    if query_filter == "correct":
+        qs = [q for q in qs if q.correct]
+    return sorted(qs, key=lambda q: q.pattern_index)
+
+
+def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], *,
+                           tasks: Sequence[str] = TASKS, query_filter: str = "correct", n_unrelated: int = 10,
+                           fact_ids: Sequence[str] | None = None, n_facts: int | None = None,
+                           lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0,
+                           objects: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]] | None = None,
+                           ppl_texts: Sequence[str] | None = editing.DEFAULT_PPL_TEXTS,
+                           eval_cache: dict | None = None, model_name: str | None = None) -> pd.DataFrame:
+    """Edit every usable fact of ``dataset`` through the KNs of its first usable query; one row per (fact, task).
+
+    ``dataset``: a :class:`kqlib.pararel.Dataset` or any iterable of entries with ``.fact`` and ``.queries``
+    (queries with ``fact_id``, ``pattern_index``, ``prompt``, ``target_id``, ``correct``). ``kn_sets``: the KN set of
+    each ``(fact_id, pattern_index)``. A fact is skipped when it has fewer than two usable queries (no neighbor
+    to generalize to), when the edited query's KN set is empty or missing (nothing to edit), or when it is not
+    in ``fact_ids`` (None = every fact). ``n_facts``: a seeded sample of the remaining facts (None/0 = all).
+    ``objects``: candidate new answers per relation, a mapping or a callable (default: every object of the
+    relation in ParaRel). Update rows are absent for a fact without a usable o'. ``eval_cache``: a dict reused
+    across calls on the same unedited model (memoises its predictions and PPL, see
+    :func:`kqlib.editing.evaluate_edit`). Unrelated queries are drawn from all facts of ``dataset``, skipped
+    or not. Columns: :data:`ROW_COLUMNS` (``selection`` is always ``"N_i"``).
+    """
+    from .cas_editing import pick_new_object
+
+    for task in tasks:
+        if task not in TASKS:
+            raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
+    if query_filter not in QUERY_FILTERS:
+        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    name = model_name or getattr(lm, "name", "model")
+    eval_cache = {} if eval_cache is None else eval_cache
+    texts = tuple(ppl_texts) if ppl_texts else None
+
+    if objects is None:
+        obj_cache: dict[str, list[str]] = {}
+
+        def objects_for(rel):
+            if rel not in obj_cache:
+                obj_cache[rel] = _relation_objects(rel)
+            return obj_cache[rel]
+    elif callable(objects):
+        objects_for = objects
+    else:
+        def objects_for(rel):
+            return list(objects.get(rel, ()))
+
+    entries = sorted(dataset, key=lambda e: e.fact.fact_id)
+    first_queries = {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
+    wanted = None if fact_ids is None else set(fact_ids)
+    chosen = []
+    for entry in entries:
+        if wanted is not None and entry.fact.fact_id not in wanted:
+            continue
+        qs = usable_queries(entry, query_filter)
+        if len(qs) < 2 or not kn_sets.get((entry.fact.fact_id, qs[0].pattern_index)):
+            continue
+        chosen.append((entry, qs))
+    if n_facts:
+        chosen = sorted(random.Random(f"{seed}-kl-facts").sample(chosen, min(len(chosen), int(n_facts))),
+                        key=lambda x: x[0].fact.fact_id)
+
+    rows = []
+    for entry, qs in chosen:
+        fact = entry.fact
+        q0, neighbors_q = qs[0], qs[1:]
+        kns = set(kn_sets[(fact.fact_id, q0.pattern_index)])
+        others = [first_queries[fid] for fid in first_queries if fid != fact.fact_id]
+        unrel = random.Random(f"{seed}-{fact.fact_id}").sample(others, min(len(others), int(n_unrelated)))
+        edited = [(q0.prompt, q0.target_id)]
+        neighbors = [(q.prompt, q.target_id) for q in neighbors_q]
+        unrelated = [(q.prompt, q.target_id) for q in unrel if q.target_id is not None]
+        new_obj, new_id = None, None
+        if "update" in tasks:
+            new_obj, new_id = pick_new_object(lm, q0.prompt, q0.target_id,
+                                              [o for o in objects_for(fact.relation) if o != fact.obj],
+                                              random.Random(f"{seed}-{fact.fact_id}-new"))
+        base = dict(model=name, fact_id=fact.fact_id, relation=fact.relation, subject=fact.subject, obj=fact.obj,
+                    selection="N_i", n_queries=len(entry.queries), edited_pattern=int(q0.pattern_index),
+                    neighbor_patterns=[int(q.pattern_index) for q in neighbors_q], n_neighbors=len(neighbors),
+                    n_neurons=len(kns), new_obj=new_obj, n_unrelated=len(unrelated))
+        for task in tasks:
+            if task == "erase":
+                res = editing.evaluate_edit(lm, lambda k=kns: editing.erase_neurons(lm, k), edited, neighbors,
+                                            unrelated, texts, task="erase", cache=eval_cache)
+            elif new_id is None:
+                continue
+            else:
+                res = editing.evaluate_edit(
+                    lm, lambda k=kns: editing.update_neurons(lm, k, q0.target_id, new_id, lambda1, lambda2),
+                    edited, neighbors, unrelated, texts, task="update", new_target_id=new_id, cache=eval_cache)
+            rows.append({**base, "task": task, **{k: res[k] for k in RESULT_KEYS}})
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+
+
+def classes_from_cs(cs: pd.DataFrame, threshold: float | Mapping[str, float], kind: str = "cs2",
+                    method: str | None = None) -> dict[tuple[str, str], str]:
+    """``{(model, fact_id): "K_I" | "K_C"}``: K_I iff CS < θ. ``cs``: a consistency table (columns model,
+    method, fact_id, ``kind``), restricted to ``method`` when given; ``threshold``: one θ or one per model."""
+    part = cs if method is None else cs[cs["method"] == method]
+    out = {}
+    for r in part.itertuples():
+        theta = threshold[r.model] if isinstance(threshold, Mapping) else threshold
+        out[(r.model, r.fact_id)] = "K_I" if float(getattr(r, kind)) < float(theta) else "K_C"
+    return out
+
+
+def table2(rows: pd.DataFrame, classes: Mapping[tuple[str, str], str], n_boot: int = 2000, level: float = 0.95,
+           seed: int = 0) -> pd.DataFrame:
+    """Table 2: mean (and percentile-bootstrap CI over facts) of Rel/Gen/Loc/Avg/ΔPPL per (model, task, class),
+    via :func:`kqlib.cas_editing.table3`. Groups: "all", "K_C", "K_I" (a class without edited facts: facts = 0,
+    NaN metrics)."""
+    from .cas_editing import table3
+
+    out = table3(rows, classes=classes, metrics=METRICS, n_boot=n_boot, level=level, seed=seed)
+    return out.drop(columns=["selection"], errors="ignore")
