@@ -31,16 +31,39 @@ def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, si
 def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
                    batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
-                   progress: bool = True, desc: str | None = None) -> torch.Tensor:
+                   progress: bool = True, desc: str | None = None, executor: str = "local",
+                   address: str | None = None, workers: int | None = None) -> torch.Tensor:
     """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`).
 
     Each finished query is written to the cache at once, so an interrupted call loses nothing that finished
-    and a rerun recomputes nothing that is cached. ``cache``: an :class:`AttributionCache`, a directory, or
-    None for the default (``$KQLIB_CACHE/attributions``).
+    and a rerun recomputes nothing that is cached. ``cache``: an :class:`AttributionCache`, a directory, a
+    URL (``file://``, ``s3://``, ``gs://``, any fsspec URL), or None for the default
+    (``$KQLIB_CACHE/attributions``).
+
+    ``lm``: an :class:`~kqlib.LM`, or a model name / directory (loaded here for ``executor="local"``).
+    ``executor="ray"``: run on a Ray actor pool, one loaded model per actor (see :mod:`kqlib.distributed`);
+    ``address`` (None: local Ray, ``"auto"``, ``"HOST:PORT"``) and ``workers`` (default: one per GPU, else
+    per CPU) apply to it only. The results are the same, in query order.
     """
+    if executor == "ray":
+        from .distributed import attribute_many_ray
+
+        return attribute_many_ray(lm, queries, method=method, steps=steps, site=site, batch_size=batch_size,
+                                  baseline=baseline, cache=cache, use_cache=use_cache, progress=progress,
+                                  desc=desc, address=address, workers=workers)
+    if executor != "local":
+        from .errors import ParameterError
+
+        raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if isinstance(lm, str):
+        from .models import load
+
+        lm = load(lm)
     _check(method, steps, site)
     queries = list(queries)
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
+    if use_cache and store.remote:
+        store.check()  # an unreachable cache URL fails here, before any work
     if method == "amig" and baseline is None:
         baseline = amig_baseline(lm, site=site)
     out = torch.empty(len(queries), lm.n_layers, lm.n_neurons, dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32)

@@ -64,7 +64,14 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="path points per chunk (memory bound)")
     p.add_argument("--out", default=None, help="tidy table of knowledge neurons (.csv or .parquet); "
                    "default kq-attribute-<model>-<relation>-<method>.csv")
-    p.add_argument("--cache", default=None, help="attribution cache directory (default $KQLIB_CACHE/attributions)")
+    p.add_argument("--cache", default=None, help="attribution cache: a directory or a URL (file://, s3://, gs://; "
+                   "shared by all Ray workers) (default $KQLIB_CACHE/attributions)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: an actor pool on a Ray cluster, one model per actor")
+    p.add_argument("--address", default=None, help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT "
+                   "(default: a local Ray instance)")
+    p.add_argument("--workers", type=int, default=None, help="with --executor ray: actors (default: one per GPU "
+                   "of the cluster, else one per CPU)")
 
 
 def _attribute_run(args) -> int:
@@ -82,6 +89,12 @@ def _attribute_run(args) -> int:
     if args.facts < 1 or args.steps < 2:
         raise ParameterError("--facts must be >= 1 and --steps >= 2")
     t0 = time.time()
+    if args.executor == "ray":  # an unreachable cluster or cache fails here, before any work
+        from .cache import AttributionCache
+        from .distributed import connect
+
+        connect(args.address)
+        AttributionCache(args.cache).check()
     lm = load(args.model, device=args.device)
     data = pararel.build_dataset(lm, relations=_relations(args.relation), n_per_relation=args.facts, seed=args.seed,
                                  top_k=args.top_k, root=args.pararel)
@@ -90,7 +103,8 @@ def _attribute_run(args) -> int:
     rows = []
     for method in methods:
         scores = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site,
-                                batch_size=args.batch_size, cache=args.cache, desc=f"{method} attribution")
+                                batch_size=args.batch_size, cache=args.cache, desc=f"{method} attribution",
+                                executor=args.executor, address=args.address, workers=args.workers)
         for q, s in zip(queries, scores):
             top = float(s.max())
             for layer, neuron in sorted(knowledge_neurons(s, args.threshold)):
