@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Iterable
@@ -31,7 +32,7 @@ def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, si
 def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
                    batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
-                   progress: bool = True, desc: str | None = None, executor: str = "local",
+                   progress: bool = True, desc: str | None = None, executor: str | None = None,
                    address: str | None = None, workers: int | None = None) -> torch.Tensor:
     """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`).
 
@@ -43,8 +44,11 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     ``lm``: an :class:`~kqlib.LM`, or a model name / directory (loaded here for ``executor="local"``).
     ``executor="ray"``: run on a Ray actor pool, one loaded model per actor (see :mod:`kqlib.distributed`);
     ``address`` (None: local Ray, ``"auto"``, ``"HOST:PORT"``) and ``workers`` (default: one per GPU, else
-    per CPU) apply to it only. The results are the same, in query order.
+    per CPU) apply to it only. The results are the same, in query order. ``executor=None``: the environment's
+    ``KQLIB_EXECUTOR`` (set by ``kq book/run --executor``), else ``"local"``; likewise ``KQLIB_RAY_ADDRESS``.
     """
+    executor = executor or os.environ.get("KQLIB_EXECUTOR") or "local"
+    address = address or os.environ.get("KQLIB_RAY_ADDRESS") or None
     if executor == "ray":
         from .distributed import attribute_many_ray
 

@@ -23,6 +23,7 @@ error. The chapter's kernel runs in the chapter's folder with ``KQ_BUILD_DIR`` s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -357,6 +358,28 @@ def _common_arguments(p) -> None:
     p.add_argument("--model", action="append", metavar="NAME",
                    help="shorthand for -p models=[NAME] (repeat for several models)")
     p.add_argument("--root", help="book root (default: the folder holding _toc.yml at or above the cwd)")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where the chapters' attributions run (default: the profile's `executor`, else local); "
+                        "ray: an actor pool on a Ray cluster (see the page 'Running the paper at scale')")
+    p.add_argument("--address", default=None, help="Ray cluster address for --executor ray (auto | HOST:PORT)")
+
+
+@contextlib.contextmanager
+def executor_environment(args, profile: dict):
+    """Expose the executor choice to the chapters' kernels (they inherit the environment):
+    ``KQLIB_EXECUTOR`` / ``KQLIB_RAY_ADDRESS`` are read by :func:`kqlib.attribute_many`."""
+    values = {"KQLIB_EXECUTOR": args.executor or profile.get("executor") or "local",
+              "KQLIB_RAY_ADDRESS": args.address or profile.get("address") or ""}
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def add_book_arguments(p) -> None:
@@ -401,11 +424,12 @@ def run_book(args) -> int:
     progress = Progress(timings, steps, "kq book")
     progress.line(f"profile {profile['name']}: {len(chapters)} chapter(s) to execute"
                   f"{'' if args.no_html else ', then the HTML build'}; ETA {_fmt(timings.eta(steps))}")
-    for i, (ch, params) in enumerate(plans):
-        progress.start(i)
-        t0 = time.time()
-        execute_chapter(root, ch, profile, parameters=params)
-        progress.done(i, time.time() - t0)
+    with executor_environment(args, profile):
+        for i, (ch, params) in enumerate(plans):
+            progress.start(i)
+            t0 = time.time()
+            execute_chapter(root, ch, profile, parameters=params)
+            progress.done(i, time.time() - t0)
     if not args.no_html:
         i = len(plans)
         progress.start(i)
@@ -429,7 +453,8 @@ def run_chapter(args) -> int:
                   + ", ".join(f"{k}={v!r}" for k, v in params.items()))
     progress.start(0)
     t0 = time.time()
-    out = execute_chapter(root, chapter, profile, parameters=params)
+    with executor_environment(args, profile):
+        out = execute_chapter(root, chapter, profile, parameters=params)
     progress.done(0, time.time() - t0)
     progress.line(f"executed notebook: {out.relative_to(root)}")
     results = root / BUILD / "results" / f"{chapter.stem}.json"

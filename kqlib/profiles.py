@@ -18,7 +18,7 @@ from .errors import ParameterError
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 #: Profile keys that configure the runner rather than the chapters.
-RUNNER_KEYS = {"description", "cell_timeout", "chapters"}
+RUNNER_KEYS = {"description", "cell_timeout", "chapters", "executor", "address"}
 
 
 def _read_profiles() -> dict:

@@ -215,3 +215,21 @@ def test_cli_on_the_cluster_with_the_embedded_model(ray_local, tmp_path):
     assert "0 to compute" in r.stderr or "to compute" not in r.stderr
     a, b = pd.read_csv(tmp_path / "ray.csv"), pd.read_csv(tmp_path / "local.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_book_executor_choice_reaches_attribute_many_through_the_environment(monkeypatch):
+    """`kq book/run --executor X` sets KQLIB_EXECUTOR for the chapters' kernels; attribute_many honours it."""
+    import argparse
+    import os
+
+    from kqlib.book import executor_environment
+    from kqlib.errors import ParameterError
+    from tiny import tiny_lm
+
+    monkeypatch.delenv("KQLIB_EXECUTOR", raising=False)
+    args = argparse.Namespace(executor=None, address=None)
+    with executor_environment(args, {"executor": "bogus"}):
+        assert os.environ["KQLIB_EXECUTOR"] == "bogus"
+        with pytest.raises(ParameterError, match="executor must be"):
+            kqlib.attribute_many(tiny_lm("llama"), [("the capital of france is", "paris")], steps=3)
+    assert "KQLIB_EXECUTOR" not in os.environ
