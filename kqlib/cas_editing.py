@@ -121,6 +121,23 @@ def _relation_objects(relation: str) -> list[str]:
     return sorted({f.obj for f in load_facts(relation)})
 
 
+def object_resolver(objects=None) -> Callable[[str], list[str]]:
+    """``relation -> candidate new objects``: ``objects`` may be None (every object of the relation in ParaRel,
+    read once per relation), a callable, or a mapping relation -> objects."""
+    if callable(objects):
+        return objects
+    if objects is not None:
+        return lambda rel: list(objects.get(rel, ()))
+    cache: dict[str, list[str]] = {}
+
+    def objects_for(rel: str) -> list[str]:
+        if rel not in cache:
+            cache[rel] = _relation_objects(rel)
+        return cache[rel]
+
+    return objects_for
+
+
 # ------------------------------------------------------------------------------------------ the loop
 
 
@@ -177,18 +194,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
                         key=lambda x: x[0].fact.fact_id)
     first_queries = {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries}
 
-    if objects is None:
-        obj_cache: dict[str, list[str]] = {}
-
-        def objects_for(rel):
-            if rel not in obj_cache:
-                obj_cache[rel] = _relation_objects(rel)
-            return obj_cache[rel]
-    elif callable(objects):
-        objects_for = objects
-    else:
-        def objects_for(rel):
-            return list(objects.get(rel, ()))
+    objects_for = object_resolver(objects)
 
     rows = []
     for entry, qs in chosen:

@@ -49,12 +49,6 @@ RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "
                "dprob_new", "ppl_before", "ppl_after")
 
 
-def _relation_objects(relation: str) -> list[str]:
-    from .pararel import load_facts
-
-    return sorted({f.obj for f in load_facts(relation)})
-
-
 def usable_queries(entry, query_filter: str = "correct") -> list:
     """The fact's queries that can be edited/measured, sorted by pattern index: those with an answer token
     and, for ``query_filter="correct"``, answered top-1 by the unedited model."""
@@ -97,18 +91,9 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
     eval_cache = {} if eval_cache is None else eval_cache
     texts = tuple(ppl_texts) if ppl_texts else None
 
-    if objects is None:
-        obj_cache: dict[str, list[str]] = {}
+    from .cas_editing import object_resolver
 
-        def objects_for(rel):
-            if rel not in obj_cache:
-                obj_cache[rel] = _relation_objects(rel)
-            return obj_cache[rel]
-    elif callable(objects):
-        objects_for = objects
-    else:
-        def objects_for(rel):
-            return list(objects.get(rel, ()))
+    objects_for = object_resolver(objects)
 
     entries = sorted(dataset, key=lambda e: e.fact.fact_id)
     first_queries = {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
