@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from kqlib.report import read_glued
 
+from chapter_checks import check_glue
 from test_book import REPO, _book
 
 NAME = "05_cas_editing"
@@ -108,23 +106,7 @@ def test_chapter05_results(book05):
 
 @pytest.mark.book
 def test_chapter05_glue_equals_json(book05):
-    data = _results(book05)
-    executed = book05 / "_build" / "executed" / "book" / f"{NAME}.ipynb"
-    nb = nbformat.read(executed, as_version=4)
-    assert "jupytext" not in nb.metadata
-    glued = read_glued(executed)
-    assert glued and set(glued) <= set(data["numbers"])
-    for key, value in glued.items():
-        expected = data["numbers"][key]
-        if isinstance(value, float):
-            assert value == pytest.approx(expected, rel=1e-12), key
-        else:
-            assert value == expected, key
-    refs = set()
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
-    assert refs and refs <= set(glued), refs - set(glued)
+    nb = check_glue(book05, NAME)
     text = json.dumps(nb)
     assert "IProgress" not in text and "Traceback" not in text
     figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

@@ -13,11 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from kqlib.report import read_glued
 
+from chapter_checks import check_figures, check_glue
 from test_book import REPO, _book
 
 CHAPTERS = {"01": "01_kl_reexamination", "02": "02_consistency_violins"}
@@ -54,39 +53,6 @@ def _check_share_rows(rows: list[dict]) -> None:
         if r["ci_low"] is not None and r["ci_high"] is not None:
             assert r["ci_low"] - 1e-12 <= share <= r["ci_high"] + 1e-12, r
             assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0, r
-
-
-def _check_figures(root: Path, names: dict) -> None:
-    assert names
-    for name in names.values():
-        path = root / "_build" / "figures" / name
-        assert path.exists() and path.stat().st_size > 5000, path
-
-
-def _check_glue(root: Path, name: str) -> None:
-    data = _results(root, name)
-    executed = root / "_build" / "executed" / "book" / f"{name}.ipynb"
-    nb = nbformat.read(executed, as_version=4)
-    assert "jupytext" not in nb.metadata
-    glued = read_glued(executed)
-    assert glued and set(glued) <= set(data["numbers"])
-    for key, value in glued.items():
-        expected = data["numbers"][key]
-        if isinstance(value, float):
-            assert value == pytest.approx(expected, rel=1e-12), key
-        else:
-            assert value == expected, key
-    text = json.dumps(nb)
-    assert "IProgress" not in text and "Traceback" not in text
-    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    # every glue reference in the prose names a glued key
-    import re
-
-    refs = set()
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
-    assert refs and refs <= set(glued), refs - set(glued)
 
 
 @pytest.mark.book
@@ -128,7 +94,7 @@ def test_chapter01_results(book12):
     erase_facts = {e["fact_id"] for e in nums["edits"] if e["task"] == "erase"}
     assert len(erase_facts) == nums["n_edited_facts"]
     assert set(nums["fig1_facts"]) <= {"most consistent", "least consistent"}
-    _check_figures(book12, nums["figures"])
+    check_figures(book12, nums["figures"])
 
 
 @pytest.mark.book
@@ -153,7 +119,7 @@ def test_chapter02_results(book12):
         assert shares == sorted(shares)
     assert nums["site_facts"] >= 1 and {r["site"] for r in nums["site_summary"]} == {"post", "pre"}
     assert nums["site_mean_jaccard"] is None or 0.0 <= nums["site_mean_jaccard"] <= 1.0
-    _check_figures(book12, nums["figures"])
+    check_figures(book12, nums["figures"])
 
 
 @pytest.mark.book
@@ -174,4 +140,4 @@ def test_chapter02_uses_chapter01_data(book12):
 @pytest.mark.book
 @pytest.mark.parametrize("name", list(CHAPTERS.values()))
 def test_glue_equals_json(book12, name):
-    _check_glue(book12, name)
+    check_glue(book12, name)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from kqlib.report import read_glued
-
+from chapter_checks import check_figures, check_glue
 from test_book import REPO, _book
 
 CHAPTERS = {"03": "03_query_kn_mapping", "04": "04_dynamic_kn_selection"}
@@ -69,36 +66,6 @@ def _check_tests(rows: list[dict]) -> None:
     assert any(r["p"] is not None for r in rows), "no paired test is defined at all"
 
 
-def _check_figures(root: Path, names: dict) -> None:
-    assert names
-    for name in names.values():
-        path = root / "_build" / "figures" / name
-        assert path.exists() and path.stat().st_size > 5000, path
-
-
-def _check_glue(root: Path, name: str) -> None:
-    data = _results(root, name)
-    executed = root / "_build" / "executed" / "book" / f"{name}.ipynb"
-    nb = nbformat.read(executed, as_version=4)
-    assert "jupytext" not in nb.metadata
-    glued = read_glued(executed)
-    assert glued and set(glued) <= set(data["numbers"])
-    for key, value in glued.items():
-        expected = data["numbers"][key]
-        if isinstance(value, float):
-            assert value == pytest.approx(expected, rel=1e-12), key
-        else:
-            assert value == expected, key
-    text = json.dumps(nb)
-    assert "IProgress" not in text and "Traceback" not in text
-    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    refs = set()
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
-    assert refs and refs <= set(glued), refs - set(glued)
-
-
 @pytest.mark.book
 def test_chapter03_results(book34):
     data = _results(book34, "03_query_kn_mapping")
@@ -133,7 +100,7 @@ def test_chapter03_results(book34):
     for g in ("K_C", "K_I"):
         if (g, "own") in sizes:
             assert sizes[(g, "own")] == pytest.approx(sizes[(g, "random")])
-    _check_figures(book34, nums["figures"])
+    check_figures(book34, nums["figures"])
 
 
 @pytest.mark.book
@@ -163,10 +130,10 @@ def test_chapter04_results(book34):
     assert heat is not None and heat["n_kns"] >= 1 and heat["n_synapses"] >= 1
     assert heat["d_act"] == pytest.approx(nums["heat_d_act"]) and heat["prompt"] == nums["heat_prompt"]
     assert "heatmap" in nums["figures"] and "distributions" in nums["figures"]
-    _check_figures(book34, nums["figures"])
+    check_figures(book34, nums["figures"])
 
 
 @pytest.mark.book
 @pytest.mark.parametrize("name", list(CHAPTERS.values()))
 def test_glue_equals_json(book34, name):
-    _check_glue(book34, name)
+    check_glue(book34, name)
