@@ -353,9 +353,7 @@ plt.show()
 # ## Headline numbers
 
 # %%
-def finite_or_none(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
+finite_or_none = report.finite_or_none
 
 
 def gen_gap(task, tk="static"):
@@ -511,9 +509,7 @@ report.paper_vs_run_table(rows)
 #    share.
 
 # %%
-def records(df):
-    return [{k: (finite_or_none(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
-            for r in df.astype(object).to_dict("records")]
+records = report.records
 
 
 results = dict(numbers)

@@ -240,9 +240,7 @@ else:
 # ## Headline numbers
 
 # %%
-def finite_or_none(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
+finite_or_none = report.finite_or_none
 
 
 def fmt(x, spec=".0%", missing="not measurable"):
@@ -345,9 +343,7 @@ report.paper_vs_run_table(rows)
 #    remain above 0.3?
 
 # %%
-def records(df):
-    return [{k: (finite_or_none(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
-            for r in df.astype(object).to_dict("records")]
+records = report.records
 
 
 results = dict(numbers)

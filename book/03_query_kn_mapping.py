@@ -274,9 +274,7 @@ tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:
 # ## Headline numbers
 
 # %%
-def finite_or_none(x):
-    x = float(x) if x is not None else float("nan")
-    return x if np.isfinite(x) else None
+finite_or_none = report.finite_or_none
 
 
 def fmt(x, spec=".2f", missing="not measurable"):
@@ -426,9 +424,7 @@ report.paper_vs_run_table(rows)
 #    equally query-specific?
 
 # %%
-def records(df):
-    return [{k: (finite_or_none(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
-            for r in df.astype(object).to_dict("records")]
+records = report.records
 
 
 results = dict(numbers)

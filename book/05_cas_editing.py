@@ -344,12 +344,7 @@ plt.show()
 # ## Headline numbers
 
 # %%
-def finite_or_none(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
+finite_or_none = report.finite_or_none
 
 
 def fmt(x, spec=".2f", missing="not measurable"):
@@ -539,12 +534,7 @@ report.paper_vs_run_table(rows)
 #    perplexity, and does the ranking of the selections change?
 
 # %%
-def records(df):
-    out = []
-    for r in df.astype(object).to_dict("records"):
-        out.append({k: (finite_or_none(v) if isinstance(v, (float, np.floating)) else
-                        [int(x) for x in v] if isinstance(v, list) else v) for k, v in r.items()})
-    return out
+records = report.records
 
 
 results = dict(numbers)

@@ -192,6 +192,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def finite_or_none(x) -> float | None:
+    """``float(x)`` when it is a finite number, else ``None`` (JSON has no NaN; the results refuse it)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def records(df) -> list[dict]:
+    """A DataFrame as JSON-ready rows: floats through :func:`finite_or_none`, integer lists as ``int``s."""
+    import numpy as np
+
+    def plain(v):
+        if isinstance(v, (float, np.floating)):
+            return finite_or_none(v)
+        if isinstance(v, list):
+            return [int(x) if isinstance(x, (int, np.integer)) else x for x in v]
+        return v
+
+    return [{k: plain(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
+
+
 def write_results(chapter: str, numbers: Mapping[str, Any], run: Mapping[str, Any]) -> Path:
     """Write ``_build/results/<chapter>.json`` = ``{"chapter", "numbers", "run"}``; returns its path."""
     numbers = _plain(numbers)

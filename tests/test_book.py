@@ -269,3 +269,16 @@ def test_html_build_offline_mathjax(setup_book):
         for cdn in ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "polyfill.io", "mathjax@"):
             assert cdn not in t, (p, cdn)
     assert json.loads((root / "_build" / "timings.json").read_text())["smoke"]["html"] > 0
+
+
+def test_results_records_are_json_ready():
+    import numpy as np
+    import pandas as pd
+
+    from kqlib.report import finite_or_none, records
+
+    assert finite_or_none(np.float32(0.5)) == 0.5
+    assert finite_or_none(float("nan")) is None and finite_or_none(None) is None and finite_or_none("x") is None
+    df = pd.DataFrame({"a": [1.5, np.nan], "ids": [[np.int64(3)], []], "name": ["p", "q"]})
+    assert records(df) == [{"a": 1.5, "ids": [3], "name": "p"}, {"a": None, "ids": [], "name": "q"}]
+    assert type(records(df)[0]["ids"][0]) is int
