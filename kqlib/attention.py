@@ -6,8 +6,10 @@ post-softmax (post-dropout) weights that multiply the values, ``out = P @ V``.
 * :func:`attention_hooks` -- ``fns[layer](P) -> new P or None`` for the listed layers; the base of the rest.
 * :func:`capture_attention` -- record ``P`` per layer.
 * :func:`scale_attention` -- ``P[l, h, q, k] *= alpha`` for chosen entries (optionally renormalised rows).
-* :func:`attribute_attention` -- integrated gradients of p(target) w.r.t. the last query row of ``P``
-  (knowledge-synapse scores ``[n_layers, n_heads, T]``), :func:`knowledge_synapses`, :func:`random_non_synapses`.
+* :func:`replace_last_row` -- the hook that puts a tensor into the last query row (used by the attribution engine).
+* :func:`random_non_synapses`, :func:`synapse_entries` -- control sets and entry lists for :func:`scale_attention`.
+
+Knowledge-synapse attribution (IG over the answer row) lives in :mod:`kqlib.attribution.synapses`.
 
 How ``P`` is reached (one small table, :data:`_PROBS_VIA_MODULE`):
 
@@ -32,7 +34,6 @@ Hooks and the implementation switch are always undone when the ``with`` block ex
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import sys
 from collections import defaultdict
@@ -219,26 +220,7 @@ def scale_attention(lm, entries: Iterable[tuple[int, int, int, int]], alpha: flo
         yield
 
 
-# ------------------------------------------------------------------------------------- attribution
-#
-# For a query (prompt, target t) let A_l = P_l[0, :, -1, :] be layer l's attention row of the last prompt
-# position ([heads, T]) and p(X) the probability of t when that row is replaced by X (other layers compute
-# as usual). With alpha_k = linspace(0, 1, steps) (both ends, as for the neuron IG in kqlib.attribution):
-#
-#     score_l = A_l * mean_k dp/dX |_{X = alpha_k A_l}                                    ([heads, T] per layer)
-#
-# (Hao et al. 2021 self-attention attribution, restricted to the answer row.) The fast path is exact for the
-# same reason as the neuron IG: replacing the last row at layer l changes nothing at earlier positions or in
-# lower layers, so the prefix keys/values and the residual entering layer l come from one base pass and each
-# path point recomputes only the last position through layers >= l (all layers' path points in one staircase).
-
-
-def _check_steps(steps) -> None:
-    if not isinstance(steps, int) or steps < 2:
-        raise ParameterError(f"steps must be an integer >= 2 (the path has both ends), got {steps!r}")
-
-
-def _replace_last_row(x: torch.Tensor, first_row: int = 0) -> ProbsFn:
+def replace_last_row(x: torch.Tensor, first_row: int = 0) -> ProbsFn:
     """Hook putting ``x [n, heads, T]`` into the last query row of ``P`` for batch rows ``first_row:``. When ``P``
     has fewer keys than ``T`` (a sliding-window cache keeps only the last ones) its keys are the last of ``x``."""
 
@@ -250,102 +232,7 @@ def _replace_last_row(x: torch.Tensor, first_row: int = 0) -> ProbsFn:
     return fn
 
 
-def attribute_attention_reference(lm, prompt: str, target, *, steps: int = 20) -> torch.Tensor:
-    """Plain implementation: for every layer, rerun the whole prompt for all path points. ``[L, H, T]`` float32."""
-    from .attribution import target_token
-
-    _check_steps(steps)
-    t = target_token(lm, prompt, target)
-    ids = lm.encode(prompt)
-    with torch.no_grad(), capture_attention(lm) as probs:
-        lm.model(ids, use_cache=False)
-    rows = torch.stack([probs[l][0, :, -1, :] for l in range(lm.n_layers)])  # [L, H, T]
-    alphas = torch.linspace(0, 1, steps, device=rows.device, dtype=rows.dtype)
-    scores = torch.zeros(rows.shape, dtype=torch.float32)
-    for layer in range(lm.n_layers):
-        x = (alphas[:, None, None] * rows[layer]).detach().requires_grad_(True)
-        with torch.enable_grad(), attention_hooks(lm, {layer: _replace_last_row(x)}):
-            logits = lm.model(ids.expand(steps, -1), use_cache=False, logits_to_keep=1).logits[:, -1]
-            p = torch.softmax(logits.float(), -1)[:, t]
-            (g,) = torch.autograd.grad(p.sum(), x)
-        scores[layer] = (rows[layer] * g.mean(0)).float().cpu()
-    return scores
-
-
-def attribute_attention(lm, prompt: str, target, *, steps: int = 20, batch_size: int | None = None) -> torch.Tensor:
-    """Knowledge-synapse scores ``[n_layers, n_heads, T]`` (float32, CPU) of the last query position's attention
-    probabilities for ``p(target | prompt)``: ``A_l * mean_k dp/dX |_{X = alpha_k A_l}`` (see above).
-
-    ``target``: the answer string (its first token after the prompt) or a token id. ``batch_size``: path-point
-    rows per chunk (memory bound). Equal to :func:`attribute_attention_reference` up to rounding.
-    """
-    from .attribution import _base_pass, default_batch_size, target_token
-
-    _check_steps(steps)
-    t = target_token(lm, prompt, target)
-    ids = lm.encode(prompt)
-    with capture_attention(lm) as probs:  # the base pass runs under kq_eager: its recorded masks match
-        base = _base_pass(lm, ids, t, "post")
-    rows = torch.stack([_full_row(probs[l][0, :, -1, :], ids.shape[1]) for l in range(lm.n_layers)])  # [L, H, T]
-    alphas = torch.linspace(0, 1, steps, device=rows.device, dtype=rows.dtype)
-    path = [(layer, k) for layer in range(lm.n_layers) for k in range(steps)]
-    chunk = batch_size or default_batch_size(lm, steps)
-    grad_sum = torch.zeros(rows.shape, dtype=torch.float64, device=rows.device)
-    for start in range(0, len(path), chunk):
-        _staircase(lm, base, path[start:start + chunk], alphas, rows, t, grad_sum)
-    return (rows.double() * grad_sum / steps).float().cpu()
-
-
-def _full_row(row: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """``[H, K]`` last-token attention row over the last ``K`` keys (sliding-window cache) -> ``[H, T]``; the keys
-    outside the window have probability exactly 0 (the eager mask), so zeros are the true values."""
-    full = row.new_zeros(row.shape[0], n_tokens)
-    full[:, n_tokens - row.shape[1]:] = row
-    return full
-
-
-def _staircase(lm, base, part, alphas, rows, target, grad_sum) -> None:
-    """Path rows ``part`` = [(layer, step)] sorted by layer: rows starting at layer j join the batch there (their
-    last attention row replaced by alpha * A_j) and continue through j+1, ...; adds sum_k dp/dX to grad_sum."""
-    from .attribution import _run_layer
-
-    by_layer: dict[int, list[int]] = {}
-    for layer, k in part:
-        by_layer.setdefault(layer, []).append(k)
-    leaves: dict[int, torch.Tensor] = {}
-    hidden = None
-    with torch.enable_grad():
-        for i in range(min(by_layer), lm.n_layers):
-            fns = {}
-            if i in by_layer:
-                ks = torch.tensor(by_layer[i], device=rows.device)
-                x = (alphas[ks, None, None] * rows[i]).detach().requires_grad_(True)
-                leaves[i] = x
-                n_prev = 0 if hidden is None else hidden.shape[0]
-                h_new = base.layer_inputs[i].expand(len(ks), *base.layer_inputs[i].shape[1:])
-                hidden = h_new if hidden is None else torch.cat([hidden, h_new], 0)
-                fns[i] = _replace_last_row(x, n_prev)
-            with attention_hooks(lm, fns):  # kq_eager even where nothing is replaced: same ops as the reference
-                hidden = _run_layer(lm, i, hidden, base)
-        p = torch.softmax(lm.head_logits(hidden[:, -1]).float(), -1)[:, target]
-        layers = sorted(leaves)
-        grads = torch.autograd.grad(p.sum(), [leaves[l] for l in layers])
-    for l, g in zip(layers, grads):
-        grad_sum[l] += g.double().sum(0)
-
-
 # ------------------------------------------------------------------------------------ synapse sets
-
-
-def knowledge_synapses(scores: torch.Tensor, t: float = 0.2) -> set[tuple[int, int, int]]:
-    """Knowledge synapses of one query: ``{(layer, head, key_pos) : score > t * max(score)}``; empty when no
-    score is positive. ``scores``: ``[n_layers, n_heads, T]`` from :func:`attribute_attention`."""
-    if not 0.0 <= t <= 1.0:
-        raise ParameterError(f"threshold t must be in [0, 1], got {t}")
-    top = float(scores.max())
-    if not math.isfinite(top) or top <= 0:
-        return set()
-    return {(int(l), int(h), int(k)) for l, h, k in torch.nonzero(scores > t * top).tolist()}
 
 
 def random_non_synapses(scores_shape, synapses: Iterable[tuple[int, int, int]], n: int,

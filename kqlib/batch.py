@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Iterable
 
 import torch
 
-from .attribution import _check, amig_baseline, attribute, target_token
-from .cache import AttributionCache, make_key, tensor_digest
-
-
-def query_prompt_target(q) -> tuple[str, object]:
-    """Accept ``(prompt, target)`` pairs or objects with ``.prompt`` and ``.target_id`` / ``.target`` / ``.obj``."""
-    if isinstance(q, (tuple, list)) and len(q) == 2:
-        return q[0], q[1]
-    for attr in ("target_id", "target", "obj"):
-        if getattr(q, attr, None) is not None:
-            return q.prompt, getattr(q, attr)
-    raise TypeError(f"cannot read (prompt, target) from {q!r}")
+from .attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token
+from .cache import AttributionCache
+from .queries import query_prompt_target
+from .errors import ParameterError
 
 
 def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, site: str,
-                    baseline: torch.Tensor | None) -> str:
-    return make_key(model=lm.fingerprint, prompt=prompt, target=target_id, method=method, steps=steps, site=site,
-                    baseline=None if baseline is None else tensor_digest(baseline))
+                    baseline: torch.Tensor | None, rule: str = "riemann") -> str:
+    """The cache key of one neuron attribution (:meth:`AttributionConfig.key`)."""
+    return AttributionConfig(method=method, steps=steps, rule=rule, site=site).key(lm.fingerprint, prompt,
+                                                                                   target_id, baseline)
 
 
 def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
-                   batch_size: int | None = None, baseline: torch.Tensor | None = None,
+                   rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
                    progress: bool = True, desc: str | None = None, executor: str | None = None,
                    address: str | None = None, workers: int | None = None) -> torch.Tensor:
@@ -44,26 +36,24 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     ``lm``: an :class:`~kqlib.LM`, or a model name / directory (loaded here for ``executor="local"``).
     ``executor="ray"``: run on a Ray actor pool, one loaded model per actor (see :mod:`kqlib.distributed`);
     ``address`` (None: local Ray, ``"auto"``, ``"HOST:PORT"``) and ``workers`` (default: one per GPU, else
-    per CPU) apply to it only. The results are the same, in query order. ``executor=None``: the environment's
-    ``KQLIB_EXECUTOR`` (set by ``kq book/run --executor``), else ``"local"``; likewise ``KQLIB_RAY_ADDRESS``.
+    per CPU) apply to it only. The results are the same, in query order. ``executor``: ``"local"`` (None) or
+    ``"ray"``, passed as a value (the book runner passes its ``--executor`` as a chapter parameter).
     """
-    executor = executor or os.environ.get("KQLIB_EXECUTOR") or "local"
-    address = address or os.environ.get("KQLIB_RAY_ADDRESS") or None
+    executor = executor or "local"
+    if executor not in ("local", "ray"):
+        raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
+    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values now
+    check_batch_size(batch_size)
     if executor == "ray":
         from .distributed import attribute_many_ray
 
-        return attribute_many_ray(lm, queries, method=method, steps=steps, site=site, batch_size=batch_size,
+        return attribute_many_ray(lm, queries, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
                                   baseline=baseline, cache=cache, use_cache=use_cache, progress=progress,
                                   desc=desc, address=address, workers=workers)
-    if executor != "local":
-        from .errors import ParameterError
-
-        raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
     if isinstance(lm, str):
         from .models import load
 
         lm = load(lm)
-    _check(method, steps, site)
     queries = list(queries)
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
     if use_cache and store.remote:
@@ -75,7 +65,7 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     for n, q in enumerate(queries):
         prompt, target = query_prompt_target(q)
         t = target_token(lm, prompt, target)
-        key = attribution_key(lm, prompt, t, method, steps, site, baseline)
+        key = config.key(lm.fingerprint, prompt, t, baseline)
         hit = store.get(key) if use_cache else None
         if hit is not None:
             out[n] = hit
@@ -83,11 +73,11 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
             todo.append((n, prompt, t, key))
     bar = _Progress(len(todo), len(queries) - len(todo), desc or f"{method} attribution", enabled=progress)
     for n, prompt, t, key in todo:
-        scores = attribute(lm, prompt, t, method=method, steps=steps, site=site, batch_size=batch_size,
-                           baseline=baseline)
+        scores = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
+                           baseline=baseline)  # raises instead of returning an invalid attribution
         if use_cache:
             store.put(key, scores, meta={"prompt": prompt, "target": t, "method": method, "steps": steps,
-                                         "site": site, "model": lm.name})
+                                         "rule": rule, "site": site, "model": lm.name})
         out[n] = scores
         bar.step()
     bar.close()

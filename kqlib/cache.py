@@ -1,7 +1,7 @@
 """Content-addressed cache for attribution results: a local directory, or any fsspec URL.
 
-Key = sha256 of (model fingerprint, prompt, target token, method, parameters, baseline digest,
-:data:`CACHE_VERSION`). Each entry is one file ``<root>/<key[:2]>/<key>.pt`` holding the key, the
+Keys come from :meth:`kqlib.attribution.AttributionConfig.key` (the only cache key: model fingerprint,
+prompt, target token, method, steps, rule, site, baseline digest, cache version). Each entry is one file ``<root>/<key[:2]>/<key>.pt`` holding the key, the
 parameters, the tensor and a sha256 of the tensor's bytes. An entry that fails to load or whose digest does
 not match is reported, deleted and recomputed.
 
@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 
+from .attribution.config import tensor_digest
 from .errors import KqError
 from .models import cache_root
-
-CACHE_VERSION = 1  # bump when the meaning of cached scores changes
 
 
 class CacheUnreachableError(KqError, OSError):
@@ -44,16 +43,6 @@ class CacheUnreachableError(KqError, OSError):
 
 def default_dir() -> Path:
     return cache_root() / "attributions"
-
-
-def tensor_digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def make_key(**fields) -> str:
-    fields = {**fields, "cache_version": CACHE_VERSION}
-    blob = json.dumps(fields, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def _is_remote(root) -> bool:

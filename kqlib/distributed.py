@@ -34,8 +34,8 @@ from collections import deque
 
 import torch
 
-from .attribution import _check, target_token
-from .cache import AttributionCache, make_key
+from .attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token, tensor_digest
+from .cache import AttributionCache
 from .errors import KqError, MissingDependencyError, ParameterError
 
 NAMESPACE = "kqlib"
@@ -123,15 +123,13 @@ class AttributionWorker:
         self.load_seconds = time.time() - t0
 
     def info(self, method: str, site: str, baseline: torch.Tensor | None) -> dict:
-        from .attribution import amig_baseline
-        from .cache import tensor_digest
-
         lm = self.lm
         if method == "amig" and baseline is None:
             baseline = amig_baseline(lm, site=site)
         return dict(fingerprint=lm.fingerprint, n_layers=lm.n_layers, n_neurons=lm.n_neurons,
                     dtype=str(lm.dtype).replace("torch.", ""), device=str(lm.device), name=lm.name,
                     pid=os.getpid(), host=socket.gethostname(), load_seconds=self.load_seconds,
+                    vocab=int(lm.model.get_output_embeddings().weight.shape[0]),
                     baseline_digest=None if baseline is None else tensor_digest(baseline))
 
     def resolve(self, pairs: list) -> list[int]:
@@ -139,8 +137,6 @@ class AttributionWorker:
 
     def run(self, batch: list, params: dict, cache: AttributionCache | None) -> list[torch.Tensor]:
         """``batch``: ``[(index, prompt, target_id, key), ...]`` -> scores in the same order."""
-        from .attribution import amig_baseline, attribute
-
         method, site, baseline = params["method"], params["site"], params["baseline"]
         if method == "amig" and baseline is None:
             baseline = amig_baseline(self.lm, site=site)  # as the local path does
@@ -149,10 +145,11 @@ class AttributionWorker:
             scores = cache.get(key) if cache is not None else None  # a retried task: done already
             if scores is None:
                 scores = attribute(self.lm, prompt, t, method=method, steps=params["steps"], site=site,
-                                   batch_size=params["batch_size"], baseline=baseline)
+                                   rule=params["rule"], batch_size=params["batch_size"], baseline=baseline)
                 if cache is not None:
                     cache.put(key, scores, meta={"prompt": prompt, "target": t, "method": method,
-                                                 "steps": params["steps"], "site": site, "model": self.lm.name})
+                                                 "steps": params["steps"], "rule": params["rule"], "site": site,
+                                                 "model": self.lm.name})
             out.append(scores.cpu())
         return out
 
@@ -216,7 +213,7 @@ def default_workers() -> int:
 
 
 def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, site: str = "post",
-                       batch_size: int | None = None, baseline: torch.Tensor | None = None,
+                       rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                        cache: AttributionCache | str | None = None, use_cache: bool = True,
                        progress: bool = True, desc: str | None = None, address: str | None = None,
                        workers: int | None = None, device: str = "auto", dtype: str | None = None,
@@ -232,7 +229,8 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
     ``num_cpus``: CPUs of a local Ray instance started by this call.
     """
     ray = _ray()
-    _check(method, steps, site)
+    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values before any work
+    check_batch_size(batch_size)
     queries = list(queries)
     name, lm = _model_name(model)
     if dtype is None and lm is not None:
@@ -290,8 +288,12 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
                 part = need[i:i + 2000]
                 for j, t in zip(part, ray.get(actors[0].resolve.remote([pairs[k] for k in part]))):
                     targets[j] = t
-        keys = [make_key(model=info["fingerprint"], prompt=p, target=t, method=method, steps=steps, site=site,
-                         baseline=info["baseline_digest"]) for (p, _), t in zip(pairs, targets)]
+        for t in targets:
+            if not 0 <= t < info["vocab"]:
+                raise ParameterError(f"target token id {t} is out of range: the vocabulary has ids 0..{info['vocab'] - 1}")
+        config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)
+        keys = [config.key_with_digest(info["fingerprint"], p, t, info["baseline_digest"])
+                for (p, _), t in zip(pairs, targets)]
         out_dtype = torch.float64 if info["dtype"] == "float64" else torch.float32
         out = torch.empty(len(queries), info["n_layers"], info["n_neurons"], dtype=out_dtype)
         hits = store.get_many(keys) if store is not None else [None] * len(keys)
@@ -310,7 +312,7 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
         batches = deque(todo[i:i + task_size] for i in range(0, len(todo), task_size))
         stats["workers"] = n_workers
         max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
-        params = dict(method=method, steps=steps, site=site, batch_size=batch_size, baseline=baseline)
+        params = dict(method=method, steps=steps, site=site, rule=rule, batch_size=batch_size, baseline=baseline)
         bar = _Progress(len(todo), stats["cached"], desc or f"{method} attribution", enabled=progress)
         stats["startup_seconds"] = time.time() - t_start  # connect, first model load, keys, cache reads
         inflight: dict = {}  # ref -> (slot, generation, batch)
@@ -362,10 +364,14 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
 
 
 def _prompt_target(q):
-    from .batch import query_prompt_target
+    from .queries import query_prompt_target
 
     return query_prompt_target(q)
 
 
 def _is_int(t) -> bool:
-    return isinstance(t, int) or (torch.is_tensor(t) and t.numel() == 1)
+    import numbers
+
+    if isinstance(t, bool):
+        return False
+    return isinstance(t, numbers.Integral) or (torch.is_tensor(t) and t.numel() == 1 and not t.dtype.is_floating_point)

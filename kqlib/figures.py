@@ -100,3 +100,18 @@ def heat_table(ax, table, fmt: str = "{:.0%}", cmap="Reds", vmin: float = 0.0, v
     ax.grid(False)
     return ax.figure
 
+
+
+def path_points(table):
+    """Two panels from :func:`kqlib.path_points.summary`: median error (log-log) and mean Jaccard vs points."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    style = "model" if table.model.nunique() > 1 else None
+    sns.lineplot(data=table, x="points", y="median_error", hue="rule", style=style, markers=True, ax=axes[0])
+    axes[0].set(xscale="log", yscale="log", xlabel="path points n", ylabel="median relative error")
+    sns.lineplot(data=table, x="points", y="mean_jaccard", hue="rule", style=style, markers=True, ax=axes[1])
+    axes[1].set(xscale="log", xlabel="path points n", ylabel="mean Jaccard vs reference", ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig

@@ -2,10 +2,10 @@
 
 For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN set from :func:`kqlib.localize`):
 
-1. **Knowledge synapses.** S = :func:`kqlib.attention.attribute_attention` ``(lm, x, o, steps)`` are the
+1. **Knowledge synapses.** S = :func:`kqlib.attribution.attribute_attention` ``(lm, x, o, steps)`` are the
    integrated-gradients scores ``[n_layers, n_heads, T]`` of the last position's attention probabilities
    for p(o | x); the synapses are K_q = {(l, h, k) : S[l, h, k] > t · max S}
-   (:func:`kqlib.attention.knowledge_synapses`).
+   (:func:`kqlib.attribution.knowledge_synapses`).
 2. **Control.** C_q = |K_q| entries drawn uniformly at random among the entries that are not synapses
    (:func:`kqlib.attention.random_non_synapses`, seeded per query by ``seed`` and the prompt).
 3. **Intervention.** For E ∈ {K_q, C_q} and a factor α, every attention probability of the last query
@@ -40,8 +40,9 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from .attention import knowledge_synapses, random_non_synapses, scale_attention, synapse_entries
-from .cache import AttributionCache, make_key
+from .attention import random_non_synapses, scale_attention, synapse_entries
+from .attribution import AttributionConfig, attribute_attention, knowledge_synapses
+from .cache import AttributionCache
 from .errors import ParameterError
 from .hooks import capture
 
@@ -56,12 +57,9 @@ def _prompt_target(q) -> tuple[str, int]:
 
 def synapse_scores(lm, prompt: str, target_id: int, *, steps: int = 20, cache: AttributionCache | str | None = None,
                    use_cache: bool = True) -> torch.Tensor:
-    """:func:`kqlib.attention.attribute_attention` scores ``[L, H, T]``, through the on-disk attribution cache."""
-    from .attention import attribute_attention
-
+    """:func:`kqlib.attribution.attribute_attention` scores ``[L, H, T]``, through the on-disk attribution cache."""
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
-    key = make_key(model=lm.fingerprint, prompt=prompt, target=int(target_id), method="attention-ig", steps=steps,
-                   site="attention-probs", baseline=None)
+    key = AttributionConfig(method="attention-ig", steps=steps).key(lm.fingerprint, prompt, int(target_id))
     hit = store.get(key) if use_cache else None
     if hit is not None:
         return hit

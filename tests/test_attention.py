@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 from kqlib import attention as A
+from kqlib import attribution as AT
 from kqlib.errors import ParameterError, UnsupportedArchitectureError
 from tiny import FAMILY_MODEL_TYPES, tiny_lm
 
@@ -115,8 +116,8 @@ def test_hooks_removed_after_exception(model_type):
 @pytest.mark.parametrize("model_type", FAMILY_MODEL_TYPES)
 def test_synapse_attribution_fast_equals_reference(model_type):
     lm = tiny_lm(model_type, dtype=torch.float64)
-    fast = A.attribute_attention(lm, PROMPT, "paris", steps=4, batch_size=5)  # chunks split a layer's path
-    ref = A.attribute_attention_reference(lm, PROMPT, "paris", steps=4)
+    fast = AT.attribute_attention(lm, PROMPT, "paris", steps=4, batch_size=5)  # chunks split a layer's path
+    ref = AT.attribute_attention_reference(lm, PROMPT, "paris", steps=4)
     T = lm.encode(PROMPT).shape[1]
     assert fast.shape == ref.shape == (lm.n_layers, 4, T)
     assert ref.abs().max() > 0
@@ -129,7 +130,7 @@ def test_synapse_scores_are_integrated_gradients():
     lm = tiny_lm("llama", dtype=torch.float64)
     ids = lm.encode(PROMPT)
     t = lm.tokenizer.convert_tokens_to_ids("paris")
-    scores = A.attribute_attention(lm, PROMPT, "paris", steps=200)
+    scores = AT.attribute_attention(lm, PROMPT, "paris", steps=200)
     p = torch.softmax(_logits(lm, ids)[0, -1], -1)[t]
     n_heads = scores.shape[1]
     zero_row = [(1, h, -1, k) for h in range(n_heads) for k in range(ids.shape[1])]
@@ -141,11 +142,11 @@ def test_synapse_scores_are_integrated_gradients():
 def test_knowledge_synapses_threshold():
     scores = torch.zeros(2, 3, 4)
     scores[0, 1, 2], scores[1, 2, 3], scores[1, 0, 0], scores[0, 0, 0] = 1.0, 0.5, 0.2, -3.0
-    assert A.knowledge_synapses(scores, t=0.2) == {(0, 1, 2), (1, 2, 3)}  # 0.2 is not > 0.2
-    assert A.knowledge_synapses(scores, t=0.1) == {(0, 1, 2), (1, 2, 3), (1, 0, 0)}
-    assert A.knowledge_synapses(-scores.abs()) == set()
+    assert AT.knowledge_synapses(scores, t=0.2) == {(0, 1, 2), (1, 2, 3)}  # 0.2 is not > 0.2
+    assert AT.knowledge_synapses(scores, t=0.1) == {(0, 1, 2), (1, 2, 3), (1, 0, 0)}
+    assert AT.knowledge_synapses(-scores.abs()) == set()
     with pytest.raises(ParameterError):
-        A.knowledge_synapses(scores, t=1.5)
+        AT.knowledge_synapses(scores, t=1.5)
     assert A.synapse_entries({(1, 2, 3)}) == [(1, 2, -1, 3)]
 
 
@@ -185,8 +186,8 @@ def test_smollm_attention_path_exact_and_synapses_matter(smollm):
         with A.scale_attention(smollm, entries, 0.0):
             return torch.softmax(_logits(smollm, ids)[0, -1], -1)[t].item()
 
-    scores = A.attribute_attention(smollm, prompt, "Paris", steps=6)
-    syn = A.knowledge_synapses(scores)
+    scores = AT.attribute_attention(smollm, prompt, "Paris", steps=6)
+    syn = AT.knowledge_synapses(scores)
     control = A.random_non_synapses(scores.shape, syn, len(syn), seed=0)
     p0 = torch.softmax(base[0, -1], -1)[t].item()
     assert p0 - p_target(A.synapse_entries(syn)) > 2 * abs(p0 - p_target(A.synapse_entries(control)))

@@ -69,7 +69,7 @@ def test_scores_are_cached(setup, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(kqlib.attention, "attribute_attention", boom)
+    monkeypatch.setattr(S, "attribute_attention", boom)
     assert torch.equal(S.synapse_scores(lm, PROMPT, t, steps=3, cache=cache), first)
 
 

@@ -1,0 +1,24 @@
+"""Attribution: what is scored (config, rule, targets), the one staircase engine, and the methods on it.
+
+* :mod:`.config` -- :class:`AttributionConfig` (method, steps, rule, site); ``.key()`` is the cache key.
+* :mod:`.quadrature` -- path nodes and weights (``riemann`` | ``gauss``).
+* :mod:`.targets` -- token-id / answer-string target resolution.
+* :mod:`.head` -- the fused target-probability head and its exact gradient.
+* :mod:`.engine` -- base pass + staircase, for any path (neurons at a site, attention rows).
+* :mod:`.neurons` -- ``ig`` / ``amig`` / ``sig`` over MLP neurons, the plain reference, knowledge neurons.
+* :mod:`.synapses` -- IG over the answer position's attention row (knowledge synapses), and its reference.
+"""
+
+from .config import CACHE_VERSION, METHODS, SITES, AttributionConfig, tensor_digest
+from .neurons import (AMIG_REFERENCE, InvalidAttributionError, amig_baseline, attribute, attribute_reference,
+                      check_batch_size, check_scores, knowledge_neurons)
+from .quadrature import RULES, path_nodes
+from .synapses import attribute_attention, attribute_attention_reference, knowledge_synapses
+from .targets import target_token
+
+__all__ = [
+    "AMIG_REFERENCE", "CACHE_VERSION", "METHODS", "RULES", "SITES", "AttributionConfig", "InvalidAttributionError",
+    "amig_baseline", "attribute", "attribute_attention", "attribute_attention_reference", "attribute_reference",
+    "check_batch_size", "check_scores", "knowledge_neurons", "knowledge_synapses", "path_nodes", "target_token",
+    "tensor_digest",
+]
