@@ -16,6 +16,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml Makefile
 	# the EleutherAI knowledge-neurons package: the baseline kqlib's scores are checked against (tests, bench);
 	# --no-deps because its declared dependencies would pull other torch/transformers versions
 	$(PY) -m pip install -q --no-deps knowledge-neurons==0.0.2 einops==0.8.2
+	# Captum, the other baseline of the benchmark (its declared dependencies are already installed)
+	$(PY) -m pip install -q --no-deps captum==0.9.0
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

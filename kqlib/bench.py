@@ -40,12 +40,25 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-IMPLEMENTATIONS = ("kqlib fast", "kqlib naive", "knowledge-neurons")
+from .threads import free_cores, usable_cores
+
+IMPLEMENTATIONS = ("kqlib fast", "kqlib gauss-8", "kqlib fast, 1 busy process", "kqlib fast, 1 busy, all threads",
+                   "kqlib naive", "knowledge-neurons", "captum IG")
 KN_INSTALL = "pip install --no-deps knowledge-neurons==0.0.2 einops"
+CAPTUM_INSTALL = "pip install --no-deps captum==0.9.0"
+REFERENCE_POINTS = 64  # Gauss-Legendre nodes of the reference integral (the "err vs integral" column)
+# which kqlib scores a row's "max rel diff" / "top-5 agree" compare against: Captum is run with its
+# Gauss-Legendre rule, so it is compared with kqlib's Gauss rule at the same number of points
+COMPARED_WITH = {"captum IG": "kqlib gauss (same steps)"}
 
 # 16 tokens with the word-level tokenizer below (punctuation is split off by the Whitespace pre-tokenizer).
 GPT2_PROMPT = "The mother tongue of Jean Rouaud , who was born in Campbon in 1952 , is"
 SMOLLM_PROMPT = "The native language of the writer Jean Rouaud is"
+# a ParaRel-style prompt of ~16 tokens for the real models (P103, native language)
+PARAREL_PROMPT = "Jean Rouaud, the French novelist who was born in Campbon in 1952, has the native language of"
+# ~700 tokens: the memory case (the chunk budget must count the prompt length)
+LONG_PROMPT = " ".join(["Jean Rouaud is a French writer born in Campbon, near Nantes, in 1952."] * 40) + \
+    " The native language of Jean Rouaud is"
 
 
 @dataclass(frozen=True)
@@ -70,12 +83,19 @@ class Case:
 
 CASES = {
     "gpt2-random": Case("gpt2-random", "gpt2-random", GPT2_PROMPT, site="pre"),
-    "smollm2-135m": Case("smollm2-135m", "embedded", SMOLLM_PROMPT, site="post", target="French",
+    "smollm2-135m": Case("smollm2-135m", "embedded", PARAREL_PROMPT, site="post", target="French",
                          model="smollm2-135m"),
+    "gemma3-270m": Case("gemma3-270m", "embedded", PARAREL_PROMPT, site="post", target="French",
+                        model="gemma3-270m"),
+    "smollm2-135m-700": Case("smollm2-135m-700", "embedded", LONG_PROMPT, site="post", target="French",
+                             model="smollm2-135m"),
 }
+# the naive reference and the per-layer full-recompute tools would take hours on the 700-token prompt
+SKIP = {("smollm2-135m-700", impl): "700-token prompt: fast path only (memory case)"
+        for impl in IMPLEMENTATIONS if impl not in ("kqlib fast", "kqlib gauss-8")}
 
 COLUMNS = ("case", "tokens", "implementation", "site", "steps", "s/query", "min-max s", "peak extra MiB",
-           "max rel diff", "top-5 agree", "kqlib fast x faster")
+           "max rel diff", "top-5 agree", "err vs integral", "kqlib fast x faster")
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -223,14 +243,34 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
     model, tok, target_id, target = build(case)
     ids = tok(case.prompt, return_tensors="pt").input_ids
     note = ""
-    if impl in ("kqlib fast", "kqlib naive"):
+    busy = None
+    extras: dict = {}
+    if impl.startswith("kqlib"):
         import kqlib
 
         lm = kqlib.LM.wrap(model, tok, name=case.name)
-        fn = kqlib.attribute if impl == "kqlib fast" else kqlib.attribute_reference
+        if "busy" in impl:  # one competing busy process for the whole measurement
+            busy = _start_busy()
+            n = free_cores() if impl == "kqlib fast, 1 busy process" else usable_cores()
+            torch.set_num_threads(n)
+            note = f"{n} torch thread(s){' (free cores, sampled)' if n != usable_cores() else ''}"
+        if impl == "kqlib naive":
+            def query():
+                return kqlib.attribute_reference(lm, case.prompt, target_id, steps=steps, site=case.site)
+        elif impl == "kqlib gauss-8":
+            note = "rule=gauss, 8 points"
 
-        def query():
-            return fn(lm, case.prompt, target_id, steps=steps, site=case.site)
+            def query():
+                return kqlib.attribute(lm, case.prompt, target_id, steps=8, rule="gauss", site=case.site)
+        else:
+            def query():
+                return kqlib.attribute(lm, case.prompt, target_id, steps=steps, site=case.site)
+        if impl == "kqlib fast":  # untimed: the scores other rows are compared with
+            def extra():
+                extras["kqlib gauss (same steps)"] = kqlib.attribute(lm, case.prompt, target_id, steps=steps,
+                                                                     rule="gauss", site=case.site)
+                extras["integral"] = kqlib.attribute(lm, case.prompt, target_id, steps=REFERENCE_POINTS,
+                                                     rule="gauss", site=case.site)
     elif impl == "knowledge-neurons":
         if not case.supports_kn:
             raise NotImplementedError("knowledge-neurons supports only GPT-2/GPT-Neo/BERT at the c_fc output")
@@ -244,6 +284,9 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
 
         def query():
             return kn.get_scores(case.prompt, target, batch_size=steps, steps=steps, pbar=False)
+    elif impl == "captum IG":
+        query = _captum_query(model, tok, case, target_id, steps)
+        note = f"IntegratedGradients per layer, gausslegendre, internal_batch_size={steps}"
     else:
         raise ValueError(f"unknown implementation {impl!r}; one of {IMPLEMENTATIONS}")
     gc.collect()
@@ -264,6 +307,11 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
             label = "warm-up" if k < warmup else f"run {k - warmup + 1}/{repeats}"
             print(f"{tag} {label}: {dt:.2f} s", flush=True)
     peak = _peak_bytes() - rss0
+    if busy is not None:
+        busy.terminate()
+        busy.join()
+    if impl == "kqlib fast":
+        extra()
     return {
         "times": times,
         "peak_extra_bytes": max(0, peak),
@@ -274,13 +322,65 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
         "tokens": int(ids.shape[1]),
         "threads": torch.get_num_threads(),
         "note": note,
+        "extras": {k: v.detach().double().cpu().numpy() for k, v in extras.items()},
     }
+
+
+def _busy_loop() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+def _start_busy():
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(target=_busy_loop, daemon=True)
+    proc.start()
+    time.sleep(1.0)  # let it start spinning before the free cores are sampled
+    return proc
+
+
+def _captum_query(model, tok, case: Case, target_id: int, steps: int):
+    """Captum's IntegratedGradients as a user would write it for neurons: per layer, a forward function whose
+    input is the layer's neuron vector at the last position (zero baseline), the whole prompt recomputed."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    import kqlib
+    from kqlib.hooks import capture, set_neurons
+
+    lm = kqlib.LM.wrap(model, tok, name=case.name)
+    ids = tok(case.prompt, return_tensors="pt").input_ids
+
+    def query():
+        with torch.no_grad(), capture(lm, case.site) as acts:
+            model(ids, use_cache=False)
+        out = []
+        for layer in range(lm.n_layers):
+            def forward(x, layer=layer):
+                with set_neurons(lm, layer, x, site=case.site):
+                    logits = model(ids.expand(x.shape[0], -1), use_cache=False, logits_to_keep=1).logits[:, -1]
+                return torch.softmax(logits.float(), -1)[:, target_id]
+
+            a = acts[layer][:1]
+            attr = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=steps,
+                                                          method="gausslegendre", internal_batch_size=steps)
+            out.append(attr[0])
+        return torch.stack(out)
+
+    return query
 
 
 def _measure_quiet_env(*args, **kwargs):
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return measure(*args, **kwargs)
+
+
+def captum_unavailable() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("captum") is not None else f"captum not installed: {CAPTUM_INSTALL}"
 
 
 def kn_unavailable() -> str | None:
@@ -323,6 +423,9 @@ def run_benchmark(cases, steps: int = 20, repeats: int = 3, warmup: int = 1, iso
     for case in cases:
         results: dict[str, dict | str] = {}
         for impl in implementations:
+            if (case.name, impl) in SKIP or (impl == "captum IG" and captum_unavailable()):
+                results[impl] = SKIP.get((case.name, impl)) or captum_unavailable()
+                continue
             if impl == "knowledge-neurons":
                 why = kn_unavailable() or (None if case.supports_kn else
                                            "supports only BERT/GPT-2/GPT-Neo (c_fc output site)")
@@ -341,8 +444,8 @@ def run_benchmark(cases, steps: int = 20, repeats: int = 3, warmup: int = 1, iso
                 if verbose:
                     print(f"[bench] {case.name} / {impl}: failed: {results[impl]}", flush=True)
         fast = results.get("kqlib fast")
-        ref = fast["scores"] if isinstance(fast, dict) else None
-        ref_top = _top(ref) if ref is not None else None
+        fast_ok = isinstance(fast, dict)
+        integral = fast["extras"]["integral"] if fast_ok else None
         tokens = next((r["tokens"] for r in results.values() if isinstance(r, dict)), None)
         for impl in implementations:
             r = results.get(impl)
@@ -356,14 +459,20 @@ def run_benchmark(cases, steps: int = 20, repeats: int = 3, warmup: int = 1, iso
             row["s/query"] = med
             row["min-max s"] = (min(r["times"]), max(r["times"]))
             row["peak extra MiB"] = r["peak_extra_bytes"] / 2**20
-            if ref is not None:
+            if fast_ok:
                 if r["target_id"] != fast["target_id"]:
                     row["n/a"] = f"target id {r['target_id']} != kqlib fast's {fast['target_id']}"
                 else:
+                    against = COMPARED_WITH.get(impl)
+                    ref = fast["extras"][against] if against else fast["scores"]
                     denom = float(np.abs(ref).max()) or 1.0
                     row["max rel diff"] = float(np.abs(r["scores"] - ref).max()) / denom
-                    row["top-5 agree"] = len(_top(r["scores"]) & ref_top)
+                    row["top-5 agree"] = len(_top(r["scores"]) & _top(ref))
+                    row["err vs integral"] = float(np.abs(r["scores"] - integral).max()) / (
+                        float(np.abs(integral).max()) or 1.0)
                     row["kqlib fast x faster"] = med / statistics.median(fast["times"])
+                    if against:
+                        row["compared with"] = against
             row["result"] = r
             rows.append(row)
     return rows
@@ -382,7 +491,7 @@ def _cell(row: dict, col: str) -> str:
         return f"{v[0]:.2f}-{v[1]:.2f}"
     if col == "peak extra MiB":
         return f"{v:.0f}"
-    if col == "max rel diff":
+    if col in ("max rel diff", "err vs integral"):
         return f"{v:.1e}"
     if col == "top-5 agree":
         return f"{v}/5"
@@ -397,8 +506,9 @@ def table_rows(rows) -> list[list[str]]:
         cells = [_cell(row, c) for c in COLUMNS]
         if row.get("n/a"):
             cells.append(f"n/a ({row['n/a']})")
-        elif row.get("result", {}).get("note"):
-            cells.append(row["result"]["note"])
+        elif row.get("result", {}).get("note") or row.get("compared with"):
+            cells.append("; ".join(v for v in (row["result"].get("note"), row.get("compared with") and
+                                               f"diff vs {row['compared with']}") if v))
         else:
             cells.append("")
         out.append(cells)
@@ -428,16 +538,36 @@ def format_csv(rows) -> str:
     return buf.getvalue()
 
 
-def verdicts(rows, speedup: float = 10.0, tol: float = 1e-4) -> list[str]:
-    """The project goal: kqlib fast >= 10x faster than knowledge-neurons at <= 1e-4 relative difference."""
+def verdicts(rows) -> list[str]:
+    """The performance targets, each MET / NOT MET from this run's rows (measured side by side)."""
     out = []
+
+    def say(text, ok):
+        out.append(f"{text} -> {'MET' if ok else 'NOT MET'}")
+
+    by = {(r["case"], r["implementation"]): r for r in rows}
     for row in rows:
-        if row["implementation"] != "knowledge-neurons" or row.get("kqlib fast x faster") is None:
+        impl, case, x, diff = row["implementation"], row["case"], row.get("kqlib fast x faster"), row.get("max rel diff")
+        if x is None:
             continue
-        ok = row["kqlib fast x faster"] >= speedup and row["max rel diff"] <= tol
-        out.append(f"goal on {row['case']} (kqlib fast >= {speedup:g}x faster than knowledge-neurons at <= "
-                   f"{tol:g} relative difference): {row['kqlib fast x faster']:.1f}x at {row['max rel diff']:.1e} "
-                   f"-> {'MET' if ok else 'NOT MET'}")
+        if impl == "knowledge-neurons":
+            say(f"{case}: kqlib fast >= 20x faster than knowledge-neurons at <= 1e-4: {x:.1f}x at {diff:.1e}",
+                x >= 20 and diff <= 1e-4)
+        elif impl == "kqlib naive" and case != "gpt2-random":
+            say(f"{case}: kqlib fast >= 25x faster than the naive reference at <= 1e-3: {x:.1f}x at {diff:.1e}",
+                x >= 25 and diff <= 1e-3)
+        elif impl == "kqlib gauss-8":
+            fast = by.get((case, "kqlib fast"), {})
+            if fast.get("err vs integral") is not None:
+                say(f"{case}: gauss-8 at least as close to the integral as riemann-{row['steps']}: "
+                    f"{row['err vs integral']:.1e} vs {fast['err vs integral']:.1e}",
+                    row["err vs integral"] <= fast["err vs integral"])
+        elif impl == "kqlib fast, 1 busy process":
+            say(f"{case}: one busy competing process costs <= 2.2x: {x:.2f}x", x <= 2.2)
+    for row in rows:
+        if row["implementation"] == "kqlib fast" and row.get("peak extra MiB") is not None:
+            say(f"{row['case']} ({row['tokens']} tokens): kqlib fast peak extra memory <= 1 GiB: "
+                f"{row['peak extra MiB']:.0f} MiB", row["peak extra MiB"] <= 1024)
     return out
 
 
@@ -453,8 +583,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 repeat, no warm-up, 4 steps")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads in each worker (default: torch's default, one per core)")
+    p.add_argument("--threads", default=None,
+                   help="torch threads in each worker: a number or 'auto' (the cores free now; default: torch's "
+                        "default, one per core); the busy-process rows choose their own")
     p.add_argument("--in-process", action="store_true",
                    help="run every implementation in this process (faster start, less clean memory figures)")
     p.add_argument("--out", default=None,
@@ -473,11 +604,14 @@ def run(args: argparse.Namespace) -> int:
     impls = [i.strip() for i in args.implementations.split(",") if i.strip()]
     if any(i not in IMPLEMENTATIONS for i in impls) or "kqlib fast" not in impls:
         raise ParameterError(f"implementations must include 'kqlib fast' and be among {IMPLEMENTATIONS}")
-    steps = args.steps or (4 if args.quick else 20)
-    repeats = args.repeats or (1 if args.quick else 3)
+    steps = args.steps if args.steps is not None else (4 if args.quick else 20)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
-    if steps < 2 or repeats < 1 or warmup < 0:
-        raise ParameterError("need --steps >= 2, --repeats >= 1, --warmup >= 0")
+    if steps < 1 or repeats < 1 or warmup < 0:
+        raise ParameterError("need --steps >= 1, --repeats >= 1, --warmup >= 0")
+    from .threads import parse_threads
+
+    args.threads = parse_threads(args.threads)
     info = machine_info()
     if args.threads:
         info["torch threads"] = f"{args.threads} in workers (--threads; default here {info['torch threads']})"

@@ -56,7 +56,11 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relation", default="P103", help="ParaRel relation id(s), comma-separated (default P103)")
     p.add_argument("--facts", type=int, default=5, help="facts per relation the model answers (default 5)")
     p.add_argument("--method", default="ig", help="ig | sig | amig, or several comma-separated")
-    p.add_argument("--steps", type=int, default=20, help="Riemann steps along the path (default 20)")
+    p.add_argument("--steps", type=int, default=20, help="path points (default 20)")
+    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss"],
+                   help="integration rule: riemann (the paper's, default) or gauss (Gauss-Legendre)")
+    p.add_argument("--threads", default=None, help="torch threads: a number or 'auto' (the cores free now; "
+                   "default: torch's default)")
     p.add_argument("--site", default="post", choices=["post", "pre"], help="neuron site (default post)")
     p.add_argument("--threshold", type=float, default=0.2, help="knowledge neurons: score > t * max (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="fact sampling seed")
@@ -86,8 +90,11 @@ def _attribute_run(args) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ParameterError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    if args.facts < 1 or args.steps < 2:
-        raise ParameterError("--facts must be >= 1 and --steps >= 2")
+    if args.facts < 1 or args.steps < 1:
+        raise ParameterError("--facts must be >= 1 and --steps >= 1")
+    from .threads import set_threads
+
+    set_threads(args.threads)
     t0 = time.time()
     if args.executor == "ray":  # an unreachable cluster or cache fails here, before any work
         from .cache import AttributionCache
@@ -102,13 +109,13 @@ def _attribute_run(args) -> int:
     print(f"[kq] {len(data)} facts, {len(queries)} queries from {', '.join(data.relations())}", file=sys.stderr)
     rows = []
     for method in methods:
-        scores = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site,
+        scores = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site, rule=args.rule,
                                 batch_size=args.batch_size, cache=args.cache, desc=f"{method} attribution",
                                 executor=args.executor, address=args.address, workers=args.workers)
         for q, s in zip(queries, scores):
             top = float(s.max())
             for layer, neuron in sorted(knowledge_neurons(s, args.threshold)):
-                rows.append(dict(model=args.model, method=method, site=args.site, steps=args.steps,
+                rows.append(dict(model=args.model, method=method, site=args.site, steps=args.steps, rule=args.rule,
                                  relation=q.relation, fact_id=q.fact_id, subject=q.subject, obj=q.obj,
                                  pattern_index=q.pattern_index, prompt=q.prompt, target_id=q.target_id,
                                  layer=layer, neuron=neuron, score=float(s[layer, neuron]),

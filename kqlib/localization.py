@@ -44,8 +44,9 @@ class Localization:
 
 
 def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post", t: float = 0.2,
-             batch_size: int | None = None, cache=None, progress: bool = True, model_name: str | None = None,
-             amig_baseline: torch.Tensor | None = None) -> Localization:
+             rule: str = "riemann", batch_size: int | None = None, cache=None, progress: bool = True,
+             model_name: str | None = None, amig_baseline: torch.Tensor | None = None,
+             executor: str | None = None) -> Localization:
     """Attribute ``queries`` (ParaRel :class:`~kqlib.pararel.Query` objects) with each method and threshold.
 
     Cost: len(queries) x len(methods) attributions, each ~n_layers x steps path points (cached on disk).
@@ -53,8 +54,8 @@ def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post
     name = model_name or lm.name
     neuron_rows, query_rows = [], []
     for method in methods:
-        scores = attribute_many(lm, queries, method=method, steps=steps, site=site, batch_size=batch_size,
-                                cache=cache, progress=progress, desc=f"{name} {method}",
+        scores = attribute_many(lm, queries, method=method, steps=steps, site=site, rule=rule,
+                                batch_size=batch_size, executor=executor, cache=cache, progress=progress, desc=f"{name} {method}",
                                 baseline=amig_baseline if method == "amig" else None)
         for q, s in zip(queries, scores):
             top = float(s.max())
@@ -67,7 +68,8 @@ def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post
                 neuron_rows.append({**base, "layer": layer, "neuron": neuron, "score": sc, "rel_score": sc / top})
     neurons = pd.DataFrame(neuron_rows, columns=QUERY_COLUMNS + ["layer", "neuron", "score", "rel_score"])
     qframe = pd.DataFrame(query_rows, columns=QUERY_COLUMNS + ["n_neurons", "max_score"])
-    params = dict(model=name, fingerprint=lm.fingerprint, methods=list(methods), steps=steps, site=site, t=t)
+    params = dict(model=name, fingerprint=lm.fingerprint, methods=list(methods), steps=steps, rule=rule, site=site,
+                  t=t)
     return Localization(neurons, qframe, params)
 
 

@@ -20,10 +20,21 @@ def test_bench_table_and_agreement(rows):
     for r in rows:
         assert set(bench.COLUMNS) <= set(r)
         assert r["case"] == "tiny-gpt2" and r["site"] == "pre" and r["steps"] == 3 and r["tokens"] == 16
-    fast, naive, kn = rows
+    by = {r["implementation"]: r for r in rows}
+    fast, naive, kn, captum = by["kqlib fast"], by["kqlib naive"], by["knowledge-neurons"], by["captum IG"]
     assert fast["max rel diff"] == 0.0 and fast["top-5 agree"] == 5
+    # every row is also measured against the Gauss-64 reference integral; Gauss-8 is a real attribution
+    assert all(r["err vs integral"] is not None for r in rows if r.get("result"))
+    assert by["kqlib gauss-8"]["max rel diff"] > 0
+    for busy in ("kqlib fast, 1 busy process", "kqlib fast, 1 busy, all threads"):
+        assert by[busy]["max rel diff"] <= 1e-5 and "thread" in by[busy]["result"]["note"]
+    if not bench.captum_unavailable():  # Captum's Gauss-Legendre IG == kqlib's Gauss rule, same points
+        assert captum["max rel diff"] <= 1e-4, captum["max rel diff"]
+        assert captum["compared with"] == "kqlib gauss (same steps)"
     assert fast["result"]["scores"].shape == (2, 64) and abs(fast["result"]["scores"]).max() > 0
     assert naive["max rel diff"] <= 1e-5, naive["max rel diff"]
+    verdict_lines = bench.verdicts(rows)
+    assert any("gauss-8" in v for v in verdict_lines) and all(v.endswith(("MET", "NOT MET")) for v in verdict_lines)
     for r in (fast, naive):
         assert r["s/query"] > 0 and r["peak extra MiB"] >= 0 and r["kqlib fast x faster"] > 0
 
