@@ -11,7 +11,7 @@ post-softmax (post-dropout) weights that multiply the values, ``out = P @ V``.
 
 Knowledge-synapse attribution (IG over the answer row) lives in :mod:`kqlib.attribution.synapses`.
 
-How ``P`` is reached (one small table, :data:`_PROBS_VIA_MODULE`):
+How ``P`` is reached (the family's ``attention_probs_module`` in :mod:`kqlib.sites`, the one per-family table):
 
 * Families that call transformers' ``ALL_ATTENTION_FUNCTIONS`` (GPT-2, GPT-J, GPT-NeoX, OPT, Llama, Mistral,
   Qwen2/3, Gemma 1/2/3): inside a ``with`` block the model's ``config._attn_implementation`` is switched to
@@ -47,12 +47,6 @@ from .sites import get_module
 ProbsFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 KQ_ATTENTION = "kq_eager"
-
-# Family name (kqlib.sites) -> path, from the attention module, of a module whose OUTPUT is P.
-# Families not listed go through the registered attention function.
-_PROBS_VIA_MODULE: dict[str, str] = {
-    "gpt_neo": "attn_dropout",
-}
 
 # attention module -> hooks active on it, applied in registration order (nested contexts compose)
 _ACTIVE: dict[torch.nn.Module, list[ProbsFn]] = {}
@@ -128,7 +122,7 @@ def attention_hooks(lm, fns: dict[int, ProbsFn]) -> Iterator[None]:
     """Run ``fns[layer](P)`` on the attention probabilities ``P [batch, heads, q, k]`` of each listed layer;
     a returned tensor replaces ``P`` (it may carry gradients), ``None`` leaves it unchanged."""
     layers = _check_layers(lm, fns)
-    module_path = _PROBS_VIA_MODULE.get(lm.family.name)
+    module_path = lm.family.attention_probs_module or None
     handles: list = []
     added: list[tuple[torch.nn.Module, ProbsFn]] = []
     config = lm.model.config

@@ -33,6 +33,9 @@ class Family:
     out_proj: str = ""  # MLP output projection (its weight slice per neuron = the neuron's "value vector")
     out_proj_neuron_axis: int = 1  # nn.Linear [d_model, n]: axis 1; GPT-2 Conv1D [n, d_model]: axis 0
     tokens_flattened: bool = False  # OPT reshapes [batch, seq, d] to [batch*seq, d] before its MLP
+    # how kqlib reaches the attention probabilities P: "" = through transformers' attention interface (kqlib
+    # registers an eager function); else the path, from the attention module, of a module whose OUTPUT is P
+    attention_probs_module: str = ""
 
 
 def _llama_like(name: str, model_types: tuple[str, ...]) -> Family:
@@ -67,6 +70,7 @@ FAMILIES: tuple[Family, ...] = (
         attention="attn.attention",
         neuron_sites={"post": ("mlp.c_proj", "input"), "pre": ("mlp.c_fc", "output")},
         out_proj="mlp.c_proj",
+        attention_probs_module="attn_dropout",  # GPT-Neo's own _attn applies it right after its softmax
     ),
     Family(
         name="gptj",
