@@ -181,15 +181,18 @@ def _top_block(stem: str, rel: str, manifest: dict, results: dict, command: str,
                                     "results JSON: the headline numbers (glued into the prose) and the run record"))
     items.append(_download_item(f"{rel}{stem}.ipynb", f"{stem}.ipynb", "this chapter's notebook, as executed"))
     items.append(_download_item(f"{rel}{stem}.py", f"{stem}.py", "its source (jupytext percent format)"))
+    n_tables = len(manifest.get("tables", {}))
     return (
         '<div class="admonition note kq-repro">'
         '<p class="admonition-title">Data and reproduction</p>'
         f'<p><b>Reproduce this chapter</b> (in a checkout of the repository): <code class="kq-command">{esc(command)}</code></p>'
         f'<details><summary>the same with every parameter spelled out</summary><pre>{esc(full_command)}</pre></details>'
         + _run_record_html(results.get("run") or {})
-        + '<p><b>Downloads</b> (UTF-8 CSV, one header row; every figure below can be redrawn from them with '
-          'pandas and seaborn, e.g. <code>pd.read_csv(URL)</code>):</p>'
-        f'<ul class="kq-downloads">{"".join(items)}</ul>'
+        + f'<details class="kq-downloads-box"><summary><b>Downloads</b>: {n_tables} table(s) as CSV, the results JSON, '
+          'the notebook as executed and its source</summary>'
+          '<p>UTF-8 CSV with one header row, the schema under each link; every figure below can be redrawn from '
+          'them with pandas and seaborn alone (<code>pd.read_csv(URL)</code>).</p>'
+          f'<ul class="kq-downloads">{"".join(items)}</ul></details>'
         '<p>Facts, queries and knowledge neurons of this run can be browsed in the '
         f'<a class="kq-explorer-link" href="{esc(explorer_href)}">fact explorer</a>.</p>'
         '</div>')

@@ -484,6 +484,9 @@ def test_chapter_links_its_data(built_book, doc):
     assert all(fp in text for fp in results["run"]["fingerprints"].values())
     nb = json.loads(links[f"{stem}.ipynb"].read_text())
     assert nb["metadata"]["papermill"]["parameters"]["profile"] == PROFILE
+    # the theme's download button offers the executed notebook
+    sources = [a["href"] for a in soup.find_all("a", href=True) if a["href"].endswith(f"_sources/{doc}.ipynb")]
+    assert sources and all(_local_file(page, h).is_file() for h in sources), f"{doc}: no working notebook download"
     figures = {f for t in manifest["tables"].values() for f in t["figures"]}
     blocks = soup.select(".kq-figure-data")
     saved = [f for f in figures if f + ".png" in json.dumps(results.get("numbers", {}).get("figures", {}))]
