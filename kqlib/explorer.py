@@ -43,6 +43,7 @@ STATIC = Path(__file__).parent / "static"
 INJECTED_TAG = "kq-injected"
 EXPLORER_DOC = "book/explorer"  # the page that loads the explorer (book/explorer.md, listed in _toc.yml)
 FACT_KEY_SEP = "|"
+KN_CAP = 200  # knowledge neurons listed per query in a fact's detail (the strongest; the count is exact)
 
 #: Where a fact appears after chapter 01: (chapter prefix, table, key columns, shown columns, label).
 APPEARANCES = [
@@ -281,7 +282,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
     facts: list[dict] = []
     details: dict[str, dict] = {}
     seen: set[str] = set()
-    sources = []
+    sources, warnings = [], []
     tables_of: dict[str, dict[str, Any]] = {}
     for ch in chapters:
         folder = data_root / ch.stem
@@ -297,6 +298,14 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
         cs = read_table(folder, "consistency")
         queries = read_table(folder, "queries")
         kns = read_table(folder, "kn_sets")
+        lacking = {name: sorted(set(cols) - set(df.columns)) for name, cols, df in (
+            ("consistency", ["model", "method", "fact_id", "n_queries", kind], cs),
+            ("queries", ["model", "fact_id", "pattern_index", "prompt"], queries),
+            ("kn_sets", ["model", "method", "fact_id", "pattern_index", "layer", "neuron", "score", "rel_score"], kns))}
+        lacking = {k: v for k, v in lacking.items() if v}
+        if lacking:
+            warnings.append(f"{ch.stem}: not in the explorer, its tables lack columns {lacking}")
+            continue
         otsu = _otsu_by_group(cs, kind)
         sources.append(dict(chapter=ch.stem, cs_kind=kind, static_threshold=static,
                             otsu_thresholds=[dict(model=m, method=k, theta=_num(v)) for (m, k), v in otsu.items()]))
@@ -305,7 +314,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
         kn = kns.dropna(subset=["layer", "neuron"]).sort_values(["score"], ascending=False)
         for r in kn.itertuples(index=False):
             kn_by_query.setdefault((r.model, r.method, r.fact_id, int(r.pattern_index)), []).append(
-                [int(r.layer), int(r.neuron), _num(float(r.score)), _num(float(r.rel_score))])
+                (int(r.layer), int(r.neuron), _num(float(r.score)), _num(float(r.rel_score))))
         for r in cs.to_dict("records"):
             key = fact_key(r["model"], r["method"], r["fact_id"])
             if key in seen or r.get(kind) is None or (isinstance(r.get(kind), float) and math.isnan(r[kind])):
@@ -337,7 +346,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
                 sets.append({(a, b) for a, b, _, _ in neurons})
                 q_rows.append(dict(pattern_index=pi, prompt=q.prompt, prob=_num(getattr(q, "prob", None)),
                                    rank=_num(getattr(q, "rank", None)), correct=_num(getattr(q, "correct", None)),
-                                   n_kns=len(neurons), kns=neurons))
+                                   n_kns=len(neurons), kns=[list(n) for n in neurons[:KN_CAP]]))
             matrix = [[_num(jaccard(a, b)) if i != j else (1.0 if a else 0.0) for j, b in enumerate(sets)]
                       for i, a in enumerate(sets)]
             details[key] = dict(queries=q_rows, jaccard=matrix, appearances=[])
@@ -348,6 +357,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
             continue
         df = read_table(folder, table)
         if not set(keys) <= set(df.columns):
+            warnings.append(f"{folder.name}/{table}: lacks the key columns {sorted(set(keys) - set(df.columns))}")
             continue
         chapter = folder.name
         params = (_results(build, chapter).get("run") or {}).get("parameters") or {}
@@ -362,7 +372,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
                 chapter=chapter, table=table, label=label, columns=cols, rows=rows,
                 kn_method=None if "method" in keys else method_note,
                 href=f"{chapter}.html", data=f"../{DATA}/{chapter}/{manifest['tables'][table]['file']}"))
-    return {"facts": facts, "details": details, "sources": sources,
+    return {"facts": facts, "details": details, "sources": sources, "warnings": warnings, "kn_cap": KN_CAP,
             "columns": ["model", "method", "relation", "subject", "obj", "n_queries", "cs1", "cs2", "class_static",
                         "class_otsu", "mean_set_size", "p_min", "p_max"]}
 
@@ -421,4 +431,6 @@ def prepare_site(root: Path, src: Path) -> dict:
     data = explorer_data(build, chapters)
     write_explorer(site / EXPLORER, data)
     summary["facts"] = len(data["facts"])
+    for line in data["warnings"]:
+        print(f"[kq book] explorer: {line}", flush=True)
     return summary

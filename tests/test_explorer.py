@@ -254,3 +254,17 @@ def test_built_explorer_has_every_fact_of_the_run():
         mine = [f for f in data["facts"] if f["model"] == r["model"] and f["method"] == r["method"]
                 and f["source"] == "01_kl_reexamination"]
         assert len(mine) == r["n_facts"] and sum(f[col] == "K_I" for f in mine) == r["n_ki"], r
+
+
+def test_explorer_skips_tables_it_cannot_read_with_a_warning(build):
+    kn, queries, qframe, sets = _synthetic_run(n_facts=2, methods=("ig",))
+    cs = C.consistency_table(kn, queries=qframe)
+    data_export.write_table("01_kl_reexamination", "queries", queries.drop(columns=["prompt"]))  # renamed away
+    data_export.write_table("01_kl_reexamination", "kn_sets", kn)
+    data_export.write_table("01_kl_reexamination", "consistency", cs)
+    data_export.write_table("05_cas_editing", "queries", queries)
+    data_export.write_table("05_cas_editing", "kn_sets", kn)
+    data_export.write_table("05_cas_editing", "consistency", cs)
+    data = explorer.explorer_data(build, [Path("book/01_kl_reexamination.py"), Path("book/05_cas_editing.py")])
+    assert len(data["warnings"]) == 1 and "01_kl_reexamination" in data["warnings"][0] and "prompt" in data["warnings"][0]
+    assert {f["source"] for f in data["facts"]} == {"05_cas_editing"} and len(data["facts"]) == len(cs)

@@ -259,7 +259,8 @@
     box.appendChild(el("h3", {}, ["Knowledge neurons (" + f.method + ")"]));
     var sets = el("div", {id: "kq-kn-sets"});
     d.queries.forEach(function (q, i) {
-      var det = el("details", {className: "kq-kn-set"}, [el("summary", {}, [labels[i] + ": " + q.n_kns + " neurons \u2014 " + q.prompt + " \u2026"])]);
+      var shownNote = (q.kns || []).length < q.n_kns ? " (the " + q.kns.length + " strongest shown)" : "";
+      var det = el("details", {className: "kq-kn-set"}, [el("summary", {}, [labels[i] + ": " + q.n_kns + " neurons" + shownNote + " \u2014 " + q.prompt + " \u2026"])]);
       det.appendChild(table(["layer", "neuron", "score", "score / max"], q.kns || []));
       sets.appendChild(det);
     });
