@@ -13,17 +13,17 @@
     {key: "n_queries", label: "queries", num: true},
     {key: "cs1", label: "CS1", num: true, digits: 3},
     {key: "cs2", label: "CS2", num: true, digits: 3},
-    {key: "class_static", label: "class (static \u03b8)"},
-    {key: "class_otsu", label: "class (Otsu \u03b8)"},
-    {key: "mean_set_size", label: "mean KN-set size", num: true, digits: 1},
-    {key: "p_min", label: "p(answer) range", num: true}
+    {key: "class_static", label: "class, static \u03b8"},
+    {key: "class_otsu", label: "class, Otsu \u03b8"},
+    {key: "mean_set_size", label: "mean |KN set|", num: true, digits: 1},
+    {key: "p_min", label: "p(answer)", num: true}
   ];
   var FILTERS = [
-    {key: "model", label: "model"},
-    {key: "method", label: "method"},
-    {key: "relation", label: "relation"},
-    {key: "class_static", label: "class (static)"},
-    {key: "class_otsu", label: "class (Otsu)"}
+    {key: "model", label: "model", all: "all models"},
+    {key: "method", label: "method", all: "all methods"},
+    {key: "relation", label: "relation", all: "all relations"},
+    {key: "class_static", label: "class at the static \u03b8", all: "all classes (static \u03b8)"},
+    {key: "class_otsu", label: "class at Otsu's \u03b8", all: "all classes (Otsu \u03b8)"}
   ];
 
   function el(tag, attrs, children) {
@@ -96,7 +96,7 @@
       var values = {};
       self.facts.forEach(function (f) { if (f[flt.key] !== null && f[flt.key] !== undefined) values[f[flt.key]] = 1; });
       var sel = el("select", {id: "kq-filter-" + flt.key, "aria-label": "filter by " + flt.label},
-                   [el("option", {value: "", text: "all " + flt.label + "s"})]);
+                   [el("option", {value: "", text: flt.all})]);
       Object.keys(values).sort().forEach(function (v) { sel.appendChild(el("option", {value: v, text: v})); });
       sel.addEventListener("change", function () { self.render(); });
       self.selects[flt.key] = sel;
@@ -159,12 +159,12 @@
     rows.forEach(function (f) {
       var tr = el("tr", {"data-key": f.key, className: f.key === self.current ? "kq-selected" : ""});
       COLUMNS.forEach(function (col) {
-        var td = el("td", {"data-col": col.key, className: col.num ? "kq-num" : ""});
+        var td = el("td", {"data-col": col.key, className: col.num ? "kq-num" : (col.key === "subject" ? "" : "kq-nowrap")});
         if (col.key === "subject") {
           td.appendChild(el("a", {href: "#fact=" + encodeURIComponent(f.key), className: "kq-open"}, [cellText(f, col)]));
         } else {
           td.textContent = cellText(f, col);
-          if (col.key.indexOf("class") === 0 && f[col.key]) td.className = "kq-class-" + f[col.key];
+          if (col.key.indexOf("class") === 0 && f[col.key]) td.className = "kq-nowrap kq-class-" + f[col.key];
         }
         tr.appendChild(td);
       });
