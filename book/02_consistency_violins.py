@@ -98,6 +98,7 @@ def cs_table(loc_by_model):
 cs = cs_table(locs)
 kqlib.data_export.write_table("02_consistency_violins", "consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
 shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, seed=seed)
+kqlib.data_export.write_table("02_consistency_violins", "ki_shares", shares, description="K_I share per model, method and threshold (the size comparison)")
 cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 
 # %% [markdown]

@@ -551,6 +551,12 @@ def test_explorer_search_and_detail(chromium, built_book, tmp_path):
         cs = pd.read_csv(cs_path)
         expected |= {"|".join(map(str, r)) for r in cs[["model", "method", "fact_id"]].itertuples(index=False)}
     assert expected and set(facts) == expected, "the explorer does not hold every fact of the run"
+    used = set()  # every fact any chapter's table mentions is in the explorer
+    for table in (built_book / "_build" / "html" / "data").glob("*/*.csv"):
+        df = pd.read_csv(table)
+        if {"model", "fact_id"} <= set(df.columns):
+            used |= set(df[["model", "fact_id"]].itertuples(index=False, name=None))
+    assert used and used <= {(f["model"], f["fact_id"]) for f in facts.values()}
     # search for the object of the fact with the most queries: the expected hits are computed here
     target = max(facts.values(), key=lambda f: (f["n_queries"], f["key"]))
     term = target["obj"]

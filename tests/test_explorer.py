@@ -268,3 +268,29 @@ def test_explorer_skips_tables_it_cannot_read_with_a_warning(build):
     data = explorer.explorer_data(build, [Path("book/01_kl_reexamination.py"), Path("book/05_cas_editing.py")])
     assert len(data["warnings"]) == 1 and "01_kl_reexamination" in data["warnings"][0] and "prompt" in data["warnings"][0]
     assert {f["source"] for f in data["facts"]} == {"05_cas_editing"} and len(data["facts"]) == len(cs)
+
+
+@pytest.mark.skipif(not os.environ.get("KQ_BROWSER_BOOK"), reason="set KQ_BROWSER_BOOK=<book root> after `kq book`")
+def test_built_explorer_numbers_equal_the_results_json():
+    """A sample of facts of a built book: the explorer's numbers are those of the chapters' results JSON."""
+    root = Path(os.environ["KQ_BROWSER_BOOK"]).resolve()
+    text = (root / "_build" / "html" / "explorer" / "explorer-data.js").read_text()
+    data = json.loads(text[len("window.KQ_EXPLORER_DATA = "):].rstrip().rstrip(";"))
+    facts = {f["key"]: f for f in data["facts"]}
+    r05 = json.loads((root / "_build" / "results" / "05_cas_editing.json").read_text())
+    for c in random.Random(0).sample(r05["numbers"]["classes"], min(5, len(r05["numbers"]["classes"]))):
+        f = facts[explorer.fact_key(c["model"], r05["run"]["parameters"]["method"], c["fact_id"])]
+        assert f["n_queries"] == c["n_queries"] and f["relation"] == c["relation"]
+        if f["source"] == "05_cas_editing":
+            assert f["cs2"] == pytest.approx(c["cs2"])
+            assert (f["class_static"], f["class_otsu"]) == (c["class"], c["class_otsu"])
+    r01 = json.loads((root / "_build" / "results" / "01_kl_reexamination.json").read_text())
+    edit_method = r01["run"]["parameters"]["edit_method"]
+    for e in random.Random(0).sample(r01["numbers"]["edits"], min(5, len(r01["numbers"]["edits"]))):
+        shown = [a for a in data["details"][explorer.fact_key(e["model"], edit_method, e["fact_id"])]["appearances"]
+                 if a["chapter"] == "01_kl_reexamination" and a["table"] == "edits"]
+        assert len(shown) == 1
+        rows = [dict(zip(shown[0]["columns"], r)) for r in shown[0]["rows"]]
+        mine = [r for r in rows if r["task"] == e["task"]]
+        assert len(mine) == 1 and all(mine[0][m] == pytest.approx(e[m]) for m in ("rel", "gen", "loc", "dppl")
+                                      if e[m] is not None)
