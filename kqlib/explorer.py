@@ -166,7 +166,7 @@ def _download_item(href: str, label: str, note: str, schema: str = "") -> str:
     out = (f'<li><a class="kq-data-link" href="{esc(href)}" download>{esc(label)}</a>'
            + (f" — {esc(note)}" if note else ""))
     if schema:
-        out += f'<br><span class="kq-schema" style="font-size:.8em;color:#555">{esc(schema)}</span>'
+        out += f'<br><span class="kq-schema" style="font-size:.8em;line-height:1.35;color:#555;display:inline-block">{esc(schema)}</span>'
     return out + "</li>"
 
 
