@@ -30,7 +30,6 @@ import json
 import math
 import shlex
 import shutil
-from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -324,12 +323,17 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
             theta_o = otsu.get((r["model"], r["method"]), math.nan)
             value = float(r[kind])
             probs = qs["prob"].dropna().to_numpy(float) if qs is not None and "prob" in qs else []
-            first = qs.iloc[0] if qs is not None and len(qs) else {}
+            first = qs.iloc[0].to_dict() if qs is not None and len(qs) else {}
+
+            def text(col):  # from the consistency row, else from the fact's first query
+                for value in (r.get(col), first.get(col)):
+                    if isinstance(value, str) and value:
+                        return value
+                return None
+
             facts.append(dict(
                 key=key, model=r["model"], method=r["method"], fact_id=r["fact_id"],
-                relation=r.get("relation") or (first.get("relation") if len(first) else None),
-                subject=r.get("subject") if isinstance(r.get("subject"), str) else (first.get("subject") if len(first) else None),
-                obj=r.get("obj") if isinstance(r.get("obj"), str) else (first.get("obj") if len(first) else None),
+                relation=text("relation"), subject=text("subject"), obj=text("obj"),
                 n_queries=int(r["n_queries"]), cs1=_num(r.get("cs1")), cs2=_num(r.get("cs2")),
                 pairwise=_num(r.get("pairwise")), cs_kind=kind,
                 class_static="K_I" if value < static else "K_C", theta_static=static,
@@ -347,8 +351,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
                 q_rows.append(dict(pattern_index=pi, prompt=q.prompt, prob=_num(getattr(q, "prob", None)),
                                    rank=_num(getattr(q, "rank", None)), correct=_num(getattr(q, "correct", None)),
                                    n_kns=len(neurons), kns=[list(n) for n in neurons[:KN_CAP]]))
-            matrix = [[_num(jaccard(a, b)) if i != j else (1.0 if a else 0.0) for j, b in enumerate(sets)]
-                      for i, a in enumerate(sets)]
+            matrix = [[_num(jaccard(a, b)) for b in sets] for a in sets]
             details[key] = dict(queries=q_rows, jaccard=matrix, appearances=[])
     # later chapters
     for prefix, table, keys, columns, label in APPEARANCES:
@@ -372,9 +375,7 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
                 chapter=chapter, table=table, label=label, columns=cols, rows=rows,
                 kn_method=None if "method" in keys else method_note,
                 href=f"{chapter}.html", data=f"../{DATA}/{chapter}/{manifest['tables'][table]['file']}"))
-    return {"facts": facts, "details": details, "sources": sources, "warnings": warnings, "kn_cap": KN_CAP,
-            "columns": ["model", "method", "relation", "subject", "obj", "n_queries", "cs1", "cs2", "class_static",
-                        "class_otsu", "mean_set_size", "p_min", "p_max"]}
+    return {"facts": facts, "details": details, "sources": sources, "warnings": warnings, "kn_cap": KN_CAP}
 
 
 def write_explorer(dest: Path, data: dict) -> Path:

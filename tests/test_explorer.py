@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shlex
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_prepare_site_links_existing_files_and_reproduces_the_run(tmp_path, monk
     assert "\n\n" not in top and "\n\n" not in fig_block  # one raw-HTML block each
     # every link of the injected cells resolves, relative to the page, to a file of the site
     page_dir = src / "book"
-    hrefs = [h for cell in (top, fig_block) for h in __import__("re").findall(r'class="kq-data-link" href="([^"]+)"', cell)]
+    hrefs = [h for cell in (top, fig_block) for h in re.findall(r'class="kq-data-link" href="([^"]+)"', cell)]
     assert {Path(h).name for h in hrefs} >= {"points.csv", "other.csv", "01_toy.json", "01_toy.ipynb", "01_toy.py"}
     site = src / explorer.SITE
     for h in hrefs:
