@@ -295,3 +295,29 @@ def test_built_explorer_numbers_equal_the_results_json():
         mine = [r for r in rows if r["task"] == e["task"]]
         assert len(mine) == 1 and all(mine[0][m] == pytest.approx(e[m]) for m in ("rel", "gen", "loc", "dppl")
                                       if e[m] is not None)
+
+
+@pytest.mark.skipif(not os.environ.get("KQ_BROWSER_BOOK"), reason="set KQ_BROWSER_BOOK=<book root> after `kq book`")
+def test_built_downloads_rebuild_the_headline_numbers():
+    """With pandas alone, the site's CSV downloads give back numbers the chapters report in their results JSON."""
+    root = Path(os.environ["KQ_BROWSER_BOOK"]).resolve()
+    site = root / "_build" / "html" / "data"
+
+    def numbers(stem):
+        return json.loads((site / stem / f"{stem}.json").read_text())["numbers"]
+
+    def csv(stem, name):
+        return pd.read_csv(site / stem / f"{name}.csv")
+
+    n01, q01, cs01 = numbers("01_kl_reexamination"), csv("01_kl_reexamination", "queries"), csv("01_kl_reexamination", "consistency")
+    assert n01["n_queries"] == len(q01) and n01["n_facts"] == len(q01.drop_duplicates(["model", "fact_id"]))
+    assert n01["mean_cs"] == pytest.approx(cs01.cs2.mean()) and n01["n_edits"] == len(csv("01_kl_reexamination", "edits"))
+    panels = [csv("01_kl_reexamination", f"fig1_{label}") for label in ("most_consistent", "least_consistent")]
+    assert all(len(p) == 2 * (p.layer.max() + 1) * 12 and p.rel_score.between(0, 1).all() for p in panels)
+    n02, cs02 = numbers("02_consistency_violins"), csv("02_consistency_violins", "consistency")
+    assert n02["share_below_static"] == pytest.approx((cs02.cs2 < 0.3).mean())
+    assert n02["median_cs"] == pytest.approx(cs02.cs2.median())
+    assert numbers("03_query_kn_mapping")["n_interventions"] == len(csv("03_query_kn_mapping", "mapping"))
+    n04, syn = numbers("04_dynamic_kn_selection"), csv("04_dynamic_kn_selection", "synapses")
+    assert n04["n_queries"] == len(syn[syn.model == n04["model0"]].drop_duplicates(["fact_id", "pattern_index"]))
+    assert numbers("05_cas_editing")["n_edits"] == len(csv("05_cas_editing", "edits"))
