@@ -66,6 +66,7 @@ FACTS = [
     ("The Eiffel Tower is located in the city of", "Paris"),
 ]
 probs = report.fact_probabilities(lms, FACTS)
+kqlib.data_export.write_table("00_setup", "fact_probabilities", probs, description="p(answer) and rank of the hand-written facts per model")
 probs.style.format({"p(answer)": "{:.3f}"}).hide(axis="index")
 
 # %%

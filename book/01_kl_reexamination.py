@@ -138,6 +138,8 @@ neurons = pd.concat([locs[m].neurons for m in locs], ignore_index=True)
 queries = pd.concat([locs[m].queries for m in locs], ignore_index=True)
 facts = pd.concat([d.to_frame().assign(model=m) for m, d in datasets.items()], ignore_index=True)
 facts_per_model = facts.drop_duplicates(["model", "fact_id"])
+kqlib.data_export.write_table("01_kl_reexamination", "queries", facts, description="every query of every fact, with the model's p(answer) and rank")
+kqlib.data_export.write_table("01_kl_reexamination", "kn_sets", neurons, description="knowledge neurons of every (model, method, query)")
 (queries.groupby(["model", "method"])
  .agg(queries=("prompt", "size"), mean_KNs=("n_neurons", "mean"), empty_sets=("n_neurons", lambda s: int((s == 0).sum())))
  .round(2))
@@ -152,6 +154,7 @@ facts_per_model = facts.drop_duplicates(["model", "fact_id"])
 cs = C.consistency_table(neurons, queries=queries)
 cs = cs.merge(facts_per_model[["model", "fact_id", "subject", "obj"]], on=["model", "fact_id"], how="left")
 cs = cs.dropna(subset=[cs_kind]).reset_index(drop=True)
+kqlib.data_export.write_table("01_kl_reexamination", "consistency", cs, figure="01_fig1_heatmaps", description="one row per (model, method, fact): KN-set sizes and consistency scores")
 cs.groupby(["model", "method"])[["n_queries", "mean_set_size", "union_size", "intersection_size", "cs1", "cs2",
                                  "pairwise"]].mean().round(3)
 
@@ -166,6 +169,7 @@ shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, 
 method_order = list(methods) + [C.INTERSECTION_METHOD]
 shares["method"] = pd.Categorical(shares["method"], method_order, ordered=True)
 shares = shares.sort_values(["model", "threshold_kind", "method"]).reset_index(drop=True)
+kqlib.data_export.write_table("01_kl_reexamination", "ki_shares", shares, description="Table 1: share of K_I facts per model, method and threshold")
 
 
 def share_cell(r):
@@ -213,6 +217,7 @@ for (model, method, rel), g in cs.groupby(["model", "method", "relation"]):
         row[f"K_I ({tk})"] = C.share_inconsistent(g[cs_kind], theta[(model, method, tk)])
     rows.append(row)
 per_relation = pd.DataFrame(rows)
+kqlib.data_export.write_table("01_kl_reexamination", "per_relation", per_relation, description="K_I share per relation")
 per_relation.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "K_I (static)": "{:.0%}",
                            "K_I (otsu)": "{:.0%}"}).hide(axis="index")
 
@@ -237,6 +242,7 @@ for col, (label, row) in enumerate(fig1_facts.items()):
     entry = q_by_fact[(lm0.name, row.fact_id)]
     two = sorted(entry.queries, key=lambda q: q.pattern_index)[:2]
     sc = query_scores(lm0, two, method=edit_method, steps=steps, site=site)
+    kqlib.data_export.write_table("01_kl_reexamination", f"fig1_{label.replace(' ', '_')}", kqlib.data_export.score_frame(sc.numpy(), [q.prompt for q in two]).assign(fact_id=row.fact_id, model=lm0.name, method=edit_method), figure="01_fig1_heatmaps", description="the cells of one Figure 1 panel pair (shared top-12 neurons per layer)")
     image = figures.query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
                                    [f"{label} ({cs_kind} = {row[cs_kind]:.2f})\n“{q.prompt} …”" for q in two])
     fig1_info[label] = dict(subject=entry.fact.subject, relation=entry.fact.relation, obj=entry.fact.obj,
@@ -289,6 +295,7 @@ for lm in lms:
     print(f"{lm.name}: {df.fact_id.nunique()} of {len(mine)} facts edited ({len(df)} edits) in "
           f"{time.time() - t0:.0f} s")
 edits = pd.concat(edit_frames, ignore_index=True)
+kqlib.data_export.write_table("01_kl_reexamination", "edits", edits, figure="01_table2_edits", description="Table 2: one row per one-query edit (fact, task)")
 edits[["model", "relation", "subject", "obj", "new_obj", "task", "cs", "n_neurons", "n_neighbors", "rel", "gen",
        "loc", "dppl"]].style.format({"cs": "{:.3f}", "rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}",
                                      "dppl": "{:+.3g}"}).hide(axis="index")
@@ -312,6 +319,7 @@ def classes_at(tk):
 table2 = pd.concat([kl_editing.table2(edits, classes_at(tk), n_boot=n_boot, seed=seed).assign(threshold_kind=tk)
                     for tk in ("static", "otsu")], ignore_index=True)
 table2 = table2[table2.group != "all"].rename(columns={"group": "cls"}).reset_index(drop=True)
+kqlib.data_export.write_table("01_kl_reexamination", "table2", table2, figure="01_table2_edits", description="Table 2: Rel/Gen/Loc/Avg/ΔPPL per class with bootstrap CIs")
 
 
 def ci_cell(r, m, spec=".2f"):

@@ -96,7 +96,9 @@ def cs_table(loc_by_model):
 
 
 cs = cs_table(locs)
+kqlib.data_export.write_table("02_consistency_violins", "consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
 shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, seed=seed)
+kqlib.data_export.write_table("02_consistency_violins", "ki_shares", shares, description="K_I share per model, method and threshold (the size comparison)")
 cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 
 # %% [markdown]
@@ -160,6 +162,7 @@ for t in t_grid:
         grid_rows.append(dict(model=r.model, method=r.method, t=float(t), theta=float(r.threshold),
                               share_ki=r.share_ki, n_facts=r.n_facts))
 grid = pd.DataFrame(grid_rows)
+kqlib.data_export.write_table("02_consistency_violins", "grid", grid, figure="02_t_theta_grid", description="K_I share per (model, method, t, θ)")
 
 fig, axes = plt.subplots(1, len(lms), figsize=(4.6 * len(lms), 3.8), squeeze=False)
 for ax, lm in zip(axes[0], lms):
@@ -209,6 +212,8 @@ site_cs = pd.concat(site_rows, ignore_index=True) if site_rows else pd.DataFrame
     columns=["model", "method", "fact_id", cs_kind, "site"])
 overlap = pd.DataFrame(overlap_rows, columns=["model", "method", "fact_id", "pattern_index", "jaccard", "n_post",
                                               "n_pre"])
+kqlib.data_export.write_table("02_consistency_violins", "site_consistency", site_cs, figure="02_site_scatter", description="consistency per fact at the two neuron sites")
+kqlib.data_export.write_table("02_consistency_violins", "site_overlap", overlap, description="Jaccard index of each query's KN sets at the two sites")
 site_summary = (site_cs.groupby(["model", "method", "site"])
                 .agg(facts=("fact_id", "nunique"), mean_cs=(cs_kind, "mean"),
                      ki_static=(cs_kind, lambda v: C.share_inconsistent(v, static_threshold)),

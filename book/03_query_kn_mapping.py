@@ -137,6 +137,7 @@ cs["group"] = "K_C"
 for (model, method), idx in cs.groupby(["model", "method"]).groups.items():
     ki = C.classify(cs.loc[idx, cs_kind], thetas[(model, method)])
     cs.loc[idx, "group"] = np.where(ki, "K_I", "K_C")
+kqlib.data_export.write_table("03_query_kn_mapping", "consistency", cs, description="one row per (model, method, fact): consistency score, θ and class")
 (cs.groupby(["model", "method", "group"])
  .agg(facts=("fact_id", "size"), mean_cs=(cs_kind, "mean"), theta=("theta", "first"),
       queries_per_fact=("n_queries", "mean"))
@@ -176,6 +177,7 @@ for lm in lms:
 mapping = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
     columns=["model", "method", "relation", "fact_id", "pattern_index", "group", "condition", "operation",
              "n_neurons", "p_before", "p_after", "d_prob", "flipped"])
+kqlib.data_export.write_table("03_query_kn_mapping", "mapping", mapping, figure="03_fig4_query_kn_mapping", description="one row per (query, condition, operation): p(answer) before/after and ΔProb")
 print(f"{len(mapping)} interventions")
 mapping.head()
 
@@ -208,6 +210,7 @@ summary = stats.mean_ci_table(long, ["model", "method", "group", "condition", "o
 flips = (mapping.groupby(["model", "method", "group", "condition", "operation"])["flipped"].mean()
          .rename("flip_rate").reset_index())
 summary = summary.merge(flips, how="left", on=["model", "method", "group", "condition", "operation"])
+kqlib.data_export.write_table("03_query_kn_mapping", "summary", summary, figure="03_fig4_query_kn_mapping", description="Figure 4: mean ΔProb with 95 % bootstrap CI and flip rate")
 
 
 def ci_bars(ax, table, x_order, hue_order, palette):
@@ -267,6 +270,7 @@ plt.show()
 PAIRS = [("own", "union"), ("own", "intersection"), ("own", "random")]
 tests = stats.paired_table(long, unit=UNIT, column="condition", pairs=PAIRS, value="d_prob",
                            by=["model", "method", "group", "operation"])
+kqlib.data_export.write_table("03_query_kn_mapping", "tests", tests, description="Wilcoxon signed-rank tests: own vs the neighbors' sets")
 tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}"}, na_rep="").hide(axis="index")
 

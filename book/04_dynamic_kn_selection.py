@@ -150,6 +150,7 @@ syn = pd.concat(frames, ignore_index=True)
 syn["abs_d_act"] = syn.d_act.abs()
 syn["abs_d_prob"] = syn.d_prob.abs()
 UNIT = ["model", "fact_id", "pattern_index"]
+kqlib.data_export.write_table("04_dynamic_kn_selection", "synapses", syn, figure="04_fig5_distributions", description="one row per (query, scaled set, α): ΔAct and ΔProb")
 (syn[syn["set"] == "synapse"].drop_duplicates(UNIT)
  .groupby("model").agg(queries=("query", "size"), synapses_per_query=("n_entries", "mean"),
                        kns_per_query=("n_kns", "mean"), mean_p_answer=("p_before", "mean"))
@@ -177,6 +178,7 @@ if len(cand):
     kns = kn_sets[lm0.name][int(pick.query)]
     states = synapses.activation_states(lm0, q.prompt, q.target_id, kns, t=synapse_t, alpha=heat_alpha,
                                         steps=steps, seed=seed, site=site, renormalize=renormalize)
+    kqlib.data_export.write_table("04_dynamic_kn_selection", "heatmap_states", states, figure="04_fig5_heatmap", description="activations of the heatmap query's knowledge neurons before/after scaling")
     before = states[states.state == "before"].set_index("label").activation
     keep = before.abs().sort_values(ascending=False).index[:40]
     order = states[states.label.isin(keep)].drop_duplicates("label").sort_values(["layer", "neuron"]).label
@@ -240,6 +242,7 @@ summary = pd.concat([
     for value in ("d_act", "d_prob", "act_shift")], ignore_index=True)
 flips = syn.groupby(["model", "alpha", "set"])["flipped"].mean().rename("flip_rate").reset_index()
 summary = summary.merge(flips, how="left", on=["model", "alpha", "set"])
+kqlib.data_export.write_table("04_dynamic_kn_selection", "summary", summary, figure="04_fig5_distributions", description="mean ΔAct/ΔProb/act_shift with 95 % bootstrap CI and flip rate")
 (summary.assign(cell=summary.apply(lambda r: "–" if not np.isfinite(r["mean"]) else
                                    f"{r['mean']:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", axis=1))
  .pivot_table(index=["model", "alpha", "set"], columns="measure", values="cell", aggfunc="first"))
@@ -256,6 +259,7 @@ tests = pd.concat([
     stats.paired_table(syn, unit=UNIT, column="set", pairs=[("synapse", "control")], value=value,
                        by=["model", "alpha"]).assign(measure=value)
     for value in ("abs_d_act", "abs_d_prob")], ignore_index=True)
+kqlib.data_export.write_table("04_dynamic_kn_selection", "tests", tests, description="Wilcoxon signed-rank tests: synapses vs control")
 tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}"}, na_rep="").hide(axis="index")
 

@@ -152,6 +152,9 @@ otsu_theta = {m: C.otsu_threshold(g[cs_kind]) for m, g in cs.groupby("model")}
 cs["class"] = np.where(C.classify(cs[cs_kind], static_threshold), "K_I", "K_C")
 cs["class_otsu"] = [("K_I" if v < otsu_theta[m] else "K_C") for m, v in zip(cs.model, cs[cs_kind])]
 classes = {(r.model, r.fact_id): r["class"] for _, r in cs.iterrows()}
+kqlib.data_export.write_table("05_cas_editing", "queries", pd.concat([d.to_frame().assign(model=m) for m, d in datasets.items()], ignore_index=True), description="every query of every fact, with the model's p(answer) and rank")
+kqlib.data_export.write_table("05_cas_editing", "kn_sets", neurons, description="knowledge neurons of every (model, method, query)")
+kqlib.data_export.write_table("05_cas_editing", "consistency", cs, description="one row per (model, method, fact): consistency scores and class (static and Otsu θ)")
 cs.groupby(["model", "class"]).agg(facts=("fact_id", "size"), mean_cs=(cs_kind, "mean"),
                                    queries=("n_queries", "mean")).round(3)
 
@@ -173,6 +176,7 @@ edits = pd.concat([CE.run_cas_editing(lm, datasets[lm.name], beta1=beta1, beta2=
                    for lm in lms],
                   ignore_index=True)
 edits["class"] = [classes.get((m, f), "unclassified") for m, f in zip(edits.model, edits.fact_id)]
+kqlib.data_export.write_table("05_cas_editing", "edits", edits, figure=["05_avg_by_selection", "05_metrics_by_selection"], description="one row per (fact, selection, task) edit")
 edit_seconds = time.time() - t0
 n_usable = edits.groupby("model").fact_id.nunique().to_dict()
 print(f"{len(edits)} edits of {edits.fact_id.nunique()} facts ({int((~edits.reused).sum())} evaluated, the rest "
@@ -197,6 +201,7 @@ t3 = CE.table3(edits, classes=classes, n_boot=n_boot, seed=seed)
 t3["selection"] = pd.Categorical(t3.selection, SEL_ORDER, ordered=True)
 t3["group"] = pd.Categorical(t3.group, GROUPS, ordered=True)
 t3 = t3.sort_values(["model", "task", "group", "selection"]).reset_index(drop=True)
+kqlib.data_export.write_table("05_cas_editing", "table3", t3, figure=["05_avg_by_selection", "05_metrics_by_selection"], description="Table 3: means and 95 % bootstrap CIs per model, task, group and selection")
 
 
 def cell(r, m, spec=".2f"):
@@ -280,6 +285,7 @@ for metric in ("avg", "gen", "loc", "rel"):
     g2 = CE.paired_gains(pooled(edits), metric=metric, classes=pooled_classes, n_boot=n_boot, seed=seed)
     gain_frames.append(pd.concat([g1, g2], ignore_index=True).assign(metric=metric))
 gains = pd.concat(gain_frames, ignore_index=True)
+kqlib.data_export.write_table("05_cas_editing", "gains", gains, description="paired gains CAS − baseline per metric, with bootstrap CIs")
 gains_view = gains[gains.metric == "avg"].copy()
 gains_view["CAS − baseline"] = [
     "–" if not np.isfinite(r.gain) else f"{r.gain:+.3f} [{r.gain_low:+.3f}, {r.gain_high:+.3f}]"
@@ -313,6 +319,7 @@ for (model, task, b2), g in ablation_rows.groupby(["model", "task", "beta2"]):
     row["avg_low"], row["avg_high"] = C.bootstrap_ci(g["avg"], n_boot=n_boot, seed=seed)
     abl_table.append(row)
 abl_table = pd.DataFrame(abl_table)
+kqlib.data_export.write_table("05_cas_editing", "beta_ablation", abl_table, figure="05_beta_ablation", description="β2 ablation of CAS")
 abl_table.style.format({"neurons": "{:.1f}", "rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}", "avg": "{:.2f}",
                         "dppl": "{:+.3f}", "avg_low": "{:.2f}", "avg_high": "{:.2f}"}).hide(axis="index")
 

@@ -14,3 +14,4 @@ from .models import DEFAULT_MODEL, EMBEDDED, LM, load  # noqa: E402
 from .attribution import METHODS, amig_baseline, attribute, attribute_reference, knowledge_neurons  # noqa: E402
 from .batch import attribute_many  # noqa: E402
 from . import attention, hooks  # noqa: E402
+from . import data_export  # noqa: E402

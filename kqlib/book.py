@@ -310,6 +310,9 @@ def stage(root: Path) -> Path:
 def build_html(root: Path) -> Path:
     """``jupyter-book build`` of the staged book; returns ``_build/html/index.html``."""
     src = stage(root)
+    from .explorer import prepare_site  # the data downloads, "reproduce this" and the fact explorer
+
+    prepare_site(root, src)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
            "--path-output", str(root), "--builder", "html", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -435,3 +435,176 @@ def test_screenshot(render, doc):
         colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
     assert high - low > 100 and (colours is None or len(colours) > 50), \
         f"{doc}: screenshot {r.screenshot} is (nearly) blank"
+
+
+# ------------------------------------------------------------------------ data downloads and the explorer
+
+CHAPTER_DOCS = [str(c.relative_to(REPO).with_suffix("")) for c in notebook_chapters(REPO)]
+EXPLORER_DOC = "book/explorer"
+EXPLORER_PREFIX = "window.KQ_EXPLORER_DATA = "
+
+
+def _explorer_data(root: Path) -> dict:
+    text = (root / "_build" / "html" / "explorer" / "explorer-data.js").read_text()
+    assert text.startswith(EXPLORER_PREFIX)
+    return json.loads(text[len(EXPLORER_PREFIX):].rstrip().rstrip(";"))
+
+
+@pytest.mark.parametrize("doc", CHAPTER_DOCS)
+def test_chapter_links_its_data(built_book, doc):
+    """Every chapter page links its tables (CSV), its results JSON and its notebook, each an existing file of
+    the site that reads back; it shows the `kq run` command and the run record; every figure drawn from a
+    table has the table linked under it."""
+    from bs4 import BeautifulSoup
+    import pandas as pd
+
+    page = _html_page(built_book, doc)
+    soup = BeautifulSoup(page.read_text(), "html.parser")
+    stem = Path(doc).name
+    site = built_book / "_build" / "html"
+    manifest = json.loads((site / "data" / stem / "manifest.json").read_text())
+    top = soup.select_one(".kq-repro")
+    assert top is not None, f"{doc}: no 'Data and reproduction' block"
+    links = {}
+    for a in top.select("a.kq-data-link"):
+        target = _local_file(page, a["href"])
+        assert target is not None and target.is_file(), f"{doc}: link {a['href']} does not resolve to a file"
+        assert site.resolve() in target.resolve().parents, f"{doc}: {a['href']} points outside the site"
+        links[target.name] = target
+    expected = {t["file"] for t in manifest["tables"].values()} | {f"{stem}.json", f"{stem}.ipynb", f"{stem}.py"}
+    assert set(links) == expected, f"{doc}: links {sorted(links)} != {sorted(expected)}"
+    for name, t in manifest["tables"].items():
+        df = pd.read_csv(links[t["file"]])
+        assert len(df) == t["rows"] and list(df.columns) == [c["name"] for c in t["columns"]], name
+    results = json.loads(links[f"{stem}.json"].read_text())
+    assert results == json.loads((built_book / "_build" / "results" / f"{stem}.json").read_text())
+    text = top.get_text(" ")
+    assert f"kq run {stem.split('_')[0]} --profile {PROFILE}" in text
+    assert results["run"]["git_revision"] in text
+    assert all(fp in text for fp in results["run"]["fingerprints"].values())
+    nb = json.loads(links[f"{stem}.ipynb"].read_text())
+    assert nb["metadata"]["papermill"]["parameters"]["profile"] == PROFILE
+    # the theme's download button offers the executed notebook
+    sources = [a["href"] for a in soup.find_all("a", href=True) if a["href"].endswith(f"_sources/{doc}.ipynb")]
+    assert sources and all(_local_file(page, h).is_file() for h in sources), f"{doc}: no working notebook download"
+    figures = {f for t in manifest["tables"].values() for f in t["figures"]}
+    blocks = soup.select(".kq-figure-data")
+    saved = [f for f in figures if f + ".png" in json.dumps(results.get("numbers", {}).get("figures", {}))]
+    assert len(blocks) >= len(saved), f"{doc}: {len(blocks)} figure data blocks for the figures {saved}"
+    for block in blocks:
+        for a in block.select("a.kq-data-link"):
+            target = _local_file(page, a["href"])
+            assert target is not None and target.is_file(), f"{doc}: figure link {a['href']} is broken"
+
+
+EXPLORER_PROBE = """<script>
+(function () {
+  var errors = [];
+  window.addEventListener('error', function (e) {
+    errors.push('script error: ' + (e.message || e) + ' at ' + (e.filename || '?') + ':' + (e.lineno || '?'));
+  }, true);
+  function keys() {
+    return Array.prototype.map.call(document.querySelectorAll('#kq-facts tbody tr'),
+                                    function (tr) { return tr.getAttribute('data-key'); });
+  }
+  function done() {
+    var root = document.documentElement;
+    root.setAttribute('data-kq-errors', JSON.stringify(errors));
+    root.setAttribute('data-kq-done', '1');
+  }
+  window.addEventListener('load', function () {
+    var root = document.documentElement;
+    var app = document.getElementById('kq-explorer');
+    if (!app || app.getAttribute('data-kq-ready') !== '1') { errors.push('explorer not ready'); done(); return; }
+    root.setAttribute('data-kq-all', JSON.stringify(keys()));
+    document.querySelector('#kq-facts th[data-col="cs2"]').click();
+    root.setAttribute('data-kq-sorted', JSON.stringify(keys()));
+    var box = document.getElementById('kq-search');
+    box.value = SEARCH_TERM;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    root.setAttribute('data-kq-found', JSON.stringify(keys()));
+    var link = document.querySelector('#kq-facts tbody tr a.kq-open');
+    if (!link) { errors.push('no row after the search'); done(); return; }
+    root.setAttribute('data-kq-clicked', link.closest('tr').getAttribute('data-key'));
+    link.click();
+    setTimeout(done, 500);
+  });
+})();
+</script>
+"""
+
+
+def test_explorer_search_and_detail(chromium, built_book, tmp_path):
+    """The explorer lists every fact of the run; sorting, the search box and a click on a fact work in the
+    browser (in a copy of the site: nothing outside _build/html is needed), and the fact's detail shows its
+    queries, Jaccard heatmap and KN sets from the data."""
+    from bs4 import BeautifulSoup
+    import pandas as pd
+
+    data = _explorer_data(built_book)
+    facts = {f["key"]: f for f in data["facts"]}
+    expected = set()
+    for cs_path in (built_book / "_build" / "html" / "data").glob("*/consistency.csv"):
+        folder = cs_path.parent
+        if not {(folder / n).exists() for n in ("queries.csv", "kn_sets.csv")} == {True}:
+            continue
+        cs = pd.read_csv(cs_path)
+        expected |= {"|".join(map(str, r)) for r in cs[["model", "method", "fact_id"]].itertuples(index=False)}
+    assert expected and set(facts) == expected, "the explorer does not hold every fact of the run"
+    used = set()  # every fact any chapter's table mentions is in the explorer
+    for table in (built_book / "_build" / "html" / "data").glob("*/*.csv"):
+        df = pd.read_csv(table)
+        if {"model", "fact_id"} <= set(df.columns):
+            used |= set(df[["model", "fact_id"]].itertuples(index=False, name=None))
+    assert used and used <= {(f["model"], f["fact_id"]) for f in facts.values()}
+    # search for the object of the fact with the most queries: the expected hits are computed here
+    target = max(facts.values(), key=lambda f: (f["n_queries"], f["key"]))
+    term = target["obj"]
+    def hay(f):
+        d = data["details"][f["key"]]
+        return " ".join(str(x) for x in [f["model"], f["method"], f["relation"], f["subject"], f["obj"], f["fact_id"],
+                                         f["class_static"], f["class_otsu"]] + [q["prompt"] for q in d["queries"]]).lower()
+    hits = {k for k, f in facts.items() if all(t in hay(f) for t in term.lower().split())}
+
+    copied = tmp_path / "copied-site"
+    shutil.copytree(built_book / "_build" / "html", copied)
+    page = copied / f"{EXPLORER_DOC}.html"
+    text = page.read_text()
+    head = re.search(r"<head[^>]*>", text)
+    probe = page.with_name(page.stem + PROBE_SUFFIX)
+    probe.write_text(text[:head.end()] + EXPLORER_PROBE.replace("SEARCH_TERM", json.dumps(term)) + text[head.end():])
+    try:
+        dom = _run_chromium(chromium, ["--dump-dom"], probe.as_uri(), "explorer (dump-dom)")
+    finally:
+        probe.unlink(missing_ok=True)
+    soup = BeautifulSoup(dom, "html.parser")
+    attrs = soup.find("html").attrs
+    assert attrs.get("data-kq-done") == "1", f"the explorer probe did not finish: {attrs}"
+    errors = [e for e in json.loads(attrs.get("data-kq-errors", "[]")) if not any(k.search(e) for k in KNOWN_ERRORS)]
+    assert not errors, errors
+    shown = json.loads(attrs["data-kq-all"])
+    assert sorted(shown) == sorted(facts), "the table does not show every fact"
+    order = [facts[k]["cs2"] for k in json.loads(attrs["data-kq-sorted"])]
+    assert order == sorted(order), "clicking the CS2 header did not sort by CS2"
+    found = json.loads(attrs["data-kq-found"])
+    assert set(found) == hits and target["key"] in found, (term, found, hits)
+    key = attrs["data-kq-clicked"]
+    detail = soup.select_one("#kq-detail")
+    assert detail is not None and detail.get("data-key") == key and not detail.has_attr("hidden")
+    f, d = facts[key], data["details"][key]
+    assert detail.select_one("#kq-detail-title").get_text() == f"{f['subject']} → {f['obj']}"
+    q_rows = detail.select("#kq-queries tbody tr")
+    assert len(q_rows) == f["n_queries"] == len(d["queries"])
+    for tr, q in zip(q_rows, d["queries"]):
+        cells = [td.get_text() for td in tr.find_all("td")]
+        assert cells[1].startswith(q["prompt"]) and cells[3] == str(q["rank"])
+        assert float(cells[2]) == pytest.approx(q["prob"], abs=5e-4)
+    rects = detail.select("svg#kq-jaccard rect.kq-cell")
+    assert len(rects) == len(d["queries"]) ** 2
+    for r in rects:
+        assert float(r["data-value"]) == pytest.approx(d["jaccard"][int(r["data-i"])][int(r["data-j"])])
+    kn_sets = detail.select("#kq-kn-sets details")
+    assert len(kn_sets) == len(d["queries"])
+    for det, q in zip(kn_sets, d["queries"]):
+        assert len(det.select("tbody tr")) == min(q["n_kns"], data["kn_cap"]) == len(q["kns"])
+    assert len(detail.select("h4.kq-appearance")) == len(d["appearances"])
