@@ -178,6 +178,9 @@ def pararel_root(root: str | os.PathLike | None = None, download: bool = True) -
             return cand
     cached = cache_dir()
     if (cached / COMPLETE_MARKER).exists():
+        # a file deleted from the download (e.g. a truncated one, as the read error advises) is fetched again
+        if download and any(not (cached / local).exists() for _, local in upstream_files()):
+            return download_pararel(cached)
         return cached
     if not download:
         raise DataError(f"No ParaRel data found and download=False. {_layout_hint()}")
@@ -245,17 +248,44 @@ def download_pararel(dest: str | os.PathLike | None = None, base_url: str | None
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _repair_advice(path: Path) -> str:
+    """What to do about a damaged data file: a downloaded one is fetched again once deleted; any other
+    copy (``$KQLIB_PARAREL``, ``--pararel``, a shared checkout) must be restored by whoever made it."""
+    try:
+        downloaded = Path(path).resolve().is_relative_to(cache_dir().resolve())
+    except OSError:
+        downloaded = False
+    if downloaded:
+        return f"delete {path} and rerun: kqlib downloads the missing file again."
+    return (f"restore it from a good copy of ParaRel (github.com/{PARAREL_REPO} at commit {PARAREL_COMMIT[:10]}: "
+            f"{UPSTREAM_PATTERNS.split('/')[1]}/... and {UPSTREAM_TUPLES.split('/')[1]}/...), or point "
+            f"{ENV_VAR} / --pararel at another copy, or unset them to use kqlib's own download.")
+
+
+def _read_jsonl(path: Path, fields: tuple[str, ...] = ()) -> list[dict]:
+    """The JSON objects of a .jsonl file; each must be an object whose ``fields`` are strings."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file may be truncated - "
-                                f"delete it and let kqlib fetch it again.") from exc
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a text (UTF-8) JSON-lines file (byte {exc.start} is invalid): it is "
+                        f"damaged or not ParaRel data; {_repair_advice(path)}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file may be truncated: "
+                            f"{_repair_advice(path)}") from None
+        bad = (not isinstance(row, dict) and "is not a JSON object") or next(
+            (f"lacks the {k!r} field" if k not in row else f"has a non-text {k!r} ({row[k]!r})"
+             for k in fields if not isinstance(row.get(k), str)), None)
+        if bad:
+            raise DataError(f"{path}:{lineno} {bad}; expected one object per line with the text fields "
+                            f"{', '.join(fields)}: {line.strip()[:120]}. The file is not ParaRel data or is "
+                            f"damaged; {_repair_advice(path)}")
+        rows.append(row)
     return rows
 
 
@@ -265,6 +295,12 @@ def available_relations(root: str | os.PathLike | None = None) -> list[str]:
     pats = {p.stem for p in (base / "patterns").glob("P*.jsonl")}
     tups = {p.stem for p in (base / "tuples").glob("P*.jsonl")}
     return sorted(pats & tups, key=lambda r: int(r[1:]) if r[1:].isdigit() else 10**9)
+
+
+def _require_relations(rels: Sequence[str], base: Path) -> None:
+    if not rels:
+        raise DataError(f"The ParaRel directory {base} holds no relation (no Pxxx.jsonl present in both "
+                        f"patterns/ and tuples/). {_layout_hint()}")
 
 
 def _check_relation(relation: str, base: Path) -> None:
@@ -283,12 +319,7 @@ def load_patterns(relation: str, root: str | os.PathLike | None = None) -> list[
     base = pararel_root(root)
     _check_relation(relation, base)
     path = base / "patterns" / f"{relation}.jsonl"
-    out = []
-    for row in _read_jsonl(path):
-        if "pattern" not in row:
-            raise DataError(f"{path}: a line lacks the 'pattern' field: {row}")
-        out.append(Pattern(relation, row["pattern"]))
-    return out
+    return [Pattern(relation, row["pattern"]) for row in _read_jsonl(path, ("pattern",))]
 
 
 def load_facts(relation: str, root: str | os.PathLike | None = None) -> list[Fact]:
@@ -296,13 +327,8 @@ def load_facts(relation: str, root: str | os.PathLike | None = None) -> list[Fac
     base = pararel_root(root)
     _check_relation(relation, base)
     path = base / "tuples" / f"{relation}.jsonl"
-    out = []
-    for row in _read_jsonl(path):
-        try:
-            out.append(Fact(relation, row["sub_label"].strip(), row["obj_label"].strip(), row["uuid"]))
-        except KeyError as exc:
-            raise DataError(f"{path}: a line lacks the {exc} field (expected sub_label, obj_label, uuid): {row}")
-    return out
+    return [Fact(relation, row["sub_label"].strip(), row["obj_label"].strip(), row["uuid"])
+            for row in _read_jsonl(path, ("sub_label", "obj_label", "uuid"))]
 
 
 def usable_patterns(patterns: Sequence[Pattern]) -> list[Pattern]:
@@ -496,6 +522,7 @@ def _check_params(top_k, min_correct, min_queries, multi_token, n_per_relation) 
 
 def _resolve_relations(requested, base: Path, min_patterns: int) -> list[str]:
     if requested is None:
+        _require_relations(available_relations(base), base)
         return relations(base, min_patterns)
     if isinstance(requested, str):
         requested = [requested]
@@ -606,6 +633,7 @@ def relation_stats(lm=None, root: str | os.PathLike | None = None, relations: Se
 
     base = pararel_root(root)
     rels = available_relations(base) if relations is None else list(relations)
+    _require_relations(rels, base)
     rows = []
     for rel in tqdm(rels, desc="ParaRel relations", disable=not progress or lm is None, file=sys.stderr):
         pats = load_patterns(rel, base)
