@@ -9,6 +9,7 @@ returns the exit status. A :class:`~kqlib.errors.KqError` becomes its message on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from dataclasses import dataclass
@@ -241,14 +242,45 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = args._run(args)
+        with stop_on_signals():
+            status = args._run(args)
     except KqError as exc:
         print(f"kq {args.command}: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        print(f"kq {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = getattr(exc, "exit_code", 130)
+        how = {130: "Ctrl-C (SIGINT)", 143: "SIGTERM"}.get(code, f"signal {code - 128}")
+        print(f"kq {args.command}: interrupted by {how}; finished work is kept (attribution cache, executed "
+              f"chapters): rerun the same command to resume.", file=sys.stderr)
+        return code
     return int(status or 0)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM raise :class:`~kqlib.errors.Interrupted` in the main thread, so that every
+    ``finally`` runs (the book runner shuts its kernel down and removes partial notebooks) and the command
+    exits 130 / 143. Outside the main thread, and for a signal the parent ignores, nothing changes."""
+    import signal
+    import threading
+
+    from .errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    # a signal the parent set to be ignored (nohup, a background job) stays ignored
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+           if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":
