@@ -19,6 +19,20 @@ the repo and to the executed ``.ipynb`` in ``_build/executed``. A chapter is exe
 ``_build/tmp/`` (papermill saves partial notebooks as it goes) and renamed into ``_build/executed/`` only
 on success; on failure the stale executed copy is removed too, and the run stops naming chapter, cell and
 error. The chapter's kernel runs in the chapter's folder with ``KQ_BUILD_DIR`` set to ``_build``.
+
+Progress: the runner sets ``KQ_PROGRESS_FILE`` (:data:`kqlib.progress.CHANNEL_ENV`) for the kernel to
+``_build/tmp/NN_name.progress.jsonl``; every :class:`kqlib.progress.Progress` inside the chapter (ParaRel
+scan, attributions per model and method, edits) appends its updates there instead of printing into the
+page, and a thread of the runner prints each one on the terminal with the whole run's ETA.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM raises :class:`~kqlib.errors.Interrupted` in the runner (see
+:func:`kqlib.cli.stop_on_signals`); the chapter's kernel (its own process group) is killed, the partial
+notebook removed, and the command exits 130 / 143. Attributions that finished are in the on-disk cache.
+
+Resuming: next to each executed notebook, ``NN_name.inputs.json`` records what it was made from (chapter
+source, parameters, kqlib version and source digest, the models' identities, the executor) and its digest;
+``kq book`` skips a chapter whose record matches (``--force`` re-executes). The record is removed when a
+chapter starts executing and written only after its notebook is in place.
 """
 
 from __future__ import annotations
@@ -144,10 +158,10 @@ class RunnerProgress:
     The whole-run ETA comes from the previous run of the same profile (``_build/timings.json``): the steps
     still to run, minus the time the current one has already taken; "unknown" for a step never timed."""
 
-    def __init__(self, timings: Timings, steps: list[str], label: str = "kq"):
+    def __init__(self, timings: Timings, steps: list[str], label: str = "kq", skip: set[str] = frozenset()):
         from .progress import Progress
 
-        self.timings, self.steps, self.label = timings, steps, label
+        self.timings, self.steps, self.label, self.skip = timings, steps, label, set(skip)
         self.bar = Progress(len(steps), "book", "step", label=label, stream=sys.stdout, channel=False,
                             enabled=False)  # counts and times; the lines are written by `line`
         self.current: int | None = None
@@ -156,10 +170,14 @@ class RunnerProgress:
     def line(self, text: str) -> None:
         print(f"[{self.label}] {text}", flush=True)
 
+    def ahead(self, i: int) -> list[str]:
+        """Steps from ``i`` on that will run (not skipped)."""
+        return [s for s in self.steps[i:] if s not in self.skip]
+
     def run_eta(self, i: int) -> float | None:
         """Seconds left in the whole run while step ``i`` runs."""
         prev = self.timings.previous.get(self.steps[i])
-        rest = self.timings.eta(self.steps[i + 1:])
+        rest = self.timings.eta(self.ahead(i + 1))
         if prev is None or rest is None:
             return None
         return max(prev - (time.time() - self.t_step), 0.0) + rest
@@ -169,7 +187,7 @@ class RunnerProgress:
 
         self.current, self.t_step = i, time.time()
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
-                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.steps[i:]))})")
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.ahead(i)))})")
 
     def skipped(self, i: int, why: str) -> None:
         self.bar.step()
@@ -181,7 +199,7 @@ class RunnerProgress:
         self.timings.record(self.steps[i], seconds)
         self.bar.step()
         self.current = None
-        rest = self.timings.eta(self.steps[i + 1:]) if i + 1 < len(self.steps) else 0.0
+        rest = self.timings.eta(self.ahead(i + 1))
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: done in {seconds:.1f} s "
                   f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(rest)})")
 
@@ -376,7 +394,11 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
         import signal
 
+        import logging
+
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # nbclient's pending cell task sees the dead kernel later; asyncio would log that as a traceback
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         try:
             _kill_kernels(_KERNEL_PGIDS[n_kernels:])
             tmp.unlink(missing_ok=True)
@@ -667,12 +689,13 @@ def run_book(args) -> int:
         fresh, why = (False, "--force") if args.force else up_to_date(root, ch, inputs)
         todo.append((ch, params, inputs, fresh, why))
     n_run = sum(not fresh for *_, fresh, _ in todo)
-    ahead = [s for s, (*_, fresh, _) in zip(steps, todo) if not fresh] + ([] if args.no_html else ["html"])
-    progress = RunnerProgress(timings, steps, "kq book")
+    skip = {s for s, (*_, fresh, _) in zip(steps, todo) if fresh}
+    progress = RunnerProgress(timings, steps, "kq book", skip=skip)
     from .progress import fmt_duration
 
+    eta = fmt_duration(timings.eta(progress.ahead(0)))
     progress.line(f"profile {profile['name']}: {n_run} of {len(chapters)} chapter(s) to execute"
-                  f"{'' if args.no_html else ', then the HTML build'}; ETA {fmt_duration(timings.eta(ahead))}")
+                  f"{'' if args.no_html else ', then the HTML build'}; ETA {eta}")
     with executor_environment(args, profile):
         for i, (ch, params, inputs, fresh, why) in enumerate(todo):
             if fresh:

@@ -100,7 +100,8 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
                    help="local: this process; ray: an actor pool on a Ray cluster, one model per actor")
     p.add_argument("--address", default=None, help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT "
                    "(default: a local Ray instance)")
-    p.add_argument("--workers", type=int_at_least(1), default=None, help="with --executor ray: actors (default: one per GPU "
+    p.add_argument("--workers", type=int_at_least(1), default=None,
+                   help="with --executor ray: actors (default: one per GPU "
                    "of the cluster, else one per CPU)")
 
 
