@@ -470,6 +470,23 @@ def model_identity(name: str) -> str:
     return name
 
 
+def model_names(params: Mapping[str, Any]) -> list[str]:
+    """The model names among a chapter's parameters (``models`` list or ``model`` string)."""
+    names: list[str] = []
+    for key in ("models", "model"):
+        value = params.get(key)
+        names += [value] if isinstance(value, str) else [v for v in (value or []) if isinstance(v, str)]
+    return names
+
+
+def check_models(plans) -> None:
+    """Refuse, before any chapter runs, a model name or folder no chapter could load."""
+    from .models import check_model_name
+
+    for name in dict.fromkeys(n for _, params in plans for n in model_names(params)):
+        check_model_name(name)
+
+
 def chapter_inputs(root: Path, chapter: Path, params: Mapping[str, Any], executor: str = "local") -> dict:
     """Everything a chapter's executed notebook depends on: its source, parameters, kqlib's version and
     source digest, the models' identities and the executor."""
@@ -477,10 +494,7 @@ def chapter_inputs(root: Path, chapter: Path, params: Mapping[str, Any], executo
 
     from . import __version__
 
-    names: list[str] = []
-    for key in ("models", "model"):
-        value = params.get(key)
-        names += [value] if isinstance(value, str) else [v for v in (value or []) if isinstance(v, str)]
+    names = model_names(params)
     return dict(chapter=str(chapter.relative_to(root)),
                 source=hashlib.sha256(chapter.read_bytes()).hexdigest()[:16],
                 parameters=json.loads(json.dumps(dict(params), sort_keys=True, default=str)),
@@ -679,6 +693,7 @@ def run_book(args) -> int:
     unknown = sorted(set(over) - known) if chapters else []
     if unknown:
         raise ParameterError(f"No chapter to execute declares the parameter(s) {', '.join(unknown)}.")
+    check_models(plans)
     steps = [str(ch.relative_to(root)) for ch in chapters] + ([] if args.no_html else ["html"])
     timings = Timings(root, profile["name"])
     executor = args.executor or profile.get("executor") or "local"
@@ -723,6 +738,7 @@ def run_chapter(args) -> int:
     profile = load_profile(args.profile)
     chapter = match_chapter(root, args.chapter)
     params = parameters_for(chapter, profile, _model_shorthand(chapter, _overrides(args)))
+    check_models([(chapter, params)])
     step = str(chapter.relative_to(root))
     timings = Timings(root, profile["name"])
     progress = RunnerProgress(timings, [step], "kq run")

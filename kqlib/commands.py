@@ -23,17 +23,14 @@ def _relations(text: str | None, option: str) -> list[str] | None:
 
 
 def _check_inputs(args, relations: list[str] | None, model: bool = True) -> None:
-    """Everything that can be checked without loading a model: the device, a local model folder, the
+    """Everything that can be checked without loading a model: the device, the model name or folder, the
     ParaRel folder and the relations (their pattern files are read)."""
-    import os
-
     from . import pararel
-    from .models import check_model_dir, resolve_device
+    from .models import check_model_name, resolve_device
 
     if model:
         resolve_device(args.device)
-        if os.path.isdir(args.model):
-            check_model_dir(args.model)
+        check_model_name(args.model)
     base = pararel.pararel_root(args.pararel)
     if relations is None:
         pararel._require_relations(pararel.available_relations(base), base)

@@ -351,15 +351,13 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     t0 = time.time()
+    check_model_name(name)
     if name in EMBEDDED:
         source = _embedded_dir(name)
     elif os.path.isdir(name):
         source = Path(name)
-        check_model_dir(source)
     else:
         source = name
-        if "/" not in name and not _looks_like_hub_id(name):
-            raise UnknownModelError(_unknown_message(name))
     try:
         tok = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
@@ -385,6 +383,23 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
     lm = LM(model, tok, name=name)
     lm.load_seconds = time.time() - t0
     return lm
+
+
+def check_model_name(name: str) -> None:
+    """Refuse, without loading anything, a model :func:`load` would refuse: an unknown short name, a path
+    that does not exist, a folder that is not a causal LM kqlib supports (:func:`check_model_dir`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(_unknown_message(str(name)))
+    if name in EMBEDDED:
+        return
+    if os.path.isdir(name):
+        check_model_dir(name)
+        return
+    if name.startswith((".", "/", "~")) or os.path.exists(name):
+        raise UnknownModelError(f"The model folder {name} does not exist (or is not a folder). "
+                                f"Give an existing folder, an embedded model ({', '.join(EMBEDDED)}) or a hub id.")
+    if "/" not in name and not _looks_like_hub_id(name):
+        raise UnknownModelError(_unknown_message(name))
 
 
 _HUB_SHORT_IDS = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}

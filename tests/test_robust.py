@@ -265,3 +265,20 @@ def test_bench_refuses_bad_values(argv, expected, capsys, monkeypatch):
 def test_assignments_out_unwritable(capsys):
     status, err = run_kq(["assignments", "--out", "/dev/null/x"], capsys)
     assert status == 2 and "/dev/null" in err and "not a folder" in err
+
+
+@needs_shared
+def test_missing_model_folder_is_refused_before_any_work(tmp_path, no_work, capsys):
+    status, err = run_kq(["attribute", "--pararel", str(SHARED), "--model", str(tmp_path / "nope")], capsys)
+    assert status == 2 and "does not exist" in err
+
+
+def test_book_runner_refuses_an_unknown_model_before_any_chapter_runs(tmp_path, capsys):
+    from test_book import CHAPTER, _book
+
+    root = _book(tmp_path, {"01_test.py": CHAPTER})
+    for argv in (["run", "01"], ["book", "--no-html"]):
+        status, err = run_kq([*argv, "--root", str(root), "--profile", "smoke", "--model", "no-such-model-xyz"],
+                             capsys)
+        assert status == 2 and "no-such-model-xyz" in err and "smollm2-135m" in err
+    assert not (root / "_build" / "executed").exists() and not (root / "_build" / "tmp").exists()
