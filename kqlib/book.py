@@ -38,6 +38,7 @@ chapter starts executing and written only after its notebook is in place.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -400,7 +401,7 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
         # nbclient's pending cell task sees the dead kernel later; asyncio would log that as a traceback
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         try:
-            _kill_kernels(_KERNEL_PGIDS[n_kernels:])
+            _kill_kernels(_KERNEL_PGIDS[n_kernels:])  # nbclient may not have managed to shut it down
             tmp.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
         finally:
@@ -411,7 +412,6 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
         if tail is not None:
             tail.stop()
         channel.unlink(missing_ok=True)
-        _kill_kernels(_KERNEL_PGIDS[n_kernels:])  # normally gone already (shut down by nbclient)
         del _KERNEL_PGIDS[n_kernels:]
     out = nbformat.read(tmp, as_version=4)
     out.metadata.pop("jupytext", None)
@@ -448,6 +448,7 @@ def kqlib_digest() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)
 def model_identity(name: str) -> str:
     """What identifies a model's weights without loading it: an embedded model's GGUF sha256, a local
     folder's file names/sizes/mtimes, else the name (a hub id)."""

@@ -68,7 +68,7 @@ class Progress:
         self.channel = channel_path() if channel is None else (Path(channel) if channel else None)
         self.enabled = enabled
         self.done, self.t0, self.last, self.note = 0, time.time(), 0.0, None
-        self.closed = False
+        self.reported = self.closed = False
         if self.total > 0 or start_note:
             self._emit("start", f"{self.total} {_plural(unit) if self.total != 1 else unit} to do"
                                 + (f", {start_note}" if start_note else ""))
@@ -109,16 +109,14 @@ class Progress:
         if note is not None:
             self.note = note
         now = time.time()
-        if self.done >= self.total or self.done == n or now - self.last >= self.every:
-            self.last = now
+        if self.done >= self.total or not self.reported or now - self.last >= self.every:
+            self.last, self.reported = now, True
             self._emit("step", self.text())
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.total > 0 and self.last == 0.0 and self.done:  # never reported a step: report the end once
-            self._emit("step", self.text())
         self._emit("close", None)
 
     def __enter__(self) -> "Progress":
