@@ -167,6 +167,7 @@ class RunnerProgress:
                             enabled=False)  # counts and times; the lines are written by `line`
         self.current: int | None = None
         self.t_step = time.time()
+        self.said_empty: set = set()
 
     def line(self, text: str) -> None:
         print(f"[{self.label}] {text}", flush=True)
@@ -186,7 +187,7 @@ class RunnerProgress:
     def start(self, i: int) -> None:
         from .progress import fmt_duration
 
-        self.current, self.t_step = i, time.time()
+        self.current, self.t_step, self.said_empty = i, time.time(), set()
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
                   f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.ahead(i)))})")
 
@@ -208,8 +209,12 @@ class RunnerProgress:
         """One update from inside the running chapter (a JSON record of the progress channel)."""
         from .progress import fmt_duration
 
-        if record.get("event") == "close" or not record.get("total") or not record.get("text"):
+        if record.get("event") == "close" or not record.get("text"):
             return
+        if not record.get("total"):  # nothing to do (all cached): said once per step name and chapter
+            if record.get("desc") in self.said_empty:
+                return
+            self.said_empty.add(record.get("desc"))
         i = self.current
         where = f"{i + 1}/{len(self.steps)} {self.steps[i]}" if i is not None else "chapter"
         eta = f" | run ETA {fmt_duration(self.run_eta(i))}" if i is not None else ""

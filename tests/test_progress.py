@@ -103,3 +103,25 @@ def test_editing_loop_reports_edits(tmp_path, monkeypatch):
     records = [json.loads(line) for line in channel.read_text().splitlines()]
     edits = [r for r in records if r["desc"].startswith("KN editing") and r["event"] == "step"]
     assert edits and edits[-1]["done"] == edits[-1]["total"] >= len(df) > 0
+
+
+def test_runner_prints_chapter_updates_with_the_run_eta(tmp_path, capsys):
+    from kqlib.book import RunnerProgress, Timings
+
+    timings = Timings(tmp_path, "smoke")
+    timings.record("book/01.py", 100.0)
+    timings.record("book/02.py", 50.0)
+    timings = Timings(tmp_path, "smoke")
+    runner = RunnerProgress(timings, ["book/01.py", "book/02.py"], "kq book")
+    runner.start(0)
+    update = dict(event="step", desc="m ig", total=4, done=2, text="2/4  1.00 s/query  elapsed 0:02  ETA 0:02")
+    runner.update(update)
+    cached = dict(event="start", desc="m sig", total=0, done=0, text="0 queries to do, 4 from cache")
+    runner.update(cached)
+    runner.update(cached)  # said once per chapter
+    runner.update(dict(update, event="close", text=None))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("[kq book] 1/2 book/01.py | m ig: 2/4") and "run ETA 2:" in lines[1]  # ~100 + 50 - 0
+    assert sum("m sig" in ln for ln in lines) == 1 and len(lines) == 3
+    skip = RunnerProgress(timings, ["book/01.py", "book/02.py"], "kq book", skip={"book/02.py"})
+    assert skip.run_eta(0) == pytest.approx(100.0, abs=2.0)  # the skipped chapter is not in the run's ETA
