@@ -398,11 +398,13 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
         final.unlink(missing_ok=True)
         raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
     except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
-        import signal
-
         import logging
+        import signal
+        import threading
 
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # a second Ctrl-C must not interrupt the clean-up
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         # nbclient's pending cell task sees the dead kernel later; asyncio would log that as a traceback
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         try:

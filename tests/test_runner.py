@@ -123,12 +123,16 @@ def test_sigterm_and_ctrl_c_stop_the_chapter_and_a_rerun_resumes(tmp_path):
     assert "Ctrl-C" in out and "Traceback" not in out
     assert not list((root / "_build" / "tmp").glob("*.ipynb")) and not executed.exists()
     assert cached_1 < cached_2 < N_QUERIES
+    assert not executed.with_name("01_slow.inputs.json").exists()  # an interrupted chapter is never "up to date"
 
     r = _kq("run", "01", "--root", str(root), "--profile", "smoke", "-p", "pause=0.0")
     assert r.returncode == 0, r.stdout + r.stderr
     assert executed.exists()
     computed = json.loads((root / "_build" / "computed.json").read_text())
     assert computed == N_QUERIES - cached_2  # what finished before the interruptions is not recomputed
+    # `kq book` after `kq run` with the same inputs: the chapter is up to date
+    r = _kq("book", "--root", str(root), "--profile", "smoke", "--no-html", "-p", "pause=0.0")
+    assert r.returncode == 0 and "1/1 book/01_slow.py: skipped, unchanged" in r.stdout, r.stdout + r.stderr
 
 
 PROGRESS_CHAPTER = '''\
