@@ -282,3 +282,34 @@ def test_book_runner_refuses_an_unknown_model_before_any_chapter_runs(tmp_path, 
                              capsys)
         assert status == 2 and "no-such-model-xyz" in err and "smollm2-135m" in err
     assert not (root / "_build" / "executed").exists() and not (root / "_build" / "tmp").exists()
+
+
+@pytest.mark.parametrize("override,expected", [
+    ({"steps": 0}, "steps=0"),
+    ({"t_threshold": 1.5}, "[0, 1)"),
+    ({"methods": []}, "at least one method"),
+    ({"methods": ["ig", "gradcam"]}, "gradcam"),
+    ({"methods": "ig,ig"}, "more than once"),
+    ({"relations": ["P36", "P36"]}, "more than once"),
+    ({"relations": "P36,,P103"}, "empty item"),
+    ({"n_facts_per_relation": -1}, ">= 0"),
+    ({"models": []}, "at least one model"),
+])
+def test_chapter_parameters_that_mean_something_else_are_refused(tmp_path, override, expected):
+    from test_book import _chapter
+
+    from kqlib.errors import ParameterError
+    from kqlib.profiles import parameters_for
+
+    with pytest.raises(ParameterError) as info:
+        parameters_for(_chapter(tmp_path), "smoke", override)
+    assert expected in str(info.value)
+
+
+def test_kq_run_refuses_out_of_range_parameters_before_running(tmp_path, capsys):
+    from test_book import CHAPTER, _book
+
+    root = _book(tmp_path, {"01_test.py": CHAPTER})
+    status, err = run_kq(["run", "01", "--root", str(root), "--profile", "smoke", "-p", "steps=0"], capsys)
+    assert status == 2 and "steps=0" in err and ">= 2" in err
+    assert not (root / "_build" / "tmp").exists()
