@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .errors import MissingDependencyError, OfflineError, UnknownModelError
+from .errors import MissingDependencyError, OfflineError, UnknownModelError, UnsupportedArchitectureError
 from .sites import Family, family_for, get_module
 
 
@@ -190,7 +190,12 @@ def check_model_dir(path: str | os.PathLike) -> dict:
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnknownModelError(f"{config} is not a valid model config ({exc}). {what}") from None
-    family_for(cfg.get("model_type"))  # an architecture without a site entry (e.g. T5) is refused here
+    try:
+        family_for(cfg.get("model_type"))  # an architecture without a site entry (e.g. T5) is refused here
+    except UnsupportedArchitectureError as exc:
+        kind = (" It is an encoder-decoder model; kqlib needs a decoder-only causal LM (GPT-2, Llama, Gemma, ...)."
+                if cfg.get("is_encoder_decoder") or cfg.get("model_type") in ("t5", "mt5", "bart", "mbart") else "")
+        raise UnsupportedArchitectureError(f"The model folder {folder} cannot be used.{kind} {exc}") from None
     if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_FILES):
         raise UnknownModelError(f"The model folder {folder} has no weights (model.safetensors or "
                                 f"pytorch_model.bin). {what}")
