@@ -120,6 +120,10 @@ def _attribute_run(args) -> int:
     if args.threshold >= 1.0:
         raise ParameterError(f"--threshold {args.threshold:g} keeps no neuron (score > t * max needs t < 1); "
                              f"use 0 <= t < 1, e.g. the paper's 0.2.")
+    ray_only = [o for o, v in (("--workers", args.workers), ("--address", args.address)) if v is not None]
+    if args.executor != "ray" and ray_only:
+        raise ParameterError(f"{' and '.join(ray_only)} apply to --executor ray only; add --executor ray or "
+                             f"leave {' and '.join(ray_only)} out.")
     relations = _relations(args.relation, "--relation")
     out = Path(args.out or f"kq-attribute-{Path(args.model).name}-{args.relation.replace(',', '_')}-"
                            f"{'_'.join(methods)}.csv")

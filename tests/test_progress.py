@@ -71,7 +71,7 @@ def test_channel_gets_json_lines_and_the_stream_nothing(tmp_path, monkeypatch, c
 
 
 def test_pararel_scan_reports_through_the_primitive(tmp_path, monkeypatch):
-    from test_pararel import _write_jsonl  # noqa: F401 - same fixture layout as the ParaRel tests
+    from test_pararel import _write_jsonl  # the ParaRel tests' fixture layout
     from tiny import tiny_lm
 
     from kqlib import pararel

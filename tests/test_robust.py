@@ -81,6 +81,8 @@ GOOD_TUPLES = [{"sub_label": "Paris", "obj_label": "French", "uuid": "u1"}]
     (["--facts", "0"], "--facts"),
     (["--device", "gpu"], "not a device name"),
     (["--relation", "P9999"], "P9999"),
+    (["--workers", "2"], "--executor ray only"),
+    (["--workers", "0", "--executor", "ray"], "--workers"),
 ])
 def test_attribute_refuses_bad_values_before_any_work(argv, expected, no_work, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
