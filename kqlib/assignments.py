@@ -45,7 +45,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import Command, register
+from .cli import Command, check_output_file, check_writable_folder, register
 from .errors import KqError, ParameterError
 
 BEGIN = re.compile(r"^(?P<indent>\s*)### BEGIN SOLUTION(?:\s+(?P<qid>[A-Za-z][\w.-]*))?\s*$")
@@ -554,6 +554,7 @@ def _assignments_run(args) -> int:
         return 0
     if not args.out:
         raise ParameterError("Give the output folder: kq assignments --out DIR (or --list).")
+    check_writable_folder(args.out, "--out")
     for student, instructor in build(Path(args.out), args.source, args.only):
         print(f"{student}\n{instructor}")
     return 0
@@ -572,6 +573,8 @@ def _grade_args(p) -> None:
 def _grade_run(args) -> int:
     if args.timeout < 1:
         raise ParameterError(f"--timeout must be >= 1 second, got {args.timeout}")
+    check_output_file(args.save, "--save", (".ipynb",))
+    check_output_file(args.json, "--json", (".json",))
     report = grade(Path(args.notebook), args.source, args.timeout, Path(args.save) if args.save else None)
     print(report.text())
     if args.json:

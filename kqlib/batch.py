@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Iterable
 
 import torch
 
 from .attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token
 from .cache import AttributionCache
-from .queries import query_prompt_target
 from .errors import ParameterError
+from .progress import Progress
+from .queries import query_prompt_target
 
 
 def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, site: str,
@@ -71,7 +70,9 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
             out[n] = hit
         else:
             todo.append((n, prompt, t, key))
-    bar = _Progress(len(todo), len(queries) - len(todo), desc or f"{method} attribution", enabled=progress)
+    cached = len(queries) - len(todo)
+    bar = Progress(len(todo), desc or f"{method} attribution", "query", enabled=progress, rate="per_item",
+                   start_note=f"{cached} from cache" if cached else None)
     for n, prompt, t, key in todo:
         scores = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
                            baseline=baseline)  # raises instead of returning an invalid attribution
@@ -83,31 +84,3 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     bar.close()
     return out
 
-
-class _Progress:
-    """One-line progress on stderr: done/total, rate, elapsed and ETA (plain text, safe in CI logs)."""
-
-    def __init__(self, total: int, cached: int, desc: str, enabled: bool = True, every: float = 2.0):
-        self.total, self.cached, self.desc, self.enabled, self.every = total, cached, desc, enabled, every
-        self.done, self.t0, self.last = 0, time.time(), 0.0
-        if enabled and (total or cached):
-            print(f"[kqlib] {desc}: {total} to compute, {cached} from cache", file=sys.stderr, flush=True)
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.time()
-        if self.enabled and (now - self.last >= self.every or self.done == self.total):
-            self.last = now
-            el = now - self.t0
-            eta = el / self.done * (self.total - self.done)
-            print(f"[kqlib] {self.desc}: {self.done}/{self.total}  {el / self.done:.2f} s/query  "
-                  f"elapsed {_fmt(el)}  ETA {_fmt(eta)}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

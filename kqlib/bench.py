@@ -575,11 +575,16 @@ def verdicts(rows) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli import int_at_least, output_file
+
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated cases among {', '.join(CASES)} (default: all)")
-    p.add_argument("--steps", type=int, default=None, help="integrated-gradient path points (default 20; 4 with --quick)")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per implementation (default 3; 1 with --quick)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls before them (default 1; 0 with --quick)")
+    p.add_argument("--steps", type=int_at_least(2), default=None,
+                   help="integrated-gradient path points (default 20; 4 with --quick)")
+    p.add_argument("--repeats", type=int_at_least(1), default=None,
+                   help="timed calls per implementation (default 3; 1 with --quick)")
+    p.add_argument("--warmup", type=int_at_least(0), default=None,
+                   help="untimed calls before them (default 1; 0 with --quick)")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 repeat, no warm-up, 4 steps")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
@@ -588,8 +593,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default, one per core); the busy-process rows choose their own")
     p.add_argument("--in-process", action="store_true",
                    help="run every implementation in this process (faster start, less clean memory figures)")
-    p.add_argument("--out", default=None,
-                   help="also write the table to this file: CSV if it ends in .csv, else Markdown")
+    p.add_argument("--out", default=None, type=output_file((".csv", ".md")),
+                   help="also write the table to this file: CSV if it ends in .csv, Markdown if .md")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,11 +19,26 @@ the repo and to the executed ``.ipynb`` in ``_build/executed``. A chapter is exe
 ``_build/tmp/`` (papermill saves partial notebooks as it goes) and renamed into ``_build/executed/`` only
 on success; on failure the stale executed copy is removed too, and the run stops naming chapter, cell and
 error. The chapter's kernel runs in the chapter's folder with ``KQ_BUILD_DIR`` set to ``_build``.
+
+Progress: the runner sets ``KQ_PROGRESS_FILE`` (:data:`kqlib.progress.CHANNEL_ENV`) for the kernel to
+``_build/tmp/NN_name.progress.jsonl``; every :class:`kqlib.progress.Progress` inside the chapter (ParaRel
+scan, attributions per model and method, edits) appends its updates there instead of printing into the
+page, and a thread of the runner prints each one on the terminal with the whole run's ETA.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM raises :class:`~kqlib.errors.Interrupted` in the runner (see
+:func:`kqlib.cli.stop_on_signals`); the chapter's kernel (its own process group) is killed, the partial
+notebook removed, and the command exits 130 / 143. Attributions that finished are in the on-disk cache.
+
+Resuming: next to each executed notebook, ``NN_name.inputs.json`` records what it was made from (chapter
+source, parameters, kqlib version and source digest, the models' identities, the executor) and its digest;
+``kq book`` skips a chapter whose record matches (``--force`` re-executes). The record is removed when a
+chapter starts executing and written only after its notebook is in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -112,13 +127,6 @@ def executed_path(root: Path, chapter: Path) -> Path:
 # ------------------------------------------------------------------------------------------- timing
 
 
-def _fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 class Timings:
     """``_build/timings.json``: ``{profile: {step: seconds}}``; steps are chapter paths and ``"html"``."""
 
@@ -139,28 +147,119 @@ class Timings:
     def record(self, step: str, seconds: float) -> None:
         self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
 
 
-class Progress:
-    """Plain progress lines: step i/n, elapsed, ETA from the previous run of the same profile."""
+class RunnerProgress:
+    """The runner's terminal lines: step i/n, elapsed, whole-run ETA, and the live updates that the chapter's
+    kernel sends through the progress channel (see :mod:`kqlib.progress`), one line per update.
 
-    def __init__(self, timings: Timings, steps: list[str], label: str = "kq"):
-        self.timings, self.steps, self.label, self.t0 = timings, steps, label, time.time()
+    The whole-run ETA comes from the previous run of the same profile (``_build/timings.json``): the steps
+    still to run, minus the time the current one has already taken; "unknown" for a step never timed."""
+
+    def __init__(self, timings: Timings, steps: list[str], label: str = "kq", skip: set[str] = frozenset()):
+        from .progress import Progress
+
+        self.timings, self.steps, self.label, self.skip = timings, steps, label, set(skip)
+        self.bar = Progress(len(steps), "book", "step", label=label, stream=sys.stdout, channel=False,
+                            enabled=False)  # counts and times; the lines are written by `line`
+        self.current: int | None = None
+        self.t_step = time.time()
+        self.said_empty: set = set()
 
     def line(self, text: str) -> None:
         print(f"[{self.label}] {text}", flush=True)
 
+    def ahead(self, i: int) -> list[str]:
+        """Steps from ``i`` on that will run (not skipped)."""
+        return [s for s in self.steps[i:] if s not in self.skip]
+
+    def run_eta(self, i: int) -> float | None:
+        """Seconds left in the whole run while step ``i`` runs."""
+        prev = self.timings.previous.get(self.steps[i])
+        rest = self.timings.eta(self.ahead(i + 1))
+        if prev is None or rest is None:
+            return None
+        return max(prev - (time.time() - self.t_step), 0.0) + rest
+
     def start(self, i: int) -> None:
-        elapsed = time.time() - self.t0
+        from .progress import fmt_duration
+
+        self.current, self.t_step, self.said_empty = i, time.time(), set()
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
-                  f"(elapsed {_fmt(elapsed)}, ETA {_fmt(self.timings.eta(self.steps[i:]))})")
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.ahead(i)))})")
+
+    def skipped(self, i: int, why: str) -> None:
+        self.bar.step()
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: {why}")
 
     def done(self, i: int, seconds: float) -> None:
+        from .progress import fmt_duration
+
         self.timings.record(self.steps[i], seconds)
-        rest = self.timings.eta(self.steps[i + 1:]) if i + 1 < len(self.steps) else 0.0
+        self.bar.step()
+        self.current = None
+        rest = self.timings.eta(self.ahead(i + 1))
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: done in {seconds:.1f} s "
-                  f"(elapsed {_fmt(time.time() - self.t0)}, ETA {_fmt(rest)})")
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(rest)})")
+
+    def update(self, record: Mapping[str, Any]) -> None:
+        """One update from inside the running chapter (a JSON record of the progress channel)."""
+        from .progress import fmt_duration
+
+        if record.get("event") == "close" or not record.get("text"):
+            return
+        if not record.get("total"):  # nothing to do (all cached): said once per step name and chapter
+            if record.get("desc") in self.said_empty:
+                return
+            self.said_empty.add(record.get("desc"))
+        i = self.current
+        where = f"{i + 1}/{len(self.steps)} {self.steps[i]}" if i is not None else "chapter"
+        eta = f" | run ETA {fmt_duration(self.run_eta(i))}" if i is not None else ""
+        self.line(f"{where} | {record.get('desc')}: {record['text']}{eta}")
+
+
+class _ChannelTail:
+    """A thread that follows the progress channel file while the chapter executes and hands every complete
+    JSON line to ``sink``; ``stop()`` reads what is left and joins."""
+
+    def __init__(self, path: Path, sink, every: float = 0.5):
+        import threading
+
+        self.path, self.sink, self.every, self.pos = path, sink, every, 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kq-progress-tail", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # only complete lines; the rest is read next time
+        self.pos += end
+        for raw in data[:end].splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            try:
+                self.sink(record)
+            except Exception:  # noqa: BLE001 - the display never stops the run
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._read()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self._read()
 
 
 # ---------------------------------------------------------------------------------------- execution
@@ -206,9 +305,59 @@ def _failure_message(chapter: Path, nb, err: BaseException, root: Path, kept: Pa
     return msg
 
 
+_KERNEL_PGIDS: list[int] = []
+
+
+def _kernel_manager_class():
+    """jupyter_client's AsyncKernelManager, remembering the process group of every kernel it launches, so
+    that an interrupted run can make sure its kernel is gone (the kernel runs in its own session: the
+    terminal's Ctrl-C does not reach it)."""
+    from jupyter_client import AsyncKernelManager
+
+    class TrackedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            pgid = getattr(self.provisioner, "pgid", None) or getattr(self.provisioner, "pid", None)
+            if pgid:
+                _KERNEL_PGIDS.append(int(pgid))
+
+    return TrackedKernelManager
+
+
+def _kill_kernels(pgids: list[int]) -> None:
+    import signal
+
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _kernel_environment(values: Mapping[str, str]):
+    """Set variables for the chapter's kernel (it inherits the runner's environment when it starts)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
-                    parameters: Mapping[str, Any] | None = None) -> Path:
-    """Execute ``chapter`` into ``_build/executed`` (atomically); raises :class:`ChapterFailed`."""
+                    parameters: Mapping[str, Any] | None = None, progress=None,
+                    inputs: Mapping[str, Any] | None = None) -> Path:
+    """Execute ``chapter`` into ``_build/executed`` (atomically); raises :class:`ChapterFailed`.
+
+    ``progress``: a callable given each update the chapter's kernel sends through the progress channel
+    (:mod:`kqlib.progress`; the runner prints them). ``inputs``: the chapter's input record
+    (:func:`chapter_inputs`), written next to the executed notebook once it is in place. An interruption
+    (:class:`~kqlib.errors.Interrupted`, Ctrl-C) kills the kernel, removes the partial notebook and the stale
+    executed copy, and propagates.
+    """
     import jupytext
     import nbformat
     import papermill
@@ -218,21 +367,28 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     final = executed_path(root, chapter)
     tmp = build / "tmp" / final.name
     failed = build / "failed" / final.name
-    for p in (tmp, failed):
+    channel = build / "tmp" / f"{chapter.stem}.progress.jsonl"
+    for p in (tmp, failed, channel):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.unlink(missing_ok=True)
+    inputs_path(final).unlink(missing_ok=True)  # an interrupted run never leaves a matching record behind
     nb = jupytext.read(chapter)
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     timeout = int(profile.get("cell_timeout") or 0) or None
-    old_env = os.environ.get("KQ_BUILD_DIR")
-    os.environ["KQ_BUILD_DIR"] = str(build)
+    from .progress import CHANNEL_ENV
+
+    env = {"KQ_BUILD_DIR": str(build), CHANNEL_ENV: str(channel)}
+    tail = _ChannelTail(channel, progress) if progress is not None else None
+    n_kernels = len(_KERNEL_PGIDS)
     try:
-        papermill.execute_notebook(
-            nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(chapter.parent),
-            progress_bar=False, log_output=False, execution_timeout=timeout,
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no TCP warning; errors show in the notebook
-        )
+        with _kernel_environment(env):
+            papermill.execute_notebook(
+                nb, str(tmp), parameters=params, kernel_name="python3", cwd=str(chapter.parent),
+                progress_bar=False, log_output=False, execution_timeout=timeout,
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # no TCP warning; errors show in the notebook
+                kernel_manager_class=_kernel_manager_class(), shutdown_kernel="immediate",
+            )
     except Exception as err:  # noqa: BLE001 - every failure is reported the same way
         partial = nbformat.read(tmp, as_version=4) if tmp.exists() else None
         kept = None
@@ -241,11 +397,29 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
             kept = failed
         final.unlink(missing_ok=True)
         raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
+    except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
+        import logging
+        import signal
+        import threading
+
+        # a second Ctrl-C must not interrupt the clean-up
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        # nbclient's pending cell task sees the dead kernel later; asyncio would log that as a traceback
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        try:
+            _kill_kernels(_KERNEL_PGIDS[n_kernels:])  # nbclient may not have managed to shut it down
+            tmp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        raise
     finally:
-        if old_env is None:
-            os.environ.pop("KQ_BUILD_DIR", None)
-        else:
-            os.environ["KQ_BUILD_DIR"] = old_env
+        if tail is not None:
+            tail.stop()
+        channel.unlink(missing_ok=True)
+        del _KERNEL_PGIDS[n_kernels:]
     out = nbformat.read(tmp, as_version=4)
     out.metadata.pop("jupytext", None)
     out.metadata.get("papermill", {}).update(input_path=str(chapter.relative_to(root)),
@@ -253,7 +427,112 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     nbformat.write(out, tmp)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
+    if inputs is not None:
+        record = dict(inputs, digest=inputs_digest(inputs), executed_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+        target = inputs_path(final)
+        part = target.with_name(f".{target.name}.tmp")
+        part.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(part, target)
     return final
+
+
+# ------------------------------------------------------------------------------------ resume (inputs)
+
+
+def inputs_path(executed: Path) -> Path:
+    """The input record next to an executed notebook: ``NN_name.inputs.json``."""
+    return executed.with_name(executed.stem + ".inputs.json")
+
+
+def kqlib_digest() -> str:
+    """sha256 over kqlib's own source files (``*.py``, ``profiles.toml``): any change to the library counts."""
+    import hashlib
+
+    h = hashlib.sha256()
+    base = Path(__file__).resolve().parent
+    for path in sorted(list(base.glob("*.py")) + list(base.glob("*.toml"))):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def model_identity(name: str) -> str:
+    """What identifies a model's weights without loading it: an embedded model's GGUF sha256, a local
+    folder's file names/sizes/mtimes, else the name (a hub id)."""
+    import hashlib
+
+    from .models import EMBEDDED
+
+    if name in EMBEDDED:
+        try:
+            return f"{name}@sha256:{EMBEDDED[name].locate()[1][:16]}"
+        except KqError:
+            return name
+    folder = Path(name)
+    if folder.is_dir():
+        h = hashlib.sha256()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            st = path.stat()
+            h.update(f"{path.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return f"{name}@files:{h.hexdigest()[:16]}"
+    return name
+
+
+def model_names(params: Mapping[str, Any]) -> list[str]:
+    """The model names among a chapter's parameters (``models`` list or ``model`` string)."""
+    names: list[str] = []
+    for key in ("models", "model"):
+        value = params.get(key)
+        names += [value] if isinstance(value, str) else [v for v in (value or []) if isinstance(v, str)]
+    return names
+
+
+def check_models(plans) -> None:
+    """Refuse, before any chapter runs, a model name or folder no chapter could load."""
+    from .models import check_model_name
+
+    for name in dict.fromkeys(n for _, params in plans for n in model_names(params)):
+        check_model_name(name)
+
+
+def chapter_inputs(root: Path, chapter: Path, params: Mapping[str, Any], executor: str = "local") -> dict:
+    """Everything a chapter's executed notebook depends on: its source, parameters, kqlib's version and
+    source digest, the models' identities and the executor."""
+    import hashlib
+
+    from . import __version__
+
+    names = model_names(params)
+    return dict(chapter=str(chapter.relative_to(root)),
+                source=hashlib.sha256(chapter.read_bytes()).hexdigest()[:16],
+                parameters=json.loads(json.dumps(dict(params), sort_keys=True, default=str)),
+                kqlib_version=__version__, kqlib_source=kqlib_digest(),
+                models={n: model_identity(n) for n in names}, executor=executor)
+
+
+def inputs_digest(inputs: Mapping[str, Any]) -> str:
+    import hashlib
+
+    keys = ("chapter", "source", "parameters", "kqlib_version", "kqlib_source", "models", "executor")
+    return hashlib.sha256(json.dumps({k: inputs.get(k) for k in keys}, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+def up_to_date(root: Path, chapter: Path, inputs: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the executed notebook of ``chapter`` was made from exactly ``inputs``; and why not."""
+    final = executed_path(root, chapter)
+    if not final.exists():
+        return False, "not executed yet"
+    try:
+        old = json.loads(inputs_path(final).read_text())
+    except (OSError, ValueError):
+        return False, "no input record from its last execution"
+    if old.get("digest") == inputs_digest(inputs):
+        return True, f"unchanged since its execution at {old.get('executed_at', '?')}"
+    labels = {"source": "chapter source", "parameters": "parameters", "kqlib_version": "kqlib version",
+              "kqlib_source": "kqlib source", "models": "models", "executor": "executor", "chapter": "chapter"}
+    changed = [label for k, label in labels.items() if old.get(k) != json.loads(json.dumps(inputs.get(k), default=str))]
+    return False, "changed: " + (", ".join(changed) or "input record")
 
 
 # --------------------------------------------------------------------------------------------- HTML
@@ -392,6 +671,9 @@ def add_book_arguments(p) -> None:
                         "must have been executed before")
     p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from the executed notebooks")
     p.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
+    p.add_argument("--force", action="store_true",
+                   help="re-execute every chapter, even those whose inputs (source, parameters, kqlib, models) are "
+                        "unchanged since their last execution (by default those are skipped)")
 
 
 def add_run_arguments(p) -> None:
@@ -422,16 +704,34 @@ def run_book(args) -> int:
     unknown = sorted(set(over) - known) if chapters else []
     if unknown:
         raise ParameterError(f"No chapter to execute declares the parameter(s) {', '.join(unknown)}.")
+    check_models(plans)
     steps = [str(ch.relative_to(root)) for ch in chapters] + ([] if args.no_html else ["html"])
     timings = Timings(root, profile["name"])
-    progress = Progress(timings, steps, "kq book")
-    progress.line(f"profile {profile['name']}: {len(chapters)} chapter(s) to execute"
-                  f"{'' if args.no_html else ', then the HTML build'}; ETA {_fmt(timings.eta(steps))}")
+    executor = args.executor or profile.get("executor") or "local"
+    # which chapters are up to date (their executed notebook was made from the same inputs): skipped
+    todo = []
+    for ch, params in plans:
+        inputs = chapter_inputs(root, ch, params, executor)
+        fresh, why = (False, "--force") if args.force else up_to_date(root, ch, inputs)
+        todo.append((ch, params, inputs, fresh, why))
+    n_run = sum(not fresh for *_, fresh, _ in todo)
+    skip = {s for s, (*_, fresh, _) in zip(steps, todo) if fresh}
+    progress = RunnerProgress(timings, steps, "kq book", skip=skip)
+    from .progress import fmt_duration
+
+    eta = fmt_duration(timings.eta(progress.ahead(0)))
+    progress.line(f"profile {profile['name']}: {n_run} of {len(chapters)} chapter(s) to execute"
+                  f"{'' if args.no_html else ', then the HTML build'}; ETA {eta}")
     with executor_environment(args, profile):
-        for i, (ch, params) in enumerate(plans):
+        for i, (ch, params, inputs, fresh, why) in enumerate(todo):
+            if fresh:
+                progress.skipped(i, f"skipped, {why} (--force re-executes it)")
+                continue
             progress.start(i)
+            if why != "not executed yet":
+                progress.line(f"{i + 1}/{len(steps)} {steps[i]}: executing ({why})")
             t0 = time.time()
-            execute_chapter(root, ch, profile, parameters=params)
+            execute_chapter(root, ch, profile, parameters=params, progress=progress.update, inputs=inputs)
             progress.done(i, time.time() - t0)
     if not args.no_html:
         i = len(plans)
@@ -449,15 +749,17 @@ def run_chapter(args) -> int:
     profile = load_profile(args.profile)
     chapter = match_chapter(root, args.chapter)
     params = parameters_for(chapter, profile, _model_shorthand(chapter, _overrides(args)))
+    check_models([(chapter, params)])
     step = str(chapter.relative_to(root))
     timings = Timings(root, profile["name"])
-    progress = Progress(timings, [step], "kq run")
+    progress = RunnerProgress(timings, [step], "kq run")
     progress.line(f"profile {profile['name']}, parameters: "
                   + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    inputs = chapter_inputs(root, chapter, params, args.executor or profile.get("executor") or "local")
     progress.start(0)
     t0 = time.time()
     with executor_environment(args, profile):
-        out = execute_chapter(root, chapter, profile, parameters=params)
+        out = execute_chapter(root, chapter, profile, parameters=params, progress=progress.update, inputs=inputs)
     progress.done(0, time.time() - t0)
     progress.line(f"executed notebook: {out.relative_to(root)}")
     results = root / BUILD / "results" / f"{chapter.stem}.json"

@@ -21,7 +21,6 @@ the same bytes under the same name: it changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os

@@ -38,6 +38,7 @@ from . import editing
 from .attribution import knowledge_neurons
 from .consistency import bootstrap_ci, cas_neurons, cas_scores
 from .errors import ParameterError
+from .progress import Progress
 from .localization import query_scores
 
 SELECTIONS = ("cas", "N_i", "N_g")
@@ -149,7 +150,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
                     objects: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]] | None = None,
                     ppl_texts: Sequence[str] | None = editing.DEFAULT_PPL_TEXTS, attribution_cache=None,
                     eval_cache: dict | None = None, edit_memo: dict | None = None, amig_baseline=None,
-                    model_name: str | None = None) -> pd.DataFrame:
+                    model_name: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Edit every usable fact of ``dataset`` with every selection and task; one row per (fact, selection, task).
 
     ``dataset``: a :class:`kqlib.pararel.Dataset` (or any iterable of entries with ``.fact`` and ``.queries``,
@@ -164,7 +165,8 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
     depends on (task, neuron set, queries, o', λ, texts): selections that pick the same neurons (always the
     case with one edited query) are evaluated once. Column ``reused`` marks rows taken from the memo.
     Update rows are absent for a fact with no usable o'; a selection that selects no neuron is still
-    evaluated (an empty edit; ``n_neurons = 0``).
+    evaluated (an empty edit; ``n_neurons = 0``). ``progress``: edits done (fact x selection x task), rate and
+    ETA (:class:`kqlib.progress.Progress`).
     """
     for sel in selections:
         if sel not in SELECTIONS:
@@ -197,6 +199,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
     objects_for = object_resolver(objects)
 
     rows = []
+    bar = Progress(len(chosen) * len(selections) * len(tasks), f"CAS editing {name}", "edit", enabled=progress)
     for entry, qs in chosen:
         fact = entry.fact
         edited_q, held_q = split_queries(qs, n_heldout, split, seed)
@@ -228,6 +231,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
                         else dict(beta1=math.nan, beta2=math.nan, cas_method=None, cas_threshold=math.nan))
             for task in tasks:
                 if task == "update" and new_id is None:
+                    bar.step()  # no usable new object: nothing to update
                     continue
                 key = (name, task, frozenset(kns), tuple(edited), tuple(heldout), tuple(unrelated),
                        new_id if task == "update" else None, float(lambda1), float(lambda2), texts)
@@ -247,6 +251,8 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
                                                           "ppl_before", "ppl_after")}
                 rows.append({**base, **cas_info, "selection": sel, "task": task, "n_neurons": len(kns),
                              **edit_memo[key], "reused": reused})
+                bar.step()
+    bar.close()
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 

@@ -7,19 +7,36 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import Command, register
+from .cli import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least, register
 from .errors import ParameterError
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m",
                    help="embedded name (smollm2-135m, gemma3-270m), Hugging Face id or local directory")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--pararel", default=None, help="ParaRel directory (default: $KQLIB_PARAREL, ../shared, download)")
 
 
-def _relations(text: str | None) -> list[str] | None:
-    return None if not text else [r.strip() for r in text.split(",") if r.strip()]
+def _relations(text: str | None, option: str) -> list[str] | None:
+    return id_list(text, option, "P103,P36")
+
+
+def _check_inputs(args, relations: list[str] | None, model: bool = True) -> None:
+    """Everything that can be checked without loading a model: the device, the model name or folder, the
+    ParaRel folder and the relations (their pattern files are read)."""
+    from . import pararel
+    from .models import check_model_name, resolve_device
+
+    if model:
+        resolve_device(args.device)
+        check_model_name(args.model)
+    base = pararel.pararel_root(args.pararel)
+    if relations is None:
+        pararel._require_relations(pararel.available_relations(base), base)
+    else:
+        for rel in relations:
+            pararel.load_patterns(rel, base)  # an unknown relation or a damaged file is refused here
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -28,22 +45,30 @@ def _relations(text: str | None) -> list[str] | None:
 def _data_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P103,P37 (default: all)")
-    p.add_argument("--sample", type=int, default=20, help="facts per relation evaluated for 'answered' (default 20)")
-    p.add_argument("--top-k", type=int, default=1, help="an answer counts when its first token is within top-k")
+    p.add_argument("--sample", type=int_at_least(0), default=20,
+                   help="facts per relation evaluated for 'answered' (default 20; 0: no 'answered' columns)")
+    p.add_argument("--top-k", type=int_at_least(1), default=1,
+                   help="an answer counts when its first token is within top-k (>= 1)")
     p.add_argument("--no-model", action="store_true", help="only count patterns and facts; load no model")
-    p.add_argument("--out", default=None, help="also write the table to this .csv file")
+    p.add_argument("--out", default=None, help="also write the table to this .csv or .parquet file")
 
 
 def _data_run(args) -> int:
     from . import pararel
     from .models import load
 
+    relations = _relations(args.relations, "--relations")
+    check_output_file(args.out, suffixes=(".csv", ".parquet"))
+    _check_inputs(args, relations, model=not args.no_model)
     lm = None if args.no_model else load(args.model, device=args.device)
-    table = pararel.relation_stats(lm, root=args.pararel, relations=_relations(args.relations), sample=args.sample,
+    table = pararel.relation_stats(lm, root=args.pararel, relations=relations, sample=args.sample,
                                    top_k=args.top_k)
     print(table.to_string(index=False))
     if args.out:
-        table.to_csv(args.out, index=False)
+        if args.out.lower().endswith(".parquet"):
+            table.to_parquet(args.out, index=False)
+        else:
+            table.to_csv(args.out, index=False)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -54,18 +79,20 @@ def _data_run(args) -> int:
 def _attribute_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--relation", default="P103", help="ParaRel relation id(s), comma-separated (default P103)")
-    p.add_argument("--facts", type=int, default=5, help="facts per relation the model answers (default 5)")
+    p.add_argument("--facts", type=int_at_least(1), default=5, help="facts per relation the model answers (default 5)")
     p.add_argument("--method", default="ig", help="ig | sig | amig, or several comma-separated")
-    p.add_argument("--steps", type=int, default=20, help="path points (default 20)")
+    p.add_argument("--steps", type=int_at_least(1), default=20, help="path points (default 20)")
     p.add_argument("--rule", default="riemann", choices=["riemann", "gauss"],
                    help="integration rule: riemann (the paper's, default) or gauss (Gauss-Legendre)")
     p.add_argument("--threads", default=None, help="torch threads: a number or 'auto' (the cores free now; "
                    "default: torch's default)")
     p.add_argument("--site", default="post", choices=["post", "pre"], help="neuron site (default post)")
-    p.add_argument("--threshold", type=float, default=0.2, help="knowledge neurons: score > t * max (default 0.2)")
+    p.add_argument("--threshold", type=float_in(0.0, 1.0, " (a fraction of the top score; 1 would keep none)"),
+                   default=0.2, help="knowledge neurons: score > t * max, 0 <= t < 1 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="fact sampling seed")
-    p.add_argument("--top-k", type=int, default=1, help="keep facts whose answer is within the model's top-k")
-    p.add_argument("--batch-size", type=int, default=None, help="path points per chunk (memory bound)")
+    p.add_argument("--top-k", type=int_at_least(1), default=1,
+                   help="keep facts whose answer is within the model's top-k")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None, help="path points per chunk (memory bound)")
     p.add_argument("--out", default=None, help="tidy table of knowledge neurons (.csv or .parquet); "
                    "default kq-attribute-<model>-<relation>-<method>.csv")
     p.add_argument("--cache", default=None, help="attribution cache: a directory or a URL (file://, s3://, gs://; "
@@ -74,7 +101,8 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
                    help="local: this process; ray: an actor pool on a Ray cluster, one model per actor")
     p.add_argument("--address", default=None, help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT "
                    "(default: a local Ray instance)")
-    p.add_argument("--workers", type=int, default=None, help="with --executor ray: actors (default: one per GPU "
+    p.add_argument("--workers", type=int_at_least(1), default=None,
+                   help="with --executor ray: actors (default: one per GPU "
                    "of the cluster, else one per CPU)")
 
 
@@ -86,24 +114,39 @@ def _attribute_run(args) -> int:
     from .batch import attribute_many
     from .models import load
 
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    # every input is checked here, before the first model load or attribution
+    methods = id_list(args.method, "--method", "ig,sig")
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ParameterError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
     if args.facts < 1 or args.steps < 1:
         raise ParameterError("--facts must be >= 1 and --steps >= 1")
+    if args.threshold >= 1.0:
+        raise ParameterError(f"--threshold {args.threshold:g} keeps no neuron (score > t * max needs t < 1); "
+                             f"use 0 <= t < 1, e.g. the paper's 0.2.")
+    ray_only = [o for o, v in (("--workers", args.workers), ("--address", args.address)) if v is not None]
+    if args.executor != "ray" and ray_only:
+        raise ParameterError(f"{' and '.join(ray_only)} apply to --executor ray only; add --executor ray or "
+                             f"leave {' and '.join(ray_only)} out.")
+    relations = _relations(args.relation, "--relation")
+    out = Path(args.out or f"kq-attribute-{Path(args.model).name}-{args.relation.replace(',', '_')}-"
+                           f"{'_'.join(methods)}.csv")
+    check_output_file(str(out), suffixes=(".csv", ".parquet"))
+    check_writable_folder(args.cache, "--cache")
+    _check_inputs(args, relations)
     from .threads import set_threads
 
     set_threads(args.threads)
     t0 = time.time()
+    from .cache import AttributionCache
+
     if args.executor == "ray":  # an unreachable cluster or cache fails here, before any work
-        from .cache import AttributionCache
         from .distributed import connect
 
         connect(args.address)
-        AttributionCache(args.cache).check()
+    AttributionCache(args.cache).check()
     lm = load(args.model, device=args.device)
-    data = pararel.build_dataset(lm, relations=_relations(args.relation), n_per_relation=args.facts, seed=args.seed,
+    data = pararel.build_dataset(lm, relations=relations, n_per_relation=args.facts, seed=args.seed,
                                  top_k=args.top_k, root=args.pararel)
     queries = data.queries
     print(f"[kq] {len(data)} facts, {len(queries)} queries from {', '.join(data.relations())}", file=sys.stderr)
@@ -121,9 +164,7 @@ def _attribute_run(args) -> int:
                                  layer=layer, neuron=neuron, score=float(s[layer, neuron]),
                                  rel_score=float(s[layer, neuron]) / top))
     table = pd.DataFrame(rows)
-    out = Path(args.out or f"kq-attribute-{Path(args.model).name}-{args.relation.replace(',', '_')}-"
-                           f"{'_'.join(methods)}.csv")
-    if out.suffix == ".parquet":
+    if out.suffix.lower() == ".parquet":
         table.to_parquet(out, index=False)
     else:
         table.to_csv(out, index=False)

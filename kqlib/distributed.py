@@ -37,6 +37,7 @@ import torch
 from .attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token, tensor_digest
 from .cache import AttributionCache
 from .errors import KqError, MissingDependencyError, ParameterError
+from .progress import Progress
 
 NAMESPACE = "kqlib"
 
@@ -176,36 +177,6 @@ def _model_name(model) -> tuple[str, object]:
     raise ParameterError(f"model must be an LM or a model name / directory, got {type(model).__name__}")
 
 
-class _Progress:
-    """Driver-side progress across workers: done/total, queries/s, ETA, live workers, replacements."""
-
-    def __init__(self, total: int, cached: int, desc: str, enabled: bool, every: float = 2.0):
-        self.total, self.desc, self.enabled, self.every = total, desc, enabled, every
-        self.done, self.t0, self.last = 0, time.time(), 0.0
-        if enabled and (total or cached):
-            print(f"[kqlib] {desc}: {total} to compute on Ray, {cached} from cache", file=sys.stderr, flush=True)
-
-    def update(self, n: int, workers: int, replaced: int) -> None:
-        self.done += n
-        now = time.time()
-        if self.enabled and (now - self.last >= self.every or self.done == self.total):
-            self.last = now
-            el = max(now - self.t0, 1e-9)
-            rate = self.done / el
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            extra = f"  {replaced} worker(s) replaced" if replaced else ""
-            print(f"[kqlib] {self.desc}: {self.done}/{self.total}  {rate:.2f} queries/s on {workers} worker(s)  "
-                  f"elapsed {_fmt(el)}  ETA {_fmt(eta)}{extra}", file=sys.stderr, flush=True)
-
-
-def _fmt(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def default_workers() -> int:
     """One actor per GPU of the cluster, else one per CPU."""
     res = _ray().cluster_resources()
@@ -313,7 +284,8 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
         stats["workers"] = n_workers
         max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
         params = dict(method=method, steps=steps, site=site, rule=rule, batch_size=batch_size, baseline=baseline)
-        bar = _Progress(len(todo), stats["cached"], desc or f"{method} attribution", enabled=progress)
+        bar = Progress(len(todo), desc or f"{method} attribution", "query", enabled=progress, rate="per_second",
+                       start_note=f"on Ray, {stats['cached']} from cache")
         stats["startup_seconds"] = time.time() - t_start  # connect, first model load, keys, cache reads
         inflight: dict = {}  # ref -> (slot, generation, batch)
         load = {slot: 0 for slot in actors}
@@ -349,7 +321,8 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
                 for (n, *_), scores in zip(batch, result):
                     out[n] = scores
                 stats["computed"] += len(batch)
-                bar.update(len(batch), len(actors), stats["replaced"])
+                bar.step(len(batch), note=f"on {len(actors)} worker(s)"
+                         + (f", {stats['replaced']} worker(s) replaced" if stats["replaced"] else ""))
         stats["dispatch_seconds"] = time.time() - bar.t0
         stats["queries_per_second"] = len(todo) / max(stats["dispatch_seconds"], 1e-9)
         return out

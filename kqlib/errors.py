@@ -27,3 +27,15 @@ class DataError(KqError, ValueError):
 
 class ParameterError(KqError, ValueError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C = SIGINT, or SIGTERM); the command exits 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -36,6 +36,7 @@ import pandas as pd
 
 from . import editing
 from .errors import ParameterError
+from .progress import Progress
 
 TASKS = ("erase", "update")
 QUERY_FILTERS = ("correct", "all")
@@ -66,7 +67,8 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
                            lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0,
                            objects: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]] | None = None,
                            ppl_texts: Sequence[str] | None = editing.DEFAULT_PPL_TEXTS,
-                           eval_cache: dict | None = None, model_name: str | None = None) -> pd.DataFrame:
+                           eval_cache: dict | None = None, model_name: str | None = None,
+                           progress: bool = True) -> pd.DataFrame:
     """Edit every usable fact of ``dataset`` through the KNs of its first usable query; one row per (fact, task).
 
     ``dataset``: a :class:`kqlib.pararel.Dataset` or any iterable of entries with ``.fact`` and ``.queries``
@@ -78,7 +80,8 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
     relation in ParaRel). Update rows are absent for a fact without a usable o'. ``eval_cache``: a dict reused
     across calls on the same unedited model (memoises its predictions and PPL, see
     :func:`kqlib.editing.evaluate_edit`). Unrelated queries are drawn from all facts of ``dataset``, skipped
-    or not. Columns: :data:`ROW_COLUMNS` (``selection`` is always ``"N_i"``).
+    or not. Columns: :data:`ROW_COLUMNS` (``selection`` is always ``"N_i"``). ``progress``: edits done, rate
+    and ETA (:class:`kqlib.progress.Progress`).
     """
     from .cas_editing import pick_new_object
 
@@ -111,6 +114,7 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
                         key=lambda x: x[0].fact.fact_id)
 
     rows = []
+    bar = Progress(len(chosen) * len(tasks), f"KN editing {name}", "edit", enabled=progress)
     for entry, qs in chosen:
         fact = entry.fact
         q0, neighbors_q = qs[0], qs[1:]
@@ -134,12 +138,15 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
                 res = editing.evaluate_edit(lm, lambda k=kns: editing.erase_neurons(lm, k), edited, neighbors,
                                             unrelated, texts, task="erase", cache=eval_cache)
             elif new_id is None:
+                bar.step()  # no usable new object: nothing to update
                 continue
             else:
                 res = editing.evaluate_edit(
                     lm, lambda k=kns: editing.update_neurons(lm, k, q0.target_id, new_id, lambda1, lambda2),
                     edited, neighbors, unrelated, texts, task="update", new_target_id=new_id, cache=eval_cache)
             rows.append({**base, "task": task, **{k: res[k] for k in RESULT_KEYS}})
+            bar.step()
+    bar.close()
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 

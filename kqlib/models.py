@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .errors import MissingDependencyError, OfflineError, UnknownModelError
+from .errors import MissingDependencyError, OfflineError, UnknownModelError, UnsupportedArchitectureError
 from .sites import Family, family_for, get_module
 
 
@@ -139,9 +139,67 @@ def _embedded_dir(name: str) -> Path:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; a device
+    this torch cannot use is a :class:`ParameterError` (checked here, before any model is loaded)."""
+    from .errors import ParameterError
+
+    text = str(device)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ParameterError(f"device {text!r} is not a device name: use auto, cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+            raise ParameterError(f"device {text!r}: this torch ({torch.__version__}, {build}) sees no CUDA GPU; "
+                                 f"use --device cpu (or auto), or install a CUDA build of torch on a GPU machine.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {text!r}: there are {torch.cuda.device_count()} CUDA device(s) "
+                                 f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ParameterError(f"device {text!r}: Apple MPS is not available here; use --device cpu or auto.")
+    elif dev.type != "cpu":
+        raise ParameterError(f"device {text!r} is not supported: use auto, cpu, cuda, cuda:N or mps.")
+    return dev
+
+
+_WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: str | os.PathLike) -> dict:
+    """Refuse a local folder that is not a causal LM kqlib can load, with what is wrong and what to do;
+    returns its ``config.json``. Checked before anything is loaded (no transformers traceback)."""
+    import json
+
+    from .sites import family_for
+
+    folder = Path(path)
+    what = (f"Expected a Hugging Face model folder (config.json, tokenizer files, model.safetensors or "
+            f"pytorch_model.bin), e.g. one written by model.save_pretrained(...) and tokenizer.save_pretrained(...).")
+    if not any(folder.iterdir()):
+        raise UnknownModelError(f"The model folder {folder} is empty. {what}")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UnknownModelError(f"{folder} is not a model folder: it has no config.json. {what}")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnknownModelError(f"{config} is not a valid model config ({exc}). {what}") from None
+    try:
+        family_for(cfg.get("model_type"))  # an architecture without a site entry (e.g. T5) is refused here
+    except UnsupportedArchitectureError as exc:
+        kind = (" It is an encoder-decoder model; kqlib needs a decoder-only causal LM (GPT-2, Llama, Gemma, ...)."
+                if cfg.get("is_encoder_decoder") or cfg.get("model_type") in ("t5", "mt5", "bart", "mbart") else "")
+        raise UnsupportedArchitectureError(f"The model folder {folder} cannot be used.{kind} {exc}") from None
+    if not any(next(folder.glob(pattern), None) for pattern in _WEIGHT_FILES):
+        raise UnknownModelError(f"The model folder {folder} has no weights (model.safetensors or "
+                                f"pytorch_model.bin). {what}")
+    return cfg
 
 
 class LM:
@@ -298,19 +356,23 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
         dtype = getattr(torch, dtype)
     dtype = dtype or torch.float32
     t0 = time.time()
+    check_model_name(name)
     if name in EMBEDDED:
         source = _embedded_dir(name)
     elif os.path.isdir(name):
         source = Path(name)
     else:
         source = name
-        if "/" not in name and not _looks_like_hub_id(name):
-            raise UnknownModelError(_unknown_message(name))
     try:
         tok = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - a local folder's failure of any kind becomes a message
         if isinstance(source, Path):
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UnknownModelError(f"Could not load the model folder {source}: {type(exc).__name__}: {first}\n"
+                                    f"Check that it holds a complete causal LM and its tokenizer (config.json, "
+                                    f"tokenizer files, weights), e.g. written by save_pretrained.") from None
+        if not isinstance(exc, OSError):
             raise
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         text = str(exc)
@@ -326,6 +388,23 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
     lm = LM(model, tok, name=name)
     lm.load_seconds = time.time() - t0
     return lm
+
+
+def check_model_name(name: str) -> None:
+    """Refuse, without loading anything, a model :func:`load` would refuse: an unknown short name, a path
+    that does not exist, a folder that is not a causal LM kqlib supports (:func:`check_model_dir`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(_unknown_message(str(name)))
+    if name in EMBEDDED:
+        return
+    if os.path.isdir(name):
+        check_model_dir(name)
+        return
+    if name.startswith((".", "/", "~")) or os.path.exists(name):
+        raise UnknownModelError(f"The model folder {name} does not exist (or is not a folder). "
+                                f"Give an existing folder, an embedded model ({', '.join(EMBEDDED)}) or a hub id.")
+    if "/" not in name and not _looks_like_hub_id(name):
+        raise UnknownModelError(_unknown_message(name))
 
 
 _HUB_SHORT_IDS = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}

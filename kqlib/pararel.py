@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 import torch
 
 from .errors import DataError, OfflineError, ParameterError
+from .progress import Progress
 
 PARAREL_REPO = "yanaiela/pararel"
 PARAREL_COMMIT = "cb5554678457beb5ac163d888f1ce8cf174b3f0b"
@@ -178,6 +179,9 @@ def pararel_root(root: str | os.PathLike | None = None, download: bool = True) -
             return cand
     cached = cache_dir()
     if (cached / COMPLETE_MARKER).exists():
+        # a file deleted from the download (e.g. a truncated one, as the read error advises) is fetched again
+        if download and any(not (cached / local).exists() for _, local in upstream_files()):
+            return download_pararel(cached)
         return cached
     if not download:
         raise DataError(f"No ParaRel data found and download=False. {_layout_hint()}")
@@ -210,14 +214,12 @@ def download_pararel(dest: str | os.PathLike | None = None, base_url: str | None
     base_url = (base_url or PARAREL_BASE_URL).rstrip("/")
     files = upstream_files(relations)
     dest.mkdir(parents=True, exist_ok=True)
-    for i, (remote, local) in enumerate(files, 1):
+    todo = [(remote, local) for remote, local in files if not (dest / local).exists()]
+    bar = Progress(len(todo), "downloading ParaRel", "file", enabled=progress,
+                   start_note=f"{len(files) - len(todo)} already here" if len(todo) < len(files) else None)
+    for remote, local in todo:
         target = dest / local
-        if target.exists():
-            continue
         url = f"{base_url}/{commit}/{remote}"
-        if progress:
-            print(f"\r[kqlib] downloading ParaRel {i}/{len(files)}: {remote}".ljust(78), end="", file=sys.stderr,
-                  flush=True)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 payload = resp.read()
@@ -233,8 +235,10 @@ def download_pararel(dest: str | os.PathLike | None = None, base_url: str | None
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(payload)
         os.replace(tmp, target)
+        bar.step(note=f"({remote.rsplit('/', 1)[-1]})")
+    bar.close()
     if progress:
-        print(f"\r[kqlib] ParaRel ({len(files)} files) ready in {dest}".ljust(78), file=sys.stderr, flush=True)
+        print(f"[kqlib] ParaRel ({len(files)} files) ready in {dest}", file=sys.stderr, flush=True)
     marker = dest / COMPLETE_MARKER
     tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(f"repo={PARAREL_REPO}\ncommit={commit}\nrelations={','.join(relations)}\n")
@@ -245,17 +249,44 @@ def download_pararel(dest: str | os.PathLike | None = None, base_url: str | None
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _repair_advice(path: Path) -> str:
+    """What to do about a damaged data file: a downloaded one is fetched again once deleted; any other
+    copy (``$KQLIB_PARAREL``, ``--pararel``, a shared checkout) must be restored by whoever made it."""
+    try:
+        downloaded = Path(path).resolve().is_relative_to(cache_dir().resolve())
+    except OSError:
+        downloaded = False
+    if downloaded:
+        return f"delete {path} and rerun: kqlib downloads the missing file again."
+    return (f"restore it from a good copy of ParaRel (github.com/{PARAREL_REPO} at commit {PARAREL_COMMIT[:10]}: "
+            f"{UPSTREAM_PATTERNS.split('/')[1]}/... and {UPSTREAM_TUPLES.split('/')[1]}/...), or point "
+            f"{ENV_VAR} / --pararel at another copy, or unset them to use kqlib's own download.")
+
+
+def _read_jsonl(path: Path, fields: tuple[str, ...] = ()) -> list[dict]:
+    """The JSON objects of a .jsonl file; each must be an object whose ``fields`` are strings."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file may be truncated - "
-                                f"delete it and let kqlib fetch it again.") from exc
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a text (UTF-8) JSON-lines file (byte {exc.start} is invalid): it is "
+                        f"damaged or not ParaRel data; {_repair_advice(path)}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file may be truncated: "
+                            f"{_repair_advice(path)}") from None
+        bad = (not isinstance(row, dict) and "is not a JSON object") or next(
+            (f"lacks the {k!r} field" if k not in row else f"has a non-text {k!r} ({row[k]!r})"
+             for k in fields if not isinstance(row.get(k), str)), None)
+        if bad:
+            raise DataError(f"{path}:{lineno} {bad}; expected one object per line with the text fields "
+                            f"{', '.join(fields)}: {line.strip()[:120]}. The file is not ParaRel data or is "
+                            f"damaged; {_repair_advice(path)}")
+        rows.append(row)
     return rows
 
 
@@ -265,6 +296,12 @@ def available_relations(root: str | os.PathLike | None = None) -> list[str]:
     pats = {p.stem for p in (base / "patterns").glob("P*.jsonl")}
     tups = {p.stem for p in (base / "tuples").glob("P*.jsonl")}
     return sorted(pats & tups, key=lambda r: int(r[1:]) if r[1:].isdigit() else 10**9)
+
+
+def _require_relations(rels: Sequence[str], base: Path) -> None:
+    if not rels:
+        raise DataError(f"The ParaRel directory {base} holds no relation (no Pxxx.jsonl present in both "
+                        f"patterns/ and tuples/). {_layout_hint()}")
 
 
 def _check_relation(relation: str, base: Path) -> None:
@@ -283,12 +320,7 @@ def load_patterns(relation: str, root: str | os.PathLike | None = None) -> list[
     base = pararel_root(root)
     _check_relation(relation, base)
     path = base / "patterns" / f"{relation}.jsonl"
-    out = []
-    for row in _read_jsonl(path):
-        if "pattern" not in row:
-            raise DataError(f"{path}: a line lacks the 'pattern' field: {row}")
-        out.append(Pattern(relation, row["pattern"]))
-    return out
+    return [Pattern(relation, row["pattern"]) for row in _read_jsonl(path, ("pattern",))]
 
 
 def load_facts(relation: str, root: str | os.PathLike | None = None) -> list[Fact]:
@@ -296,13 +328,8 @@ def load_facts(relation: str, root: str | os.PathLike | None = None) -> list[Fac
     base = pararel_root(root)
     _check_relation(relation, base)
     path = base / "tuples" / f"{relation}.jsonl"
-    out = []
-    for row in _read_jsonl(path):
-        try:
-            out.append(Fact(relation, row["sub_label"].strip(), row["obj_label"].strip(), row["uuid"]))
-        except KeyError as exc:
-            raise DataError(f"{path}: a line lacks the {exc} field (expected sub_label, obj_label, uuid): {row}")
-    return out
+    return [Fact(relation, row["sub_label"].strip(), row["obj_label"].strip(), row["uuid"])
+            for row in _read_jsonl(path, ("sub_label", "obj_label", "uuid"))]
 
 
 def usable_patterns(patterns: Sequence[Pattern]) -> list[Pattern]:
@@ -496,6 +523,7 @@ def _check_params(top_k, min_correct, min_queries, multi_token, n_per_relation) 
 
 def _resolve_relations(requested, base: Path, min_patterns: int) -> list[str]:
     if requested is None:
+        _require_relations(available_relations(base), base)
         return relations(base, min_patterns)
     if isinstance(requested, str):
         requested = [requested]
@@ -523,24 +551,27 @@ def build_dataset(lm, relations: Sequence[str] | str | None = None, n_per_relati
     (``n_answer_tokens`` is recorded), ``"skip"`` drops facts whose object is more than one token.
     ``batch_size`` prompts go through the model per forward pass (1: ``lm.next_token_logits`` one at a time).
     """
-    from tqdm import tqdm
-
     _check_params(top_k, min_correct, min_queries, multi_token, n_per_relation)
     base = pararel_root(root)
     rels = _resolve_relations(relations, base, min_patterns)
     t0 = time.time()
     kept: list[FactEntry] = []
     scan: dict[str, dict] = {}
+    plan = []
     for rel in rels:
-        patterns = usable_patterns(load_patterns(rel, base))
         order = shuffled_facts(load_facts(rel, base), seed)
         if max_scan is not None:
             order = order[: int(max_scan)]
+        plan.append((rel, order, len(order) if n_per_relation is None else min(int(n_per_relation), len(order))))
+    # one bar for the whole scan: kept facts of the wanted total (a relation that runs out counts as done)
+    bar = Progress(sum(w for _, _, w in plan), f"ParaRel scan ({getattr(lm, 'name', 'model')}, "
+                   f"{len(rels)} relation{'s' if len(rels) != 1 else ''})", "fact", enabled=progress)
+    for rel, order, bar_want in plan:
+        patterns = usable_patterns(load_patterns(rel, base))
         want = len(order) if n_per_relation is None else int(n_per_relation)
         stats = dict(facts=len(order), patterns=len(patterns), scanned=0, evaluated=0, kept=0,
                      dropped_multi_token=0, dropped_few_queries=0, dropped_not_answered=0, seconds=0.0)
         t_rel = time.time()
-        bar = tqdm(total=want, desc=f"ParaRel {rel}", unit="fact", disable=not progress, file=sys.stderr)
         pos = 0
         while pos < len(order) and stats["kept"] < want:
             # gather a chunk of candidate facts worth about one batch of prompts, then score them together
@@ -572,17 +603,18 @@ def build_dataset(lm, relations: Sequence[str] | str | None = None, n_per_relati
                 if _passes(done, min_correct):
                     kept.append(FactEntry(fact, done))
                     stats["kept"] += 1
-                    bar.update(1)
+                    bar.step(note=f"({rel}: {stats['scanned']} scanned)")
                 else:
                     stats["dropped_not_answered"] += 1
-                bar.set_postfix(scanned=stats["scanned"])
-        bar.close()
+        if stats["kept"] < bar_want:  # the relation ran out of facts: its share of the bar is done
+            bar.step(bar_want - stats["kept"], note=f"({rel}: {stats['scanned']} scanned)")
         stats["seconds"] = round(time.time() - t_rel, 3)
         scan[rel] = stats
         if stats["kept"] < want and n_per_relation is not None:
             warnings.warn(f"ParaRel {rel}: only {stats['kept']} of {want} requested facts passed after scanning "
                           f"{stats['scanned']} (max_scan={max_scan}); relax top_k/min_correct or raise max_scan.",
                           stacklevel=2)
+    bar.close()
     params = dict(model=getattr(lm, "name", None), fingerprint=getattr(lm, "fingerprint", None),
                   relations=list(rels), n_per_relation=n_per_relation, seed=seed, top_k=top_k,
                   min_correct=min_correct, min_queries=min_queries, multi_token=multi_token, max_scan=max_scan,
@@ -602,12 +634,14 @@ def relation_stats(lm=None, root: str | os.PathLike | None = None, relations: Se
     patterns are listed with ``kept=False`` and no model columns.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     base = pararel_root(root)
     rels = available_relations(base) if relations is None else list(relations)
+    _require_relations(rels, base)
     rows = []
-    for rel in tqdm(rels, desc="ParaRel relations", disable=not progress or lm is None, file=sys.stderr):
+    bar = Progress(len(rels), "ParaRel relations", "relation", enabled=progress and lm is not None,
+                   channel=None if lm is not None else False)
+    for rel in rels:
         pats = load_patterns(rel, base)
         usable = usable_patterns(pats)
         facts = load_facts(rel, base)
@@ -627,6 +661,8 @@ def relation_stats(lm=None, root: str | os.PathLike | None = None, relations: Se
                 row["answered_frac"] = row["answered"] / max(len(drawn), 1)
                 row["query_accuracy"] = sum(bool(q.correct) for q in scored) / max(len(scored), 1)
         rows.append(row)
+        bar.step(note=f"({rel})")
+    bar.close()
     frame = pd.DataFrame(rows)
     for col in ("single_token_facts", "sample", "answered"):
         if col in frame:

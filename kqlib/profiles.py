@@ -118,7 +118,11 @@ def coerce(name: str, value: Any, default: Any, where: str) -> Any:
     if default is None:
         return value
     if isinstance(default, (list, tuple)) and isinstance(value, str):
-        value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
+        items = [v.strip() for v in value.split(",")]
+        if not all(items):
+            raise ParameterError(f"Parameter {name!r} ({where}) is the list {value!r} with an empty item: separate "
+                                 f"the values by single commas, or write [] for an empty list.")
+        value = [parse_value(v) for v in items]
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -141,6 +145,51 @@ def coerce(name: str, value: Any, default: Any, where: str) -> Any:
             f"{default!r}; got {value!r} ({_type_name(value)})."
         )
     return value
+
+
+_METHODS = ("ig", "sig", "amig")
+
+
+def _one_of(options):
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+
+
+def _distinct(v):
+    repeated = sorted({str(x) for x in v if list(v).count(x) > 1})
+    return f"lists {', '.join(repeated)} more than once (it would count twice); give each once" if repeated else None
+
+
+def _methods(v):
+    if not v:
+        return "must name at least one method"
+    bad = [m for m in v if m not in _METHODS]
+    return f"has unknown method(s) {bad}: choose from {', '.join(_METHODS)}" if bad else _distinct(v)
+
+
+#: Value rules of parameters the chapters share: name -> check(value) -> problem or None. A value that means
+#: something else (``steps=0``, ``t_threshold=1.5``, a repeated relation) is refused before any chapter runs.
+VALUE_RULES = {
+    "steps": lambda v: None if v >= 2 else "must be >= 2 (Riemann steps along the path)",
+    "n_facts_per_relation": lambda v: None if v >= 0 else "must be >= 0 (0 = every fact)",
+    "t_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1) (score > t * max; 1 keeps none)",
+    "cas_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)",
+    "methods": _methods,
+    "method": _one_of(_METHODS),
+    "models": lambda v: "must name at least one model" if not v else _distinct(v),
+    "relations": _distinct,
+    "site": _one_of(("post", "pre")),
+    "n_heldout": lambda v: None if v >= 1 else "must be >= 1",
+    "n_unrelated": lambda v: None if v >= 0 else "must be >= 0",
+    "n_ppl_texts": lambda v: None if v >= 0 else "must be >= 0",
+}
+
+
+def check_value(name: str, value: Any, where: str) -> None:
+    """Refuse a value of a shared parameter that is out of range (see :data:`VALUE_RULES`)."""
+    rule = VALUE_RULES.get(name)
+    problem = rule(value) if rule is not None else None
+    if problem:
+        raise ParameterError(f"Parameter {name}={value!r} ({where}) {problem}.")
 
 
 def _valid_list(declared: Mapping[str, Any]) -> str:
@@ -186,6 +235,7 @@ def parameters_for(
         for key, (value, where) in merged.items():
             if key in declared:
                 out[key] = coerce(key, value, declared[key], where)
+                check_value(key, out[key], where)
     except ParameterError as exc:
         raise ParameterError(f"{chapter.name}: {exc}\nValid parameters (with their defaults):\n"
                              f"{_valid_list(declared)}") from None

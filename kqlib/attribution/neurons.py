@@ -27,7 +27,7 @@ import torch
 
 from ..errors import KqError, ParameterError
 from ..hooks import capture, site_hooks
-from .config import METHODS, AttributionConfig
+from .config import METHODS, AttributionConfig  # noqa: F401 (METHODS re-exported)
 from .engine import NeuronPath, base_pass, integrate
 from .quadrature import path_nodes
 from .targets import target_token
