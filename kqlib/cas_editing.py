@@ -37,8 +37,8 @@ import pandas as pd
 from . import editing
 from .attribution import knowledge_neurons
 from .consistency import bootstrap_ci, cas_neurons, cas_scores
+from .edit_loop import FactEdit, first_queries, object_resolver, pick_new_object, run_edits  # noqa: F401
 from .errors import ParameterError
-from .progress import Progress
 from .localization import query_scores
 
 SELECTIONS = ("cas", "N_i", "N_g")
@@ -105,40 +105,6 @@ def select_neurons(scores, selection: str, *, t: float = 0.2, beta1: float = 1.0
     raise ParameterError(f"selection must be one of {SELECTIONS}, got {selection!r}")
 
 
-def pick_new_object(lm, prompt: str, target_id: int, objects: Sequence[str], rng: random.Random):
-    """``(o', first token id)``: the first object of a seeded shuffle of ``objects`` whose first token after
-    ``prompt`` differs from ``target_id``; ``(None, None)`` when there is none."""
-    pool = sorted(set(objects))
-    for cand in rng.sample(pool, len(pool)):
-        ids = lm.answer_token_ids(prompt, cand)
-        if ids and ids[0] != target_id:
-            return cand, int(ids[0])
-    return None, None
-
-
-def _relation_objects(relation: str) -> list[str]:
-    from .pararel import load_facts
-
-    return sorted({f.obj for f in load_facts(relation)})
-
-
-def object_resolver(objects=None) -> Callable[[str], list[str]]:
-    """``relation -> candidate new objects``: ``objects`` may be None (every object of the relation in ParaRel,
-    read once per relation), a callable, or a mapping relation -> objects."""
-    if callable(objects):
-        return objects
-    if objects is not None:
-        return lambda rel: list(objects.get(rel, ()))
-    cache: dict[str, list[str]] = {}
-
-    def objects_for(rel: str) -> list[str]:
-        if rel not in cache:
-            cache[rel] = _relation_objects(rel)
-        return cache[rel]
-
-    return objects_for
-
-
 # ------------------------------------------------------------------------------------------ the loop
 
 
@@ -177,10 +143,6 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
     if query_filter not in QUERY_FILTERS:
         raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
     name = model_name or getattr(lm, "name", "model")
-    eval_cache = {} if eval_cache is None else eval_cache
-    edit_memo = {} if edit_memo is None else edit_memo
-    texts = tuple(ppl_texts) if ppl_texts else ()
-
     entries = sorted(dataset, key=lambda e: e.fact.fact_id)
 
     def usable(entry):
@@ -194,12 +156,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
     if n_facts:
         chosen = sorted(random.Random(f"{seed}-cas-facts").sample(chosen, min(len(chosen), int(n_facts))),
                         key=lambda x: x[0].fact.fact_id)
-    first_queries = {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries}
-
-    objects_for = object_resolver(objects)
-
-    rows = []
-    bar = Progress(len(chosen) * len(selections) * len(tasks), f"CAS editing {name}", "edit", enabled=progress)
+    plans = []
     for entry, qs in chosen:
         fact = entry.fact
         edited_q, held_q = split_queries(qs, n_heldout, split, seed)
@@ -207,52 +164,21 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, site: s
         if method == "amig" and amig_baseline is not None:
             kw["baseline"] = amig_baseline
         scores = query_scores(lm, edited_q, **kw)
-        others = [first_queries[e.fact.fact_id] for e in entries if e.fact.fact_id != fact.fact_id]
-        unrel = random.Random(f"{seed}-{fact.fact_id}").sample(others, min(len(others), int(n_unrelated)))
-        edited = [(q.prompt, q.target_id) for q in edited_q]
-        heldout = [(q.prompt, q.target_id) for q in held_q]
-        unrelated = [(q.prompt, q.target_id) for q in unrel]
-        q0 = edited_q[0]
-        new_obj, new_id = (None, None)
-        if "update" in tasks:
-            new_obj, new_id = pick_new_object(lm, q0.prompt, q0.target_id, [o for o in objects_for(fact.relation)
-                                                                             if o != fact.obj],
-                                              random.Random(f"{seed}-{fact.fact_id}-new"))
-        base = dict(model=name, fact_id=fact.fact_id, relation=fact.relation, subject=fact.subject, obj=fact.obj,
-                    n_queries=len(entry.queries), n_edited_queries=len(edited_q), n_heldout_queries=len(held_q),
-                    new_obj=new_obj, n_unrelated=len(unrelated),
-                    edited_patterns=[q.pattern_index for q in edited_q],
-                    heldout_patterns=[q.pattern_index for q in held_q])
-        for sel in selections:
-            kns = select_neurons(scores, sel, t=t, beta1=beta1, beta2=beta2, cas_method=cas_method,
-                                 cas_threshold=cas_threshold)
-            cas_info = (dict(beta1=float(beta1), beta2=float(beta2), cas_method=cas_method,
-                             cas_threshold=float(cas_threshold)) if sel == "cas"
-                        else dict(beta1=math.nan, beta2=math.nan, cas_method=None, cas_threshold=math.nan))
-            for task in tasks:
-                if task == "update" and new_id is None:
-                    bar.step()  # no usable new object: nothing to update
-                    continue
-                key = (name, task, frozenset(kns), tuple(edited), tuple(heldout), tuple(unrelated),
-                       new_id if task == "update" else None, float(lambda1), float(lambda2), texts)
-                reused = key in edit_memo
-                if not reused:
-                    if task == "erase":
-                        factory = (lambda k=kns: editing.erase_neurons(lm, k))
-                        res = editing.evaluate_edit(lm, factory, edited, heldout, unrelated, ppl_texts or None,
-                                                    task="erase", cache=eval_cache)
-                    else:
-                        factory = (lambda k=kns: editing.update_neurons(lm, k, q0.target_id, new_id, lambda1,
-                                                                        lambda2))
-                        res = editing.evaluate_edit(lm, factory, edited, heldout, unrelated, ppl_texts or None,
-                                                    task="update", new_target_id=new_id, cache=eval_cache)
-                    edit_memo[key] = {k: res[k] for k in ("rel", "gen", "loc", "avg", "dppl", "rel_before",
-                                                          "gen_before", "dprob", "dprob_neighbors", "dprob_new",
-                                                          "ppl_before", "ppl_after")}
-                rows.append({**base, **cas_info, "selection": sel, "task": task, "n_neurons": len(kns),
-                             **edit_memo[key], "reused": reused})
-                bar.step()
-    bar.close()
+        cas_info = dict(beta1=float(beta1), beta2=float(beta2), cas_method=cas_method,
+                        cas_threshold=float(cas_threshold))
+        no_cas = dict(beta1=math.nan, beta2=math.nan, cas_method=None, cas_threshold=math.nan)
+        plans.append(FactEdit(
+            fact, edited_q, held_q,
+            {sel: select_neurons(scores, sel, t=t, beta1=beta1, beta2=beta2, cas_method=cas_method,
+                                 cas_threshold=cas_threshold) for sel in selections},
+            dict(model=name, fact_id=fact.fact_id, relation=fact.relation, subject=fact.subject, obj=fact.obj,
+                 n_queries=len(entry.queries), n_edited_queries=len(edited_q), n_heldout_queries=len(held_q),
+                 edited_patterns=[q.pattern_index for q in edited_q],
+                 heldout_patterns=[q.pattern_index for q in held_q]),
+            {sel: cas_info if sel == "cas" else no_cas for sel in selections}))
+    rows = run_edits(lm, plans, first_queries(entries), tasks=tasks, n_unrelated=n_unrelated, lambda1=lambda1,
+                     lambda2=lambda2, seed=seed, objects=objects, ppl_texts=ppl_texts, eval_cache=eval_cache,
+                     edit_memo=edit_memo, model_name=name, desc=f"CAS editing {name}", progress=progress)
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 

@@ -11,7 +11,7 @@ with usable queries q_1..q_k (sorted by pattern index):
 * **unrelated** queries are the first queries of ``n_unrelated`` other facts of the dataset (a seeded draw per
   fact, ``random.Random(f"{seed}-{fact_id}")``, the draw of :func:`kqlib.cas_editing.run_cas_editing`): Loc;
 * **erase**: the value vectors of N_e set to 0; **update**: Dai et al.'s v ← v − λ1'e(o) + λ2'e(o') to another
-  object o' of the relation (seeded: :func:`kqlib.cas_editing.pick_new_object`).
+  object o' of the relation (seeded: :func:`kqlib.edit_loop.pick_new_object`).
 
 Rel (on q_e), Gen, Loc, Avg and ΔPPL come from :func:`kqlib.editing.evaluate_edit` (weights restored
 bit-exactly after each edit). ``query_filter="correct"`` keeps only the queries the unedited model answers
@@ -35,10 +35,9 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from . import editing
+from .edit_loop import RESULT_KEYS, TASKS, FactEdit, first_queries, run_edits  # noqa: F401 (re-exported)
 from .errors import ParameterError
-from .progress import Progress
 
-TASKS = ("erase", "update")
 QUERY_FILTERS = ("correct", "all")
 METRICS = ("rel", "gen", "loc", "avg", "dppl")
 
@@ -46,8 +45,6 @@ ROW_COLUMNS = ["model", "fact_id", "relation", "subject", "obj", "selection", "t
                "edited_pattern", "neighbor_patterns", "n_neighbors", "n_neurons", "new_obj", "rel", "gen", "loc",
                "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors", "dprob_new", "ppl_before",
                "ppl_after", "n_unrelated"]
-RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
-               "dprob_new", "ppl_before", "ppl_after")
 
 
 def usable_queries(entry, query_filter: str = "correct") -> list:
@@ -83,23 +80,13 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
     or not. Columns: :data:`ROW_COLUMNS` (``selection`` is always ``"N_i"``). ``progress``: edits done, rate
     and ETA (:class:`kqlib.progress.Progress`).
     """
-    from .cas_editing import pick_new_object
-
     for task in tasks:
         if task not in TASKS:
             raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
     if query_filter not in QUERY_FILTERS:
         raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
     name = model_name or getattr(lm, "name", "model")
-    eval_cache = {} if eval_cache is None else eval_cache
-    texts = tuple(ppl_texts) if ppl_texts else None
-
-    from .cas_editing import object_resolver
-
-    objects_for = object_resolver(objects)
-
     entries = sorted(dataset, key=lambda e: e.fact.fact_id)
-    first_queries = {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
     wanted = None if fact_ids is None else set(fact_ids)
     chosen = []
     for entry in entries:
@@ -112,41 +99,17 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
     if n_facts:
         chosen = sorted(random.Random(f"{seed}-kl-facts").sample(chosen, min(len(chosen), int(n_facts))),
                         key=lambda x: x[0].fact.fact_id)
-
-    rows = []
-    bar = Progress(len(chosen) * len(tasks), f"KN editing {name}", "edit", enabled=progress)
+    plans = []
     for entry, qs in chosen:
-        fact = entry.fact
-        q0, neighbors_q = qs[0], qs[1:]
+        fact, q0, neighbors = entry.fact, qs[0], qs[1:]
         kns = set(kn_sets[(fact.fact_id, q0.pattern_index)])
-        others = [first_queries[fid] for fid in first_queries if fid != fact.fact_id]
-        unrel = random.Random(f"{seed}-{fact.fact_id}").sample(others, min(len(others), int(n_unrelated)))
-        edited = [(q0.prompt, q0.target_id)]
-        neighbors = [(q.prompt, q.target_id) for q in neighbors_q]
-        unrelated = [(q.prompt, q.target_id) for q in unrel if q.target_id is not None]
-        new_obj, new_id = None, None
-        if "update" in tasks:
-            new_obj, new_id = pick_new_object(lm, q0.prompt, q0.target_id,
-                                              [o for o in objects_for(fact.relation) if o != fact.obj],
-                                              random.Random(f"{seed}-{fact.fact_id}-new"))
-        base = dict(model=name, fact_id=fact.fact_id, relation=fact.relation, subject=fact.subject, obj=fact.obj,
-                    selection="N_i", n_queries=len(entry.queries), edited_pattern=int(q0.pattern_index),
-                    neighbor_patterns=[int(q.pattern_index) for q in neighbors_q], n_neighbors=len(neighbors),
-                    n_neurons=len(kns), new_obj=new_obj, n_unrelated=len(unrelated))
-        for task in tasks:
-            if task == "erase":
-                res = editing.evaluate_edit(lm, lambda k=kns: editing.erase_neurons(lm, k), edited, neighbors,
-                                            unrelated, texts, task="erase", cache=eval_cache)
-            elif new_id is None:
-                bar.step()  # no usable new object: nothing to update
-                continue
-            else:
-                res = editing.evaluate_edit(
-                    lm, lambda k=kns: editing.update_neurons(lm, k, q0.target_id, new_id, lambda1, lambda2),
-                    edited, neighbors, unrelated, texts, task="update", new_target_id=new_id, cache=eval_cache)
-            rows.append({**base, "task": task, **{k: res[k] for k in RESULT_KEYS}})
-            bar.step()
-    bar.close()
+        plans.append(FactEdit(fact, [q0], neighbors, {"N_i": kns}, dict(
+            model=name, fact_id=fact.fact_id, relation=fact.relation, subject=fact.subject, obj=fact.obj,
+            n_queries=len(entry.queries), edited_pattern=int(q0.pattern_index),
+            neighbor_patterns=[int(q.pattern_index) for q in neighbors], n_neighbors=len(neighbors))))
+    rows = run_edits(lm, plans, first_queries(entries), tasks=tasks, n_unrelated=n_unrelated, lambda1=lambda1,
+                     lambda2=lambda2, seed=seed, objects=objects, ppl_texts=ppl_texts, eval_cache=eval_cache,
+                     model_name=name, desc=f"KN editing {name}", progress=progress)
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 

@@ -76,7 +76,7 @@ GOOD_TUPLES = [{"sub_label": "Paris", "obj_label": "French", "uuid": "u1"}]
     (["--threshold", "1.5"], "--threshold"),
     (["--threshold", "1"], "keeps no neuron"),
     (["--threshold", "nan"], "--threshold"),
-    (["--steps", "1"], "--steps"),
+    (["--steps", "0"], "--steps"),
     (["--top-k", "0"], "--top-k"),
     (["--facts", "0"], "--facts"),
     (["--device", "gpu"], "not a device name"),
