@@ -491,3 +491,128 @@ def cas_neurons(cas, threshold: float = 0.3, method: str = "static", bins: int =
     else:
         raise ParameterError(f"method must be 'static' or 'otsu', got {method!r}")
     return {(int(l), int(i)) for l, i in torch.nonzero(mask, as_tuple=False).tolist()}
+
+
+# ------------------------------------------------------------------------- chapter tables (Table 1)
+
+
+def ordered_shares(shares: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """:func:`ki_share_table` rows sorted by model, threshold kind and method (the methods' order, ∩ last)."""
+    out = shares.copy()
+    out["method"] = pd.Categorical(out["method"], list(methods) + [INTERSECTION_METHOD], ordered=True)
+    return out.sort_values(["model", "threshold_kind", "method"]).reset_index(drop=True)
+
+
+def table1(shares: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: "share [95 % CI] (n=…)" per (model, threshold kind) × method (facts are the unit)."""
+    def cell(r):
+        if not np.isfinite(r.share_ki):
+            return "–"
+        none = f", {r.n_none} K_none" if getattr(r, "n_none", 0) else ""
+        return f"{r.share_ki:.0%} [{r.ci_low:.0%}, {r.ci_high:.0%}] (n={r.n_facts}{none})"
+
+    tab = (shares.assign(cell=shares.apply(cell, axis=1))
+           .pivot_table(index=["model", "threshold_kind"], columns="method", values="cell", aggfunc="first",
+                        observed=True))
+    tab.columns.name = "K_I share by method"
+    return tab
+
+
+def theta_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """θ (static and Otsu) per model × method."""
+    tab = (shares[shares.method != INTERSECTION_METHOD]
+           .pivot_table(index=["model", "method"], columns="threshold_kind", values="threshold", observed=True))
+    tab.columns = [f"θ ({c})" for c in tab.columns]
+    return tab.round(3)
+
+
+def welch_table(shares: pd.DataFrame):
+    """The Welch tests of :func:`ki_share_table`, styled (p empty with the reason when undefined)."""
+    cols = ["model", "method", "threshold_kind", "threshold", "n_facts", "n_ki", "mean_cs_kc", "mean_cs_ki",
+            "welch_t", "welch_p", "note"]
+    w = shares[shares.method != INTERSECTION_METHOD][cols].reset_index(drop=True)
+    return w.style.format({"threshold": "{:.3f}", "mean_cs_kc": "{:.3f}", "mean_cs_ki": "{:.3f}",
+                           "welch_t": "{:.2f}", "welch_p": "{:.2e}"}, na_rep="").hide(axis="index")
+
+
+def thetas(shares: pd.DataFrame) -> pd.Series:
+    """θ indexed by (model, method, threshold_kind)."""
+    return shares.set_index(["model", "method", "threshold_kind"])["threshold"]
+
+
+def per_relation_table(cs: pd.DataFrame, shares: pd.DataFrame, kind: str = "cs2") -> pd.DataFrame:
+    """K_I share of each relation's facts at the static and at Otsu's θ (the θ of the whole model × method)."""
+    theta = thetas(shares)
+    rows = []
+    for (model, method, rel), g in cs.groupby(["model", "method", "relation"]):
+        row = dict(model=model, method=method, relation=rel, facts=len(g), queries_per_fact=g.n_queries.mean(),
+                   mean_cs=g[kind].mean())
+        for tk in ("static", "otsu"):
+            row[f"K_I ({tk})"] = share_inconsistent(g[kind], theta[(model, method, tk)])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def welch_claim(shares: pd.DataFrame, model: str) -> dict:
+    """The Welch claim's measurement for one model: the largest defined p over methods × thresholds, the
+    smallest mean-CS difference K_C − K_I as the effect, the fewest facts as n; ``why_not`` when no test is
+    defined."""
+    part = shares[(shares.model == model) & (shares.method != INTERSECTION_METHOD)]
+    ok = part[np.isfinite(part.welch_p.astype(float))]
+    if not len(ok):
+        return dict(why_not="Welch's test is undefined for every group (a class has fewer than 2 facts)")
+    worst = ok.loc[ok.welch_p.astype(float).idxmax()]
+    return dict(estimate=float((ok.mean_cs_kc - ok.mean_cs_ki).min()), p=float(worst.welch_p),
+                n=int(ok.n_facts.min()), detail=f"{len(ok)} of {len(part)} tests defined")
+
+
+# ---------------------------------------------------------------------- chapter 02 (distributions)
+
+
+def violin_figure(cs: pd.DataFrame, models: Sequence[str], kind: str = "cs2", threshold: float = 0.3):
+    """CS per relation (methods pooled, one dot per fact and method), one panel per model, line at θ."""
+    import matplotlib.pyplot as plt
+
+    from .figures import violins_with_threshold
+
+    rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5.0, 1.2 * len(rel_order)) * len(models), 4.2),
+                             sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        part = cs[cs.model == model]
+        violins_with_threshold(ax, part, x="relation", y=kind, threshold=threshold, order=rel_order, hue="method")
+        ax.set_title(f"{model}: {part.fact_id.nunique()} facts")
+        ax.set_ylabel(kind.upper())
+    fig.tight_layout()
+    return fig
+
+
+def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> pd.DataFrame:
+    """Per model × relation: facts, queries per fact, mean CS, share below θ and the CS2 floor 1/k."""
+    tab = (cs.groupby(["model", "relation"])
+           .agg(facts=("fact_id", "nunique"), queries_per_fact=("n_queries", "mean"), mean_cs=(kind, "mean"),
+                below_theta=(kind, lambda v: float((v < threshold).mean()))))
+    tab["CS2 floor 1/k"] = 1 / tab["queries_per_fact"]
+    return tab
+
+
+def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:
+    """Per fact of ``model``: K_I under every method at the static ``threshold`` (the ∩ column of
+    :func:`ki_share_table`: facts present for every method, K_none facts left out)."""
+    part = cs[cs.model == model]
+    if "union_size" in part.columns:
+        part = part[part.union_size > 0]
+    wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
+    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
+
+
+def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
+                          seed: int = 0) -> dict:
+    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
+    from .stats import cluster_bootstrap_ci
+
+    part = cs[cs.model == model]
+    below = (part[kind] < threshold).astype(float).to_numpy()
+    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
+    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
+                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
