@@ -382,7 +382,7 @@ def kl_numbers(ch: Chapter, data: Localized, cs: pd.DataFrame, shares: pd.DataFr
         nums[k + "_text"] = fmt(nums[k], ".0%")
     for lm in lms:
         r = inter.loc[(lm.name, "static")]
-        ch.claim("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts),
+        ch.claim("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
                  detail=f"per method {static_pm[static_pm.model == lm.name].share_ki.min():.0%}–"
                         f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}")
         ch.claim("welch_separation", lm.name, **welch_claim(shares, lm.name))

@@ -109,10 +109,18 @@ def _z(q: float) -> float:
     return float(norm.ppf(q))
 
 
+MIN_BOOTSTRAP_N = 5  # below this many units a percentile-bootstrap interval says little (n = 2: two values)
+
+
 def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = None, *, p=None,
-          why_not: str | None = None, unit: str = "facts") -> Verdict:
-    """The verdict on claim ``c`` for an estimate with its interval [low, high] over n units, or with the p of
-    a test (used when no interval is given). ``why_not``: the reason it cannot be measured here."""
+          why_not: str | None = None, unit: str = "facts", interval: str = "bootstrap") -> Verdict:
+    """The verdict on claim ``c`` for an estimate with its interval [low, high] over n units, and/or the p of a
+    test. ``why_not``: the reason it cannot be measured here. ``interval``: "bootstrap" (a percentile
+    bootstrap: needs at least :data:`MIN_BOOTSTRAP_N` units) or "wilson"/"exact" (valid for any n ≥ 2).
+
+    With an interval: holds / differs when it excludes the null on the paper's / the other side, and, when a
+    test's p is given too, the test agrees (p < the claim's α); otherwise inconclusive. With a p only: holds /
+    differs when p < α with the effect on the paper's / the other side."""
     c = claim(c) if isinstance(c, str) else c
     if why_not:
         return Verdict(NOT_MEASURABLE, why_not)
@@ -123,32 +131,44 @@ def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = No
     est, null = float(estimate), float(c.null)
     sign = 1.0 if c.direction == "greater" else -1.0
     if n is not None and int(n) < 2:
-        return Verdict(INCONCLUSIVE, f"{int(n)} {unit}: no interval from fewer than 2")
+        return Verdict(INCONCLUSIVE, f"{int(n)} {unit}: no interval from fewer than 2", 2)
+    test = "" if not _finite(p) else f"p = {float(p):.2g}"
+    sig = None if not _finite(p) else float(p) < c.alpha
     if _finite(low) and _finite(high):
         lo, hi = float(low), float(high)
-        if (lo - null) * sign > 0 and (hi - null) * sign > 0:
-            return Verdict(HOLDS)
-        if (lo - null) * sign < 0 and (hi - null) * sign < 0:
-            return Verdict(DIFFERS, "the interval excludes the null on the other side")
         half, d = (hi - lo) / 2.0, abs(est - null)
-        return _inconclusive(n, half / d if d > 0 else math.inf, unit, est, null, sign)
-    if _finite(p):
-        p = float(p)
-        if p < c.alpha:
+        ratio = half / d if d > 0 else math.inf
+        if interval == "bootstrap" and n is not None and int(n) < MIN_BOOTSTRAP_N:
+            return _inconclusive(n, ratio, unit, est, null, sign,
+                                 f"{int(n)} {unit}: too few for a bootstrap interval (needs {MIN_BOOTSTRAP_N})",
+                                 floor=MIN_BOOTSTRAP_N)
+        side = (lo - null) * sign > 0 and (hi - null) * sign > 0
+        other = (lo - null) * sign < 0 and (hi - null) * sign < 0
+        if (side or other) and sig is False:
+            return _inconclusive(n, ratio, unit, est, null, sign,
+                                 f"the interval excludes the null but the test over {unit} does not ({test})")
+        if side:
+            return Verdict(HOLDS)
+        if other:
+            return Verdict(DIFFERS, "the interval excludes the null on the other side")
+        return _inconclusive(n, ratio, unit, est, null, sign, "the interval includes the null")
+    if sig is not None:
+        if sig:
             return Verdict(HOLDS) if (est - null) * sign > 0 else Verdict(DIFFERS, "significant, reversed effect")
-        z_obs, z_req = _z(1 - p / 2), _z(1 - c.alpha / 2)
-        return _inconclusive(n, z_req / z_obs if z_obs > 0 else math.inf, unit, est, null, sign, f"p = {p:.2g}")
+        z_obs, z_req = _z(1 - float(p) / 2), _z(1 - c.alpha / 2)
+        return _inconclusive(n, z_req / z_obs if z_obs > 0 else math.inf, unit, est, null, sign,
+                             f"not significant at α = {c.alpha:g} ({test})")
     return Verdict(NOT_MEASURABLE, "no interval and no test (too few units)")
 
 
-def _inconclusive(n, ratio: float, unit: str, est: float, null: float, sign: float, prefix: str = "") -> Verdict:
+def _inconclusive(n, ratio: float, unit: str, est: float, null: float, sign: float, why: str,
+                  floor: int = 0) -> Verdict:
     side = "" if (est - null) * sign > 0 else " (the estimate lies on the other side)"
-    head = (prefix + "; ") if prefix else ""
     if n is None or not math.isfinite(ratio):
-        return Verdict(INCONCLUSIVE, f"{head}the interval includes the null{side}")
-    needed = max(int(n) + 1, math.ceil(int(n) * ratio * ratio - 1e-9))
-    return Verdict(INCONCLUSIVE, f"{head}the interval includes the null{side}; about {needed} {unit} would be "
-                                 f"needed at the observed effect and variance (n = {int(n)})", needed)
+        return Verdict(INCONCLUSIVE, f"{why}{side}", floor or None)
+    needed = max(int(n) + 1, floor, math.ceil(int(n) * ratio * ratio - 1e-9))
+    return Verdict(INCONCLUSIVE, f"{why}{side}; about {needed} {unit} would be needed at the observed effect "
+                                 f"and variance (n = {int(n)})", needed)
 
 
 # ------------------------------------------------------------------------------------------ table rows
@@ -183,17 +203,18 @@ def _plain(x):
 
 
 def claim_row(claim_id: str, model: str = "all", estimate=None, low=None, high=None, n: int | None = None, *,
-              p=None, unit: str = "facts", why_not: str | None = None, detail: str = "") -> dict[str, Any]:
+              p=None, unit: str = "facts", why_not: str | None = None, detail: str = "",
+              interval: str = "bootstrap") -> dict[str, Any]:
     """One JSON-ready row: the claim (id, chapter, text, paper, source, quantity), this run's measurement
     (model, estimate, ci_low, ci_high, n, unit, p), the verdict, its reason and n_needed, and ``this_run``
     (the estimate as text, plus ``detail``)."""
     c = claim(claim_id)
-    v = judge(c, estimate, low, high, n, p=p, why_not=why_not, unit=unit)
+    v = judge(c, estimate, low, high, n, p=p, why_not=why_not, unit=unit, interval=interval)
     text = estimate_text(c, estimate, low, high, n, unit, p)
     return {"claim": c.id, "headline": c.headline, "chapter": c.chapter, "text": c.text, "paper": c.paper,
             "source": c.source, "quantity": c.quantity, "model": model, "estimate": _plain(estimate),
             "ci_low": _plain(low), "ci_high": _plain(high), "n": None if n is None else int(n), "unit": unit,
-            "p": _plain(p), "verdict": v.label, "reason": v.reason, "n_needed": v.n_needed,
+            "p": _plain(p), "interval": interval, "verdict": v.label, "reason": v.reason, "n_needed": v.n_needed,
             "this_run": text + (f"; {detail}" if detail else "")}
 
 

@@ -21,6 +21,10 @@ def test_claims_file_lists_the_nine_headline_claims_with_required_fields():
 def test_judge_four_verdicts():
     c = V.claim("ki_majority")  # greater than 0.5
     assert V.judge(c, 0.8, 0.6, 0.9, 20).label == V.HOLDS
+    # a bootstrap interval of 3 facts is no evidence; a Wilson interval of 3 facts is valid
+    small = V.judge(c, 0.9, 0.7, 1.0, 3)
+    assert small.label == V.INCONCLUSIVE and small.n_needed >= V.MIN_BOOTSTRAP_N and "too few" in small.reason
+    assert V.judge(c, 0.9, 0.7, 1.0, 3, interval="wilson").label == V.HOLDS
     assert V.judge(c, 0.2, 0.1, 0.4, 20).label == V.DIFFERS
     inc = V.judge(c, 0.6, 0.4, 0.8, 20)
     assert inc.label == V.INCONCLUSIVE and inc.n_needed == math.ceil(20 * (0.2 / 0.1) ** 2) == 80
@@ -37,6 +41,14 @@ def test_judge_four_verdicts():
     # untestable claims carry their reason
     u = V.judge("mapping_gap_smaller_kc", 0.1, 0.0, 0.2, 10)
     assert u.label == V.NOT_MEASURABLE and "construction" in u.reason
+
+
+def test_interval_and_test_must_agree():
+    c = V.claim("mapping_own_vs_intersection")  # greater than 0, α = 0.05
+    assert V.judge(c, 0.3, 0.1, 0.5, 10, p=0.01).label == V.HOLDS
+    v = V.judge(c, 0.3, 0.1, 0.5, 10, p=0.2)
+    assert v.label == V.INCONCLUSIVE and "test" in v.reason
+    assert V.judge(c, -0.3, -0.5, -0.1, 10, p=0.01).label == V.DIFFERS
 
 
 def test_judge_with_a_p_value():
