@@ -137,13 +137,19 @@ class Chapter:
         self.numbers.update(numbers)
         report.glue_numbers({k: v for k, v in numbers.items() if v is None or isinstance(v, (int, float, str))})
 
+    def glue_display(self, key: str, obj) -> None:
+        """Glue a displayable object (a table, a figure) under ``key`` for pasting elsewhere in the book."""
+        from myst_nb import glue
+
+        glue(key, obj, display=False)
+
     def finish(self, **results) -> Path:
         """Write the results JSON: glued numbers, ``claims``, ``figures``, ``results`` and the run record."""
         out = dict(self.numbers)
         out.update(results)
         out["claims"] = self.claims
         out["figures"] = dict(self.figures)
-        run = report.run_record(self.models(), parameters=self.params, started=self.started,
+        run = report.run_record(self.lms, parameters=self.params, started=self.started,
                                 profile=self.params.get("profile"))
         run.update(results.pop("_run", {}) if "_run" in results else {})
         path = report.write_results(self.name, out, run)
