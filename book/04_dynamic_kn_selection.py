@@ -40,6 +40,7 @@ site = "post"  # neuron site, as in chapter 1
 synapse_t = 0.2  # knowledge synapses: attention attribution > synapse_t * max
 alphas = [0.0, 2.0]  # attention scaling factors (0: suppress, 2: enhance)
 renormalize = False  # rescale each touched attention row back to its original sum
+mass_matched = True  # also scale an attention-mass-matched control (set "matched")
 # queries per model (seeded sample of the queries with knowledge neurons); 0 means all
 n_queries = 8
 n_boot = 2000  # bootstrap resamples for the confidence intervals
@@ -107,6 +108,18 @@ chosen, kn_sets, metas = S.choose_queries(ch, ch.p)
 syn = S.run_chapter_synapses(lms, chosen, kn_sets, metas, ch.p)
 S.per_model_overview(syn)
 
+# %% [markdown]
+# **Two controls.** The random control draws its entries uniformly among all non-synapse entries of every layer,
+# head and key position; most of those carry almost no attention, so scaling them moves little attention at
+# all, and a gap to the synapses could be just "more attention removed". The **mass-matched** control
+# (`mass_matched = True`, set `matched`, `kqlib.synapses.mass_matched_non_synapses`) pairs every synapse with
+# a non-synapse entry of about the same attention probability (drawn among the 5 closest), so it scales about
+# as much attention mass as the synapses. The table shows the mean number of entries and the attention mass
+# (summed attention probability of the scaled entries at the last position) per set.
+
+# %%
+S.mass_table(syn)
+
 # %%
 syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates()
 
@@ -161,6 +174,9 @@ tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.
 
 # %% [markdown]
 # ## Headline numbers
+#
+# Against the mass-matched control, the synapses' own test row above (`b = matched`) is the one to read: it
+# asks whether *which* attention entries are scaled matters, once *how much* attention is scaled is equal.
 
 # %%
 ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
@@ -178,6 +194,10 @@ ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
 # answers flip. Enhancing them (α = {glue:text}`alpha_enh_text`) gives ΔAct = {glue:text}`act_syn_enh_text`
 # (control {glue:text}`act_ctrl_enh_text`, p = {glue:text}`p_act_enh_text`) and ΔProb =
 # {glue:text}`prob_syn_enh_text` (control {glue:text}`prob_ctrl_enh_text`, p = {glue:text}`p_prob_enh_text`).
+# The knowledge synapses carry an attention mass of {glue:text}`mass_syn_text` on average, the random
+# control {glue:text}`mass_ctrl_text` and the mass-matched control {glue:text}`mass_matched_text`; against
+# the mass-matched control, suppression gives a mean |ΔAct| of {glue:text}`absact_matched_sup_text`
+# (Wilcoxon over facts against the synapses: p = {glue:text}`p_act_matched_sup_text`).
 # The heatmap's query (“{glue:text}`heat_prompt` …”) has ΔAct = {glue:text}`heat_d_act_text` when its
 # synapses are suppressed.
 

@@ -34,6 +34,7 @@ For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN se
 from __future__ import annotations
 
 import math
+import random
 import zlib
 from typing import Iterable, Sequence
 
@@ -47,6 +48,7 @@ from .errors import ParameterError
 from .hooks import capture
 
 SETS = ("synapse", "control")
+MATCHED = "matched"  # the attention-mass-matched control (``run_synapse_experiment(..., matched=True)``)
 
 
 def _prompt_target(q) -> tuple[str, int]:
@@ -83,6 +85,60 @@ def synapse_sets(scores: torch.Tensor, t: float, seed: int) -> dict[str, set]:
     syn = knowledge_synapses(scores, t)
     ctrl = random_non_synapses(scores.shape, syn, len(syn), seed=seed)
     return {"synapse": syn, "control": ctrl}
+
+
+@torch.no_grad()
+def attention_last_row(lm, prompt: str) -> torch.Tensor:
+    """Attention probabilities of the last query position, ``[n_layers, n_heads, T]`` (batch 1)."""
+    from .attention import capture_attention
+
+    ids = lm.encode(prompt)
+    with capture_attention(lm) as probs:
+        lm.model(ids, use_cache=False, logits_to_keep=1)
+    return torch.stack([probs[l][0, :, -1, :].double() for l in range(lm.n_layers)])
+
+
+def mass_matched_non_synapses(row: torch.Tensor, synapses, seed: int = 0, k: int = 5) -> set[tuple[int, int, int]]:
+    """A control set with the synapses' attention MASS: for each synapse (largest attention first), one
+    non-synapse entry drawn uniformly among the ``k`` unused entries whose attention probability is closest to
+    the synapse's. ``row``: ``[L, H, T]`` last-row attention (:func:`attention_last_row`).
+
+    The random control (:func:`kqlib.attention.random_non_synapses`) mostly draws near-zero entries, so
+    scaling it moves little attention; this control moves about as much attention as the synapses do, so a
+    remaining gap is about *which* entries are scaled, not how much attention is removed."""
+    rng = random.Random(seed)
+    syn = sorted({tuple(int(v) for v in e) for e in synapses}, key=lambda e: (-float(row[e]), e))
+    flat = row.reshape(-1)
+    L, H, T = row.shape
+    excluded = {l * H * T + h * T + t for l, h, t in syn}
+    order = torch.argsort(flat).tolist()
+    free = [i for i in order if i not in excluded]
+    free_vals = [float(flat[i]) for i in free]
+    used: set[int] = set()
+    out = set()
+    import bisect
+
+    for e in syn:
+        a = float(row[e])
+        pos = bisect.bisect_left(free_vals, a)
+        lo, hi, cand = pos - 1, pos, []
+        while len(cand) < k and (lo >= 0 or hi < len(free)):
+            d_lo = a - free_vals[lo] if lo >= 0 else math.inf
+            d_hi = free_vals[hi] - a if hi < len(free) else math.inf
+            if d_lo <= d_hi:
+                if free[lo] not in used:
+                    cand.append(free[lo])
+                lo -= 1
+            else:
+                if free[hi] not in used:
+                    cand.append(free[hi])
+                hi += 1
+        if not cand:
+            break
+        pick = rng.choice(cand)
+        used.add(pick)
+        out.add((pick // (H * T), (pick // T) % H, pick % T))
+    return out
 
 
 @torch.no_grad()
@@ -124,8 +180,12 @@ def delta_activation(before: torch.Tensor, after: torch.Tensor) -> tuple[float, 
 def run_synapse_experiment(lm, queries: Sequence, kn_sets: Sequence[Iterable[tuple[int, int]]], *, t: float = 0.2,
                            alphas: Sequence[float] = (0.0, 2.0), steps: int = 20, seed: int = 0,
                            site: str = "post", renormalize: bool = False, meta: Sequence[dict] | None = None,
-                           cache: AttributionCache | str | None = None, use_cache: bool = True) -> pd.DataFrame:
+                           cache: AttributionCache | str | None = None, use_cache: bool = True,
+                           matched: bool = False) -> pd.DataFrame:
     """Scale each query's knowledge synapses (and, as a control, as many random non-synapses) by every α.
+    ``matched``: also scale the attention-mass-matched control (set ``"matched"``,
+    :func:`mass_matched_non_synapses`); every row then carries ``mass``, the summed attention probability of
+    the scaled entries (NaN without ``matched``).
 
     ``queries``: ``(prompt, target_id)`` pairs or objects with ``.prompt`` and ``.target_id``; ``kn_sets[i]``:
     the knowledge neurons {(layer, neuron)} of query i; ``meta[i]``: extra columns for its rows.
@@ -151,9 +211,13 @@ def run_synapse_experiment(lm, queries: Sequence, kn_sets: Sequence[Iterable[tup
         prompt, target = _prompt_target(q)
         scores = synapse_scores(lm, prompt, target, steps=steps, cache=cache, use_cache=use_cache)
         sets = synapse_sets(scores, t, query_seed(seed, prompt, target))
+        row = None
+        if matched:
+            row = attention_last_row(lm, prompt)
+            sets[MATCHED] = mass_matched_non_synapses(row, sets["synapse"], query_seed(seed, prompt, target))
         a0, p0, top0 = kn_forward(lm, prompt, target, kns, site=site)
         act0 = float(a0.abs().sum())
-        for name in SETS:
+        for name in SETS + ((MATCHED,) if matched else ()):
             entries = sets[name]
             for alpha in alphas:
                 note = ""
@@ -178,6 +242,7 @@ def run_synapse_experiment(lm, queries: Sequence, kn_sets: Sequence[Iterable[tup
                     flipped = top0 != top1
                 rows.append({**(meta[n] if meta else {}), "query": n, "set": name, "alpha": alpha,
                              "n_entries": len(entries), "n_kns": len(kns), "act_before": act0,
+                             "mass": float(sum(float(row[e]) for e in entries)) if row is not None else math.nan,
                              "act_after": float(a1.abs().sum()), "d_act": d_act, "act_shift": shift,
                              "p_before": p0, "p_after": p1,
                              "d_prob": (p1 - p0) / p0 if p0 > 0 and entries else math.nan,
@@ -248,7 +313,8 @@ def run_chapter_synapses(lms, chosen, kn_sets, metas, p) -> pd.DataFrame:
         t0 = time.time()
         frames.append(run_synapse_experiment(
             lm, chosen[lm.name], kn_sets[lm.name], t=p.synapse_t, alphas=[float(a) for a in p.alphas],
-            steps=p.steps, seed=p.seed, site=p.site, renormalize=p.renormalize, meta=metas[lm.name]))
+            steps=p.steps, seed=p.seed, site=p.site, renormalize=p.renormalize, meta=metas[lm.name],
+            matched=bool(p.mass_matched)))
         print(f"{lm.name}: {len(chosen[lm.name])} queries in {time.time() - t0:.0f} s")
     syn = pd.concat(frames, ignore_index=True)
     syn["abs_d_act"] = syn.d_act.abs()
@@ -299,6 +365,13 @@ def heatmap(lm, syn: pd.DataFrame, chosen, kn_sets, p):
     return fig, info
 
 
+def mass_table(syn: pd.DataFrame) -> pd.DataFrame:
+    """Mean entries and attention mass scaled per model and set (one row per query counted once)."""
+    part = syn[syn.alpha == syn.alpha.min()]
+    return (part.groupby(["model", "set"]).agg(queries=("query", "size"), entries=("n_entries", "mean"),
+                                               attention_mass=("mass", "mean")).round(3))
+
+
 def distribution_figure(syn: pd.DataFrame, models):
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -306,13 +379,14 @@ def distribution_figure(syn: pd.DataFrame, models):
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.8 * len(models)), squeeze=False)
     for row, model in enumerate(models):
         part = syn[syn.model == model].assign(alpha=lambda d: d.alpha.map(lambda a: f"α = {a:g}"))
+        sets = [s for s in SETS + (MATCHED,) if s in set(part["set"])]
         for ax, col, label in ((axes[row, 0], "d_act", "ΔAct (KN activations)"),
                                (axes[row, 1], "d_prob", "ΔProb (answer)")):
             data = part.dropna(subset=[col])
             if len(data):
-                sns.boxplot(data=data, x="alpha", y=col, hue="set", hue_order=list(SETS), ax=ax,
+                sns.boxplot(data=data, x="alpha", y=col, hue="set", hue_order=sets, ax=ax,
                             showfliers=False, palette="Set2")
-                sns.stripplot(data=data, x="alpha", y=col, hue="set", hue_order=list(SETS), ax=ax,
+                sns.stripplot(data=data, x="alpha", y=col, hue="set", hue_order=sets, ax=ax,
                               dodge=True, size=3, palette="dark:#333", legend=False)
             ax.axhline(0, color="black", lw=0.8)
             ax.set_title(f"{model}: {label}")
@@ -351,7 +425,8 @@ def fact_tests(syn: pd.DataFrame, p) -> pd.DataFrame:
     = mean over facts of |effect|(synapses) − |effect|(control) with a bootstrap CI over facts."""
     from .stats import paired_fact_table
 
-    return pd.concat([paired_fact_table(syn, cluster=["fact_id"], column="set", pairs=[("synapse", "control")],
+    pairs = [("synapse", "control")] + ([("synapse", MATCHED)] if MATCHED in set(syn["set"]) else [])
+    return pd.concat([paired_fact_table(syn, cluster=["fact_id"], column="set", pairs=pairs,
                                         value=v, by=["model", "alpha"], n_boot=p.n_boot, seed=p.seed)
                       .assign(measure=v) for v in ("abs_d_act", "abs_d_prob")], ignore_index=True)
 
@@ -367,7 +442,8 @@ def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Data
     a_enh = max(alphas) if max(alphas) > 1 else None
     lm0 = lms[0].name
     Sm = summary.set_index(["model", "alpha", "set", "measure"])
-    Tt = tests.set_index(["model", "alpha", "measure"])
+    Tt = tests[tests.b == "control"].set_index(["model", "alpha", "measure"])
+    Tm = tests[tests.b == MATCHED].set_index(["model", "alpha", "measure"])
     notes: dict[str, str] = {}
     nums: dict = {"n_models": len(lms), "model0": lm0, "kn_method": p.kn_method, "synapse_t": float(p.synapse_t)}
     part0 = syn[syn.model == lm0]
@@ -418,6 +494,33 @@ def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Data
             r = Tt.loc[key]
             ch.claim(claim_id, lm.name, r["diff"], r.diff_low, r.diff_high, int(r.n), p=finite_or_none(r.p),
                      detail=f"α = {a:g}: mean |{measure[4:]}| synapses {r.mean_a:.3f} vs control {r.mean_b:.3f}")
+        key = (lm.name, a_sup, "abs_d_act")
+        if a_sup is None or key not in Tm.index or Tm.loc[key, "n"] == 0:
+            ch.claim("synapse_act_suppress_mass_matched", lm.name,
+                     why_not="no suppressing α" if a_sup is None else
+                     "the mass-matched control was not run (mass_matched = False)" if not p.mass_matched else
+                     "no paired facts")
+        else:
+            r = Tm.loc[key]
+            mass = syn[(syn.model == lm.name) & (syn.alpha == a_sup)].groupby("set").mass.mean()
+            ch.claim("synapse_act_suppress_mass_matched", lm.name, r["diff"], r.diff_low, r.diff_high, int(r.n),
+                     p=finite_or_none(r.p),
+                     detail=f"α = {a_sup:g}: mean |d_act| synapses {r.mean_a:.3f} vs matched {r.mean_b:.3f}; "
+                            f"attention mass scaled {mass.get('synapse', np.nan):.3f} vs "
+                            f"{mass.get(MATCHED, np.nan):.3f}")
+    for s_, short in (("control", "ctrl"), (MATCHED, "matched")):
+        m = part0[(part0["set"] == s_) & (part0.alpha == (a_sup if a_sup is not None else part0.alpha.min()))].mass
+        nums[f"mass_{short}"] = finite_or_none(m.mean()) if len(m) else None
+    m = part0[(part0["set"] == "synapse") & (part0.alpha == part0.alpha.min())].mass
+    nums["mass_syn"] = finite_or_none(m.mean()) if len(m) else None
+    for k in ("mass_syn", "mass_ctrl", "mass_matched"):
+        nums[k + "_text"] = fmt(nums[k], ".3f", "not run")
+    key = (lm0, a_sup, "abs_d_act")
+    skey = (lm0, a_sup, MATCHED, "abs_d_act")
+    nums["absact_matched_sup"] = finite_or_none(Sm.loc[skey, "mean"]) if skey in Sm.index else None
+    nums["p_act_matched_sup"] = finite_or_none(Tm.loc[key, "p"]) if key in Tm.index else None
+    nums["absact_matched_sup_text"] = fmt(nums["absact_matched_sup"], ".3f", "not run")
+    nums["p_act_matched_sup_text"] = fmt(nums["p_act_matched_sup"], ".1e", "undefined")
     return nums
 
 

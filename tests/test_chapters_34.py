@@ -133,7 +133,10 @@ def test_chapter04_results(book34):
         assert nums[key] is None or nums[key] >= -1.0 - 1e-9
     _check_ci_rows(nums["summary"])
     _check_tests(nums["tests"], {None: nums["n_facts"]})
-    assert {r["set"] for r in nums["summary"]} == {"synapse", "control"}
+    assert {r["set"] for r in nums["summary"]} == {"synapse", "control", "matched"}
+    # the mass-matched control scales about as much attention as the synapses, far more than the random one
+    if nums["mass_syn"] and nums["mass_matched"] is not None:
+        assert nums["mass_matched"] > nums["mass_ctrl"] and nums["mass_matched"] <= nums["mass_syn"] * 1.5
     # the claims compare the size of the effects, the quantity the test compares
     by = {(r["alpha"], r["measure"]): r for r in nums["tests"]}
     assert {m for _, m in by} == {"abs_d_act", "abs_d_prob"}
