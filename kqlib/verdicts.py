@@ -163,7 +163,8 @@ def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = No
 
 def _inconclusive(n, ratio: float, unit: str, est: float, null: float, sign: float, why: str,
                   floor: int = 0) -> Verdict:
-    side = "" if (est - null) * sign > 0 else " (the estimate lies on the other side)"
+    side = ("" if (est - null) * sign > 0 else " (the estimate equals the null)" if est == null
+            else " (the estimate lies on the other side)")
     if n is None or not math.isfinite(ratio):
         return Verdict(INCONCLUSIVE, f"{why}{side}", floor or None)
     needed = max(int(n) + 1, floor, math.ceil(int(n) * ratio * ratio - 1e-9))
