@@ -668,6 +668,31 @@ class CasEdits:
         return pd.DataFrame(out)
 
 
+    def lambda2_sweep(self) -> pd.DataFrame:
+        """Updates with λ2 over ``p.lambda2_grid`` (λ1 fixed), every selection: per (model, selection, λ2) the
+        facts, mean Rel, Gen, Loc, Avg, the median ΔPPL and the share of updates whose perplexity overflowed."""
+        from . import cas_editing as CE
+
+        p = self.p
+        frames = [self.edits[self.edits.task == "update"].assign(lambda2=float(p.lambda2))]
+        for l2 in p.lambda2_grid:
+            if float(l2) == float(p.lambda2):
+                continue
+            kw = dict(_edit_kw(p), lambda2=float(l2))
+            frames.append(pd.concat([CE.run_cas_editing(lm, self.data.datasets[lm.name], tasks=("update",),
+                                                        beta1=p.beta1, beta2=p.beta2,
+                                                        eval_cache=self.eval_caches[lm.name],
+                                                        edit_memo=self.memos[lm.name], **kw)
+                                     for lm in self.lms], ignore_index=True).assign(lambda2=float(l2)))
+        rows = pd.concat(frames, ignore_index=True)
+        rows = rows[rows.lambda2.isin([float(x) for x in p.lambda2_grid])]
+        return (rows.groupby(["model", "selection", "lambda2"])
+                .agg(facts=("fact_id", "nunique"), rel=("rel", "mean"), gen=("gen", "mean"), loc=("loc", "mean"),
+                     avg=("avg", "mean"), dppl_median=("dppl", "median"),
+                     ppl_overflow=("dppl", lambda s: float(s.isna().mean())))
+                .reset_index())
+
+
 def table3(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
     from . import cas_editing as CE
 
