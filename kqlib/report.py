@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
+from .verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
 def book_root(start: str | Path | None = None) -> Path | None:
