@@ -40,6 +40,7 @@ from kqlib.chapter import Chapter
 ch = Chapter("06_scorecard", globals())
 rows = scorecard.collect(report.results_dir())
 ch.glue_display("scorecard_table", scorecard.table(rows))
+print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")
 ch.glue({f"n_{k.split()[0]}": v for k, v in scorecard.counts(rows).items()} | {"n_rows": len(rows)})
 scorecard.table(rows)
 

@@ -5,8 +5,9 @@ Every chapter writes its judged claims (:func:`kqlib.verdicts.claim_row`) into
 ``kqlib/claims.toml``; a claim whose chapter has not been run (or wrote no row for it) gets a row
 "not measurable here: its chapter has not been run", so the scorecard always lists every claim.
 
-The book's last notebook (``book/06_scorecard.py``) calls :func:`collect` and glues :func:`table`; the page
-``book/scorecard.md`` near the front pastes that table (``{glue:any}`` with ``:doc:``).
+The book's last notebook (``book/06_scorecard.py``) calls :func:`collect`, shows :func:`table` and writes it
+with :func:`write_table` beside the executed chapters; the page ``book/scorecard.md`` near the front includes
+that file (``{raw} html`` with ``:file:``), so Sphinx rebuilds the page whenever the table changes.
 """
 
 from __future__ import annotations
@@ -75,3 +76,25 @@ def table(rows: Iterable[Mapping[str, Any]]):
     """The styled scorecard (verdict cells in the book's one colour scheme; links rendered)."""
     df = frame(list(rows))
     return df.style.hide(axis="index").map(V.shade, subset=["verdict"]).format(escape=None)
+
+
+TABLE_FILE = "scorecard_table.html"
+
+
+def write_table(rows: Iterable[Mapping[str, Any]], chapter_dir: str | Path | None = None) -> Path:
+    """Write the scorecard's HTML beside the executed chapters (``<build>/executed/<chapter folder>/``), where
+    ``book/scorecard.md`` reads it with ``{raw} html :file:``. A file (not a cross-document glue) so that
+    Sphinx records the dependency and rebuilds the scorecard page whenever the table changes."""
+    import os
+
+    from .report import book_root, build_dir
+
+    here = Path(chapter_dir or os.getcwd()).resolve()
+    root = book_root(here)
+    rel = here.relative_to(root) if root is not None else Path(".")
+    out = build_dir() / "executed" / rel / TABLE_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(table(list(rows)).to_html())
+    os.replace(tmp, out)
+    return out

@@ -85,7 +85,9 @@ def test_toc_lists_the_scorecard_after_the_intro_and_its_data_notebook_last():
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     notebooks = [f for f in files if (REPO / f"{f}.py").exists()]
     assert notebooks[-1] == "book/06_scorecard"
-    assert ":doc: 06_scorecard.ipynb" in (REPO / "book" / "scorecard.md").read_text()
+    from kqlib.scorecard import TABLE_FILE
+
+    assert f":file: {TABLE_FILE}" in (REPO / "book" / "scorecard.md").read_text()
 
 
 def test_claims_file_is_packaged():

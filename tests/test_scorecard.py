@@ -87,3 +87,7 @@ def test_scorecard_notebook_equals_the_results(tmp_path):
     html = next(v for k, v in glued[0]["data"].items() if k.endswith("text/html"))
     for r in got:
         assert r["text"] in html and r["verdict"] in html
+    # the file the front page includes is the same table
+    page = (root / "_build" / "executed" / "book" / S.TABLE_FILE).read_text()
+    assert all(r["this_run"] in page and r["text"] in page for r in got)
+    assert page.count("<tr") == len(got) + 1
