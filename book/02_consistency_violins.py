@@ -144,7 +144,7 @@ ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
 # Over {glue:text}`n_facts` facts of {glue:text}`n_models` model(s) and {glue:text}`n_relations` relations,
 # {glue:text}`share_below_static_text` of the (fact, method) scores lie below $\theta = 0.3$ (median
 # $\mathrm{CS}_2$ {glue:text}`median_cs:.2f`). Inconsistent under all methods at the static threshold:
-# {glue:text}`ki_static_all_smallest_text` of the facts of the smallest model ({glue:text}`smallest_model`)
+# {glue:text}`ki_static_all_smallest_text` of the facts of the smallest model by MLP neurons ({glue:text}`smallest_model`)
 # and {glue:text}`ki_static_all_largest_text` of the largest ({glue:text}`largest_model`). Over the
 # $t \times \theta$ grid, the ∩ share ranges over {glue:text}`grid_range_text` (a spread of
 # {glue:text}`grid_spread_text`), against a 95 % interval of width {glue:text}`headline_ci_width_text` for the
