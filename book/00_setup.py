@@ -20,23 +20,15 @@
 # simple facts, the raw material of knowledge-neuron experiments.
 
 # %% tags=["parameters"]
+# defaults = the smoke profile; `kq run 00 --profile cpu` passes the cpu profile's models
 models = ["smollm2-135m"]
 profile = "smoke"
 
 # %%
-import time
-
-started = time.time()
-
-import matplotlib.pyplot as plt
-import seaborn as sns
-
-import kqlib
+from kqlib.chapter import Chapter
 from kqlib import report
 
-report.quiet()  # no progress bars or tqdm warnings in the rendered page
-
-sns.set_theme(style="whitegrid", context="notebook")
+ch = Chapter("00_setup", globals())
 
 # %% [markdown]
 # ## The models
@@ -45,50 +37,32 @@ sns.set_theme(style="whitegrid", context="notebook")
 # the first load converts them to fp32 and caches the result. Hugging Face ids (`gpt2`,
 # `meta-llama/Meta-Llama-3-8B`) load from the hub or its local cache. The *neurons* studied in this
 # book are the intermediate activations of each layer's MLP, the inputs of its output projection.
+#
+# The table gives two sizes. *Parameters* counts every weight, including the token embedding, which
+# dominates small models with a large vocabulary (Gemma3-270M's 262k tokens). *MLP neurons* (neurons per
+# layer × layers) counts the units this book localizes knowledge in; when a chapter compares "the smaller
+# and the larger model", it orders them by MLP neurons and shows the parameter count beside it.
 
 # %%
-lms = [kqlib.load(name) for name in models]
-report.model_table(lms)
+lms = ch.models()
+ch.model_table()
 
 # %% [markdown]
 # ## Do they know the facts?
 #
 # A fact is a prompt and its answer. A model *knows* it here when the answer's first token is likely as
 # the next token, $p(y_1 \mid x) = \operatorname{softmax}(W_U h_L(x))_{y_1}$, where $h_L(x)$ is the last
-# position's residual stream after the final layer and $W_U$ the unembedding.
+# position's residual stream after the final layer and $W_U$ the unembedding. The five facts below are
+# written by hand (`kqlib.report.SETUP_FACTS`); the later chapters use ParaRel instead.
 
 # %%
-FACTS = [
-    ("The capital of France is", "Paris"),
-    ("Paris is the capital of", "France"),
-    ("The capital of Japan is", "Tokyo"),
-    ("The native language of Jean Rouaud is", "French"),
-    ("The Eiffel Tower is located in the city of", "Paris"),
-]
-probs = report.fact_probabilities(lms, FACTS)
-kqlib.data_export.write_table("00_setup", "fact_probabilities", probs, description="p(answer) and rank of the hand-written facts per model")
+probs = report.fact_probabilities(lms, report.SETUP_FACTS)
+ch.export("fact_probabilities", probs, figure="00_fact_probabilities", description="p(answer) and rank of the hand-written facts per model")
 probs.style.format({"p(answer)": "{:.3f}"}).hide(axis="index")
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3.2))
-sns.barplot(data=probs, y="prompt", x="p(answer)", hue="model", ax=ax)
-ax.set_xlim(0, 1)
-ax.set_xlabel("next-token probability of the answer's first token")
-ax.set_ylabel("")
-ax.set_title("Hand-written facts")
-fig.tight_layout()
-plt.show()
-
-# %%
-france = probs[probs.prompt == "The capital of France is"]
-numbers = {
-    "n_models": len(lms),
-    "p_paris": float(france["p(answer)"].iloc[0]),
-    "mean_p_answer": float(probs["p(answer)"].mean()),
-    "top1_accuracy": float((probs["rank"] == 1).mean()),
-    "n_facts": len(FACTS),
-}
-report.glue_numbers(numbers)
+ch.save(report.fact_probability_figure(probs), "00_fact_probabilities", "facts")
+ch.glue(report.setup_numbers(probs, len(lms)))
 
 # %% [markdown]
 # With {glue:text}`n_models` model(s), the first model gives *Paris* a probability of
@@ -96,8 +70,10 @@ report.glue_numbers(numbers)
 # models, the answer is the top-1 next token in {glue:text}`top1_accuracy:.0%` of the cases, with a mean
 # probability of {glue:text}`mean_p_answer:.2f`: small models know some facts, confidently, and miss
 # others, which is why later chapters keep only facts the model gets right.
+#
+# Every chapter ends by writing its numbers, with a record of the run (models and their fingerprints,
+# profile, parameters, versions, timing), to `_build/results/<chapter>.json`; the scorecard page collects
+# the claims from those files.
 
 # %%
-run = report.run_record(lms, parameters={"models": models, "profile": profile}, started=started)
-path = report.write_results("00_setup", numbers, run)
-print(f"results written to {path.name}; wall time {run['wall_time_s']:.1f} s")
+ch.finish()

@@ -25,50 +25,43 @@
 # `post`, or the pre-activation that the authors' code hooks, `pre`). The definitions are those of
 # chapter 1: $\mathcal N_q = \{(l,i): \mathrm{Attr}_q(l,i) > t\max\mathrm{Attr}_q\}$,
 # $\mathrm{CS}_2 = \frac{1}{|\mathcal U|}\sum_{n\in\mathcal U} c(n)/k$ and $K_I \iff \mathrm{CS} < \theta$.
+#
+# Every figure and table below is drawn from a tidy frame that the chapter also writes as CSV: the links under
+# each figure download it (with a one-line schema), so any plot can be redrawn with pandas and seaborn alone.
 
 # %% tags=["parameters"]
+# Defaults = the smoke profile (kqlib/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
+# profile's values.
 models = ["smollm2-135m"]
-# relations: [] = every ParaRel relation with at least 2 usable patterns
-relations = []
-# facts the model answers per relation; 0 = all
-n_facts_per_relation = 20
-steps = 20
+# relations: [] means every ParaRel relation with at least 2 usable patterns
+relations = ["P36", "P103"]
+# facts the model answers per relation; 0 means all
+n_facts_per_relation = 1
+steps = 4
 methods = ["ig", "sig", "amig"]
 t_threshold = 0.2  # per-query KN threshold of the violins
 cs_kind = "cs2"
 static_threshold = 0.3
 site = "post"
-t_grid = [0.1, 0.2, 0.3, 0.4, 0.5]  # per-query thresholds of the sensitivity table
-theta_grid = [0.1, 0.2, 0.3, 0.4, 0.5]  # consistency thresholds of the sensitivity table
+t_grid = [0.1, 0.2, 0.3, 0.5]  # per-query thresholds of the sensitivity table
+theta_grid = [0.1, 0.2, 0.3, 0.5]  # consistency thresholds of the sensitivity table
 # the other neuron site; needs new attributions
 compare_site = "pre"
 site_methods = ["ig"]  # methods attributed again at compare_site
-# relations of the site comparison; [] = all of relations
-site_relations = []
-# facts per model for the site comparison; 0 = all
-n_site_facts = 0
+# relations of the site comparison; [] means all of relations
+site_relations = ["P103"]
+# facts per model for the site comparison; 0 means all
+n_site_facts = 1
+n_boot = 2000  # bootstrap resamples for the confidence intervals
 seed = 0
 profile = "smoke"
 
 # %%
-import random
-import time
-
-started = time.time()
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import seaborn as sns
-
-import kqlib
+from kqlib import chapter as K
 from kqlib import consistency as C
-from kqlib import figures, report
-from kqlib.localization import localize
-from kqlib.pararel import build_dataset
+from kqlib import report
 
-report.quiet()
-sns.set_theme(style="whitegrid", context="notebook")
+ch = K.Chapter("02_consistency_violins", globals())
 
 # %% [markdown]
 # ## Data and knowledge neurons
@@ -77,28 +70,12 @@ sns.set_theme(style="whitegrid", context="notebook")
 # on-disk cache when chapter 1 ran before).
 
 # %%
-lms = [kqlib.load(name) for name in models]
-datasets, locs = {}, {}
-for lm in lms:
-    t0 = time.time()
-    ds = build_dataset(lm, relations or None, n_facts_per_relation or None, seed=seed, progress=False)
-    datasets[lm.name] = ds
-    locs[lm.name] = localize(lm, ds.queries, methods, steps=steps, site=site, t=t_threshold, progress=False)
-    print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries in {time.time() - t0:.0f} s")
-report.model_table(lms)[["layers", "neurons per layer", "parameters (M)"]]
-
-
-# %%
-def cs_table(loc_by_model):
-    kn = pd.concat([l.neurons for l in loc_by_model.values()], ignore_index=True)
-    q = pd.concat([l.queries for l in loc_by_model.values()], ignore_index=True)
-    return C.consistency_table(kn, queries=q).dropna(subset=[cs_kind]).reset_index(drop=True)
-
-
-cs = cs_table(locs)
-kqlib.data_export.write_table("02_consistency_violins", "consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
-shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, seed=seed)
-kqlib.data_export.write_table("02_consistency_violins", "ki_shares", shares, description="K_I share per model, method and threshold (the size comparison)")
+lms = ch.models()
+data = ch.localize()
+cs = data.consistency(cs_kind)
+shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot, seed=seed)
+ch.export("consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
+ch.export("ki_shares", shares, description="K_I share per model, method and threshold")
 cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 
 # %% [markdown]
@@ -109,40 +86,26 @@ cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 # $\mathrm{CS}_2 \ge 1/k$, so relations with two paraphrases sit at 0.5 or above by construction.
 
 # %%
-rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
-fig, axes = plt.subplots(1, len(lms), figsize=(max(5.0, 1.2 * len(rel_order)) * len(lms), 4.2), sharey=True,
-                         squeeze=False)
-for ax, lm in zip(axes[0], lms):
-    part = cs[cs.model == lm.name]
-    figures.violins_with_threshold(ax, part, x="relation", y=cs_kind, threshold=static_threshold, order=rel_order,
-                                   hue="method")
-    ax.set_title(f"{lm.name}: {part.fact_id.nunique()} facts")
-    ax.set_ylabel(cs_kind.upper())
-fig.tight_layout()
-violin_path = figures.save(fig, "02_violins")
-plt.show()
+ch.save(C.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "violins")
 
 # %%
-k_floor = (cs.groupby(["model", "relation"])
-           .agg(facts=("fact_id", "nunique"), queries_per_fact=("n_queries", "mean"), mean_cs=(cs_kind, "mean"),
-                below_theta=(cs_kind, lambda v: float((v < static_threshold).mean()))))
-k_floor["CS2 floor 1/k"] = 1 / k_floor["queries_per_fact"]
-k_floor.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "below_theta": "{:.0%}",
-                      "CS2 floor 1/k": "{:.3f}"})
+C.floor_table(cs, cs_kind, static_threshold).style.format(
+    {"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "below_theta": "{:.0%}", "CS2 floor 1/k": "{:.3f}"})
 
 # %% [markdown]
 # ## Smaller model, fewer inconsistent facts?
 #
 # The $K_I$ share per model (static $\theta$ and Otsu), per method and for ∩ (inconsistent under all
-# methods), with 95 % bootstrap intervals; models ordered by size.
+# methods), with 95 % intervals over facts (Wilson for the static θ; for Otsu a bootstrap that re-estimates θ).
+# Models are ordered by their number of **MLP neurons** (neurons per layer × layers, the units whose
+# consistency is measured), with the total and the non-embedding parameter counts beside it: the two orders
+# can disagree (Gemma3-270M has more parameters than SmolLM2-135M, all in its 262k-token embedding, but fewer
+# MLP neurons: 36,864 against 46,080).
 
 # %%
-size = {lm.name: sum(p.numel() for p in lm.model.parameters()) / 1e6 for lm in lms}
-by_model = shares.assign(**{"params (M)": shares.model.map(size).round(1)}).sort_values(
-    ["params (M)", "threshold_kind", "method"])
-(by_model[["model", "params (M)", "threshold_kind", "method", "n_facts", "share_ki", "ci_low", "ci_high"]]
- .style.format({"share_ki": "{:.0%}", "ci_low": "{:.0%}", "ci_high": "{:.0%}", "params (M)": "{:.1f}"}, na_rep="–")
- .hide(axis="index"))
+K.size_table(shares, ch.sizes()).style.format(
+    {"share_ki": "{:.0%}", "ci_low": "{:.0%}", "ci_high": "{:.0%}", "params (M)": "{:.1f}",
+     "non-emb. params (M)": "{:.1f}", "MLP neurons": "{:,}"}, na_rep="–").hide(axis="index")
 
 # %% [markdown]
 # ## Sensitivity to $t$ and $\theta$
@@ -153,30 +116,12 @@ by_model = shares.assign(**{"params (M)": shares.model.map(size).round(1)}).sort
 # (monotone by construction).
 
 # %%
-grid_rows = []
-for t in t_grid:
-    loc_t = {lm.name: localize(lm, datasets[lm.name].queries, methods, steps=steps, site=site, t=float(t),
-                               progress=False) for lm in lms}
-    s_t = C.ki_share_table(cs_table(loc_t), kind=cs_kind, static=list(theta_grid), otsu=False, n_boot=1, seed=seed)
-    for r in s_t.itertuples():
-        grid_rows.append(dict(model=r.model, method=r.method, t=float(t), theta=float(r.threshold),
-                              share_ki=r.share_ki, n_facts=r.n_facts))
-grid = pd.DataFrame(grid_rows)
-kqlib.data_export.write_table("02_consistency_violins", "grid", grid, figure="02_t_theta_grid", description="K_I share per (model, method, t, θ)")
-
-fig, axes = plt.subplots(1, len(lms), figsize=(4.6 * len(lms), 3.8), squeeze=False)
-for ax, lm in zip(axes[0], lms):
-    tab = grid[(grid.model == lm.name) & (grid.method == C.INTERSECTION_METHOD)].pivot(
-        index="t", columns="theta", values="share_ki")
-    figures.heat_table(ax, tab, xlabel="consistency threshold θ", ylabel="per-query KN threshold t",
-                       title=f"{lm.name}: K_I share (∩ of {', '.join(methods)})")
-fig.tight_layout()
-grid_path = figures.save(fig, "02_t_theta_grid")
-plt.show()
+grid = K.threshold_grid(data, ch.p)
+ch.export("grid", grid, figure="02_t_theta_grid", description="K_I share per (model, method, t, θ)")
+ch.save(K.grid_figure(grid, models, methods), "02_t_theta_grid", "grid")
 
 # %%
-(grid.pivot_table(index=["model", "method", "t"], columns="theta", values="share_ki")
- .style.format("{:.0%}", na_rep="–"))
+grid.pivot_table(index=["model", "method", "t"], columns="theta", values="share_ki").style.format("{:.0%}", na_rep="–")
 
 # %% [markdown]
 # ## Which neurons? `post` vs `pre`
@@ -188,107 +133,30 @@ plt.show()
 # (`site_methods`). For every query we also report how much the two KN sets overlap (Jaccard index).
 
 # %%
-site_rows, overlap_rows = [], []
-for lm in lms:
-    ds = datasets[lm.name]
-    entries = [e for e in ds.facts if not site_relations or e.fact.relation in site_relations]
-    entries = sorted(entries, key=lambda e: (e.fact.relation, e.fact.fact_id))
-    if n_site_facts and len(entries) > n_site_facts:
-        entries = random.Random(seed).sample(entries, n_site_facts)
-    qs = [q for e in entries for q in e.queries]
-    if not qs:
-        continue
-    by_site = {}
-    for s in (site, compare_site):
-        by_site[s] = localize(lm, qs, site_methods, steps=steps, site=s, t=t_threshold, progress=False)
-        c = C.consistency_table(by_site[s].neurons, queries=by_site[s].queries).dropna(subset=[cs_kind])
-        site_rows.append(c.assign(site=s))
-    for m in site_methods:
-        a, b = by_site[site].sets(m, model=lm.name), by_site[compare_site].sets(m, model=lm.name)
-        for key in a:
-            overlap_rows.append(dict(model=lm.name, method=m, fact_id=key[0], pattern_index=key[1],
-                                     jaccard=C.jaccard(a[key], b[key]), n_post=len(a[key]), n_pre=len(b[key])))
-site_cs = pd.concat(site_rows, ignore_index=True) if site_rows else pd.DataFrame(
-    columns=["model", "method", "fact_id", cs_kind, "site"])
-overlap = pd.DataFrame(overlap_rows, columns=["model", "method", "fact_id", "pattern_index", "jaccard", "n_post",
-                                              "n_pre"])
-kqlib.data_export.write_table("02_consistency_violins", "site_consistency", site_cs, figure="02_site_scatter", description="consistency per fact at the two neuron sites")
-kqlib.data_export.write_table("02_consistency_violins", "site_overlap", overlap, description="Jaccard index of each query's KN sets at the two sites")
-site_summary = (site_cs.groupby(["model", "method", "site"])
-                .agg(facts=("fact_id", "nunique"), mean_cs=(cs_kind, "mean"),
-                     ki_static=(cs_kind, lambda v: C.share_inconsistent(v, static_threshold)),
-                     mean_kns=("mean_set_size", "mean"))
-                .reset_index())
+site_cs, overlap, site_summary = K.site_comparison(data, ch.p)
+ch.export("site_consistency", site_cs, figure="02_site_scatter", description="consistency per fact at the two neuron sites")
+ch.export("site_overlap", overlap, description="Jaccard index of each query's KN sets at the two sites")
 site_summary.style.format({"mean_cs": "{:.3f}", "ki_static": "{:.0%}", "mean_kns": "{:.1f}"}).hide(axis="index")
 
 # %%
 if len(site_cs):
-    paired = site_cs.pivot_table(index=["model", "method", "fact_id"], columns="site", values=cs_kind).reset_index()
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
-    sns.scatterplot(data=paired, x=site, y=compare_site, hue="method", ax=ax, s=40)
-    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.axhline(static_threshold, color="#c0392b", linestyle="--", linewidth=1)
-    ax.axvline(static_threshold, color="#c0392b", linestyle="--", linewidth=1)
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel(f"{cs_kind.upper()} at site {site!r}")
-    ax.set_ylabel(f"{cs_kind.upper()} at site {compare_site!r}")
-    ax.set_title(f"same facts, two neuron sites (n = {len(paired)})")
-    fig.tight_layout()
-    site_path = figures.save(fig, "02_site_scatter")
-    plt.show()
-else:
-    site_path = None
-    print("No facts selected for the site comparison (check site_relations / n_site_facts).")
+    ch.save(K.site_figure(site_cs, ch.p), "02_site_scatter", "site")
 
 # %% [markdown]
 # ## Headline numbers
 
 # %%
-finite_or_none = report.finite_or_none
-
-
-def fmt(x, spec=".0%", missing="not measurable"):
-    return missing if x is None else format(x, spec)
-
-
-inter = shares[shares.method == C.INTERSECTION_METHOD].set_index(["model", "threshold_kind"])["share_ki"]
-small, large = min(size, key=size.get), max(size, key=size.get)
-g_inter = grid[grid.method == C.INTERSECTION_METHOD]
-at = g_inter.set_index(["model", "t", "theta"])["share_ki"]
-post_ki = site_summary[site_summary.site == site]["ki_static"]
-pre_ki = site_summary[site_summary.site == compare_site]["ki_static"]
-numbers = {
-    "n_models": len(lms),
-    "n_facts": int(cs.drop_duplicates(["model", "fact_id"]).shape[0]),
-    "n_relations": int(cs.relation.nunique()),
-    "share_below_static": float((cs[cs_kind] < static_threshold).mean()),
-    "median_cs": float(cs[cs_kind].median()),
-    "smallest_model": small,
-    "largest_model": large,
-    "ki_static_all_smallest": finite_or_none(inter[(small, "static")]),
-    "ki_static_all_largest": finite_or_none(inter[(large, "static")]),
-    "grid_min": float(g_inter.share_ki.min()),
-    "grid_max": float(g_inter.share_ki.max()),
-    "site_facts": int(site_cs[site_cs.site == site].drop_duplicates(["model", "fact_id"]).shape[0]),
-    "site_mean_jaccard": finite_or_none(overlap.jaccard.mean()) if len(overlap) else None,
-    "site_ki_post": finite_or_none(post_ki.mean()) if len(post_ki) else None,
-    "site_ki_pre": finite_or_none(pre_ki.mean()) if len(pre_ki) else None,
-}
-for key in ("ki_static_all_smallest", "ki_static_all_largest", "site_ki_post", "site_ki_pre", "site_mean_jaccard"):
-    numbers[key + "_text"] = fmt(numbers[key], ".2f" if key == "site_mean_jaccard" else ".0%")
-numbers["share_below_static_text"] = f"{numbers['share_below_static']:.0%}"
-numbers["grid_range_text"] = f"{numbers['grid_min']:.0%}–{numbers['grid_max']:.0%}"
-report.glue_numbers({k: v for k, v in numbers.items() if v is None or isinstance(v, (int, float, str))})
+ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
 
 # %% [markdown]
 # Over {glue:text}`n_facts` facts of {glue:text}`n_models` model(s) and {glue:text}`n_relations` relations,
 # {glue:text}`share_below_static_text` of the (fact, method) scores lie below $\theta = 0.3$ (median
 # $\mathrm{CS}_2$ {glue:text}`median_cs:.2f`). Inconsistent under all methods at the static threshold:
-# {glue:text}`ki_static_all_smallest_text` of the facts of the smallest model ({glue:text}`smallest_model`)
+# {glue:text}`ki_static_all_smallest_text` of the facts of the smallest model by MLP neurons ({glue:text}`smallest_model`)
 # and {glue:text}`ki_static_all_largest_text` of the largest ({glue:text}`largest_model`). Over the
-# $t \times \theta$ grid, the ∩ share ranges over {glue:text}`grid_range_text`: the threshold choices move
-# the headline number far more than any sampling error. At the `pre` site ({glue:text}`site_facts` facts) the
+# $t \times \theta$ grid, the ∩ share ranges over {glue:text}`grid_range_text` (a spread of
+# {glue:text}`grid_spread_text`), against a 95 % interval of width {glue:text}`headline_ci_width_text` for the
+# smallest model's static ∩ share: the threshold choices {glue:text}`grid_vs_ci_text` its sampling error. At the `pre` site ({glue:text}`site_facts` facts) the
 # static $K_I$ share is {glue:text}`site_ki_pre_text` against {glue:text}`site_ki_post_text` at `post`, and the
 # KN sets of the same query at the two sites overlap with a mean Jaccard index of
 # {glue:text}`site_mean_jaccard_text`.
@@ -297,36 +165,13 @@ report.glue_numbers({k: v for k, v in numbers.items() if v is None or isinstance
 # ## Paper vs this run
 #
 # Items 2 and 4 of the paper's headline results (items 1, 3 and 5 are checked in chapter 1), and two choices
-# the paper leaves open. Verdicts: **holds**, **differs**, or **not measurable here** (with the reason).
+# the paper leaves open, generated from `kqlib/claims.toml` by the book's one verdict rule
+# (`kqlib.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
+# of the model with the fewest and the most MLP neurons, with a bootstrap interval over each model's facts;
+# with one model it is not measurable.
 
 # %%
-def verdict(ok, why_not=""):
-    if ok is None:
-        return f"not measurable here{': ' + why_not if why_not else ''}"
-    return "holds" if ok else "differs"
-
-
-order_ok = None
-if len(lms) >= 2 and None not in (numbers["ki_static_all_smallest"], numbers["ki_static_all_largest"]):
-    order_ok = numbers["ki_static_all_smallest"] < numbers["ki_static_all_largest"]
-rows = [
-    dict(claim="4. Most facts have CS2 below 0.3 (violins)", paper="most of the mass below 0.3 (GPT-2, LLaMA2-7b, "
-         "LLaMA3-8b)", **{"this run": f"{numbers['share_below_static_text']} below 0.3"},
-         verdict=verdict(numbers["share_below_static"] > 0.5) + " (different, much smaller models)"),
-    dict(claim="2. The smaller model has the lower K_I share", paper="GPT-2 lower than the LLaMAs",
-         **{"this run": (f"{small}: {numbers['ki_static_all_smallest_text']}, {large}: "
-                         f"{numbers['ki_static_all_largest_text']} (∩, static)" if small != large else
-                         f"{small}: {numbers['ki_static_all_smallest_text']} (∩, static)")},
-         verdict=verdict(order_ok, "needs two models (profile cpu or paper)")),
-    dict(claim="(extra) θ = 0.3 is 'an example'", paper="static 0.3 and Otsu reported; no sensitivity analysis",
-         **{"this run": f"∩ K_I share over t, θ ∈ [0.1, 0.5]: {numbers['grid_range_text']}"},
-         verdict="not measurable here: no paper number to compare; the range shows how much the choice matters"),
-    dict(claim="(extra) Neuron site", paper="authors' code hooks the pre-activation (gate_proj / c_fc)",
-         **{"this run": f"K_I (static, {', '.join(site_methods)}): post {numbers['site_ki_post_text']}, pre "
-                        f"{numbers['site_ki_pre_text']}; KN-set Jaccard {numbers['site_mean_jaccard_text']}"},
-         verdict="not measurable here: the paper reports one site only"),
-]
-report.paper_vs_run_table(rows)
+ch.paper_vs_run()
 
 # %% [markdown]
 # ## Summary
@@ -348,21 +193,6 @@ report.paper_vs_run_table(rows)
 #    remain above 0.3?
 
 # %%
-records = report.records
-
-
-results = dict(numbers)
-results["ki_shares"] = records(shares.assign(method=shares.method.astype(str)))
-results["grid"] = records(grid)
-results["site_summary"] = records(site_summary)
-results["per_relation"] = records(k_floor.reset_index())
-results["figures"] = {"violins": violin_path.name, "grid": grid_path.name,
-                      **({"site": site_path.name} if site_path else {})}
-run = report.run_record(lms, parameters={
-    "models": models, "relations": relations, "n_facts_per_relation": n_facts_per_relation, "steps": steps,
-    "methods": methods, "t_threshold": t_threshold, "cs_kind": cs_kind, "static_threshold": static_threshold,
-    "site": site, "t_grid": t_grid, "theta_grid": theta_grid, "compare_site": compare_site,
-    "site_methods": site_methods, "site_relations": site_relations, "n_site_facts": n_site_facts, "seed": seed,
-    "profile": profile}, started=started)
-path = report.write_results("02_consistency_violins", results, run)
-print(f"results written to {path.name}; wall time {run['wall_time_s']:.1f} s")
+ch.finish(ki_shares=report.records(shares.assign(method=shares.method.astype(str))), grid=report.records(grid),
+          site_summary=report.records(site_summary),
+          per_relation=report.records(C.floor_table(cs, cs_kind, static_threshold).reset_index()))

@@ -24,12 +24,14 @@
 # module contributes to the selection of KNs for answering a query".
 
 # %% tags=["parameters"]
+# Defaults = the smoke profile (kqlib/profiles.toml, chapter "04"); `kq run 04 --profile cpu` passes the cpu
+# profile's values (40 queries per model).
 models = ["smollm2-135m"]
-# relations: [] = every ParaRel relation with at least 2 usable patterns
-relations = []
-# facts the model answers per relation; 0 = all
-n_facts_per_relation = 20
-steps = 20  # Riemann steps of both attributions (neurons, as in chapter 1, and attention)
+# relations: [] means every ParaRel relation with at least 2 usable patterns
+relations = ["P36", "P103"]
+# facts the model answers per relation; 0 means all
+n_facts_per_relation = 1
+steps = 4  # Riemann steps of both attributions (neurons, as in chapter 1, and attention)
 kn_method = "ig"  # localization method of the query's knowledge neurons
 t_threshold = 0.2  # per-query KN threshold: score > t * max score (chapter 1)
 cs_kind = "cs2"  # consistency score of the K_C / K_I labels (chapter 1)
@@ -38,37 +40,22 @@ site = "post"  # neuron site, as in chapter 1
 synapse_t = 0.2  # knowledge synapses: attention attribution > synapse_t * max
 alphas = [0.0, 2.0]  # attention scaling factors (0: suppress, 2: enhance)
 renormalize = False  # rescale each touched attention row back to its original sum
-# queries per model (seeded sample of the queries with knowledge neurons); 0 = all
-n_queries = 40
+mass_matched = True  # also scale an attention-mass-matched control (set "matched")
+# queries per model (seeded sample of the queries with knowledge neurons); 0 means all
+n_queries = 8
 n_boot = 2000  # bootstrap resamples for the confidence intervals
 seed = 0
 profile = "smoke"
 
 # %%
-import random
-import time
-
-started = time.time()
-
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import seaborn as sns
 
-import kqlib
-from kqlib import consistency as C
-from kqlib import figures, report, stats, synapses
-from kqlib.localization import localize
-from kqlib.pararel import build_dataset
+from kqlib import chapter as K
+from kqlib import report
+from kqlib import synapses as S
 
-report.quiet()
-sns.set_theme(style="whitegrid", context="notebook")
-pd.set_option("display.max_colwidth", 80)
-
-alphas = [float(a) for a in alphas]
+ch = K.Chapter("04_dynamic_kn_selection", globals())
 assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scaling factors"
-a_sup = min(alphas) if min(alphas) < 1 else None  # the suppressing factor reported in the headline
-a_enh = max(alphas) if max(alphas) > 1 else None  # the enhancing factor
 
 # %% [markdown]
 # ## Definitions
@@ -108,29 +95,8 @@ a_enh = max(alphas) if max(alphas) > 1 else None  # the enhancing factor
 # classes only label the queries here.
 
 # %%
-lms = [kqlib.load(name) for name in models]
-report.model_table(lms)
-
-# %%
-chosen, kn_sets, metas = {}, {}, {}
-for lm in lms:
-    t0 = time.time()
-    ds = build_dataset(lm, relations or None, n_facts_per_relation or None, seed=seed, progress=False)
-    loc = localize(lm, ds.queries, [kn_method], steps=steps, site=site, t=t_threshold, progress=False)
-    cs = C.consistency_table(loc.neurons, queries=loc.queries).dropna(subset=[cs_kind])
-    ki = dict(zip(cs.fact_id, C.classify(cs[cs_kind], static_threshold)))
-    sets = loc.sets(kn_method, model=lm.name)
-    pool = [q for q in ds.queries if sets.get((q.fact_id, q.pattern_index))]
-    if n_queries and len(pool) > n_queries:
-        pool = sorted(random.Random(f"{seed}-{lm.name}").sample(pool, n_queries),
-                      key=lambda q: (q.fact_id, q.pattern_index))
-    chosen[lm.name] = pool
-    kn_sets[lm.name] = [sets[(q.fact_id, q.pattern_index)] for q in pool]
-    metas[lm.name] = [dict(model=lm.name, relation=q.relation, fact_id=q.fact_id, pattern_index=q.pattern_index,
-                           prompt=q.prompt,
-                           group=("K_I" if ki[q.fact_id] else "K_C") if q.fact_id in ki else None)
-                      for q in pool]
-    print(f"{lm.name}: {len(pool)} of {len(ds.queries)} queries chosen ({time.time() - t0:.0f} s)")
+lms = ch.models()
+chosen, kn_sets, metas = S.choose_queries(ch, ch.p)
 
 # %% [markdown]
 # ## Scaling the synapses
@@ -139,22 +105,21 @@ for lm in lms:
 # forward pass per (set, α); one row per (query, set, α).
 
 # %%
-frames = []
-for lm in lms:
-    t0 = time.time()
-    frames.append(synapses.run_synapse_experiment(
-        lm, chosen[lm.name], kn_sets[lm.name], t=synapse_t, alphas=alphas, steps=steps, seed=seed, site=site,
-        renormalize=renormalize, meta=metas[lm.name]))
-    print(f"{lm.name}: {len(chosen[lm.name])} queries in {time.time() - t0:.0f} s")
-syn = pd.concat(frames, ignore_index=True)
-syn["abs_d_act"] = syn.d_act.abs()
-syn["abs_d_prob"] = syn.d_prob.abs()
-UNIT = ["model", "fact_id", "pattern_index"]
-kqlib.data_export.write_table("04_dynamic_kn_selection", "synapses", syn, figure="04_fig5_distributions", description="one row per (query, scaled set, α): ΔAct and ΔProb")
-(syn[syn["set"] == "synapse"].drop_duplicates(UNIT)
- .groupby("model").agg(queries=("query", "size"), synapses_per_query=("n_entries", "mean"),
-                       kns_per_query=("n_kns", "mean"), mean_p_answer=("p_before", "mean"))
- .round(2))
+syn = S.run_chapter_synapses(lms, chosen, kn_sets, metas, ch.p)
+ch.export("synapses", syn, figure="04_fig5_distributions", description="one row per (query, scaled set, α): ΔAct and ΔProb")
+S.per_model_overview(syn)
+
+# %% [markdown]
+# **Two controls.** The random control draws its entries uniformly among all non-synapse entries of every layer,
+# head and key position; most of those carry almost no attention, so scaling them moves little attention at
+# all, and a gap to the synapses could be just "more attention removed". The **mass-matched** control
+# (`mass_matched = True`, set `matched`, `kqlib.synapses.mass_matched_non_synapses`) pairs every synapse with
+# a non-synapse entry of about the same attention probability (drawn among the 5 closest), so it scales about
+# as much attention mass as the synapses. The table shows the mean number of entries and the attention mass
+# (summed attention probability of the scaled entries at the last position) per set.
+
+# %%
+S.mass_table(syn)
 
 # %%
 syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates()
@@ -168,41 +133,10 @@ syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates
 # intervention, after scaling its synapses by α, and after scaling as many random non-synapses by α.
 
 # %%
-lm0 = lms[0]
-heat_alpha = min(alphas)
-cand = syn[(syn.model == lm0.name) & (syn["set"] == "synapse") & (syn.alpha == heat_alpha)].dropna(subset=["d_act"])
-heat_info = None
-if len(cand):
-    pick = cand.sort_values(["d_act", "fact_id", "pattern_index"]).iloc[0]
-    q = chosen[lm0.name][int(pick.query)]
-    kns = kn_sets[lm0.name][int(pick.query)]
-    states = synapses.activation_states(lm0, q.prompt, q.target_id, kns, t=synapse_t, alpha=heat_alpha,
-                                        steps=steps, seed=seed, site=site, renormalize=renormalize)
-    kqlib.data_export.write_table("04_dynamic_kn_selection", "heatmap_states", states, figure="04_fig5_heatmap", description="activations of the heatmap query's knowledge neurons before/after scaling")
-    before = states[states.state == "before"].set_index("label").activation
-    keep = before.abs().sort_values(ascending=False).index[:40]
-    order = states[states.label.isin(keep)].drop_duplicates("label").sort_values(["layer", "neuron"]).label
-    mat = states.pivot(index="state", columns="label", values="activation").loc[
-        ["before", "synapses", "control"], list(order)]
-    mat.index = ["before", f"synapses × {heat_alpha:g}", f"control × {heat_alpha:g}"]
-    lim = float(np.abs(mat.to_numpy()).max()) or 1.0
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * mat.shape[1] + 2), 3))
-    sns.heatmap(mat, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, ax=ax,
-                cbar_kws={"label": "activation at the last position"})
-    ax.set_xlabel("knowledge neuron (layer.index)")
-    ax.set_ylabel("")
-    ax.set_title(f"{lm0.name}: “{q.prompt} …” → {q.obj}", fontsize=10)
-    heat_path = figures.save(fig, "04_fig5_heatmap")
-    plt.show()
-    p_states = states.drop_duplicates("state").set_index("state").p_answer
-    heat_info = dict(prompt=q.prompt, answer=q.obj, n_kns=len(kns), d_act=float(pick.d_act),
-                     n_synapses=int(pick.n_entries), p_before=float(p_states["before"]),
-                     p_synapses=float(p_states["synapses"]), p_control=float(p_states["control"]))
-    display_info = pd.Series(heat_info)
-else:
-    heat_path = None
-    display_info = pd.Series({"note": "no query with a defined ΔAct"})
-display_info
+fig, heat_info = S.heatmap(lms[0], syn, chosen, kn_sets, ch.p)
+if fig is not None:
+    ch.save(fig, "04_fig5_heatmap", "heatmap")
+pd.Series(heat_info or {"note": "no query with a defined ΔAct"})
 
 # %% [markdown]
 # ## Figure 5 (right): synapses vs controls over all queries
@@ -211,173 +145,75 @@ display_info
 # panels per model.
 
 # %%
-fig, axes = plt.subplots(len(lms), 2, figsize=(11, 3.8 * len(lms)), squeeze=False)
-for row, lm in enumerate(lms):
-    part = syn[syn.model == lm.name].assign(alpha=lambda d: d.alpha.map(lambda a: f"α = {a:g}"))
-    for ax, col, label in ((axes[row, 0], "d_act", "ΔAct (KN activations)"),
-                           (axes[row, 1], "d_prob", "ΔProb (answer)")):
-        data = part.dropna(subset=[col])
-        if len(data):
-            sns.boxplot(data=data, x="alpha", y=col, hue="set", hue_order=list(synapses.SETS), ax=ax,
-                        showfliers=False, palette="Set2")
-            sns.stripplot(data=data, x="alpha", y=col, hue="set", hue_order=list(synapses.SETS), ax=ax,
-                          dodge=True, size=3, palette="dark:#333", legend=False)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"{lm.name}: {label}")
-        ax.set_xlabel("")
-        ax.set_ylabel(label)
-        if col == "d_prob" and len(data) and data[col].max() > 5:
-            ax.set_yscale("symlog", linthresh=1)
-fig.tight_layout()
-dist_path = figures.save(fig, "04_fig5_distributions")
-plt.show()
+ch.save(S.distribution_figure(syn, models), "04_fig5_distributions", "distributions")
 
 # %% [markdown]
-# Means with 95 % percentile-bootstrap CIs over queries, and the share of queries whose top-1 answer flips
-# (α < 1: away from the answer; α > 1: to the answer).
+# Means over queries of the signed measures and of their sizes ($|\Delta\mathrm{Act}|$, $|\Delta\mathrm{Prob}|$, the
+# quantities the test below compares), with 95 % **cluster-bootstrap** intervals that resample whole facts
+# (a fact's queries share its subject and answer, so they are not independent), and the share of queries
+# whose top-1 answer flips (α < 1: away from the answer; α > 1: to the answer).
 
 # %%
-summary = pd.concat([
-    stats.mean_ci_table(syn, ["model", "alpha", "set"], value, n_boot=n_boot, seed=seed).assign(measure=value)
-    for value in ("d_act", "d_prob", "act_shift")], ignore_index=True)
-flips = syn.groupby(["model", "alpha", "set"])["flipped"].mean().rename("flip_rate").reset_index()
-summary = summary.merge(flips, how="left", on=["model", "alpha", "set"])
-kqlib.data_export.write_table("04_dynamic_kn_selection", "summary", summary, figure="04_fig5_distributions", description="mean ΔAct/ΔProb/act_shift with 95 % bootstrap CI and flip rate")
-(summary.assign(cell=summary.apply(lambda r: "–" if not np.isfinite(r["mean"]) else
-                                   f"{r['mean']:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]", axis=1))
- .pivot_table(index=["model", "alpha", "set"], columns="measure", values="cell", aggfunc="first"))
+summary = S.summary_table(syn, ch.p)
+ch.export("summary", summary, figure="04_fig5_distributions", description="mean ΔAct/ΔProb with 95 % CIs over facts and flip rate")
+S.summary_view(summary)
 
 # %% [markdown]
 # ## Paired test: synapses vs control
 #
-# Per query, Wilcoxon's signed-rank test (two-sided, `kqlib.stats.paired_table`) of the **size** of the
-# effect, $|\Delta\mathrm{Act}|$ and $|\Delta\mathrm{Prob}|$, for the synapses against the control, per model
-# and α. A missing p-value comes with its reason.
+# Wilcoxon's signed-rank test (two-sided, `kqlib.stats.paired_fact_table`) of the **size** of the effect,
+# $|\Delta\mathrm{Act}|$ and $|\Delta\mathrm{Prob}|$, for the synapses against the control, per model and α,
+# with the **fact as the unit**: each fact's queries are averaged first (`n` = paired facts). `diff` is the mean
+# over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$ with its bootstrap interval
+# over facts: the same quantity the test compares and the claims below are judged on (a signed mean could
+# cancel a large effect of either sign). A missing p-value comes with its reason.
 
 # %%
-tests = pd.concat([
-    stats.paired_table(syn, unit=UNIT, column="set", pairs=[("synapse", "control")], value=value,
-                       by=["model", "alpha"]).assign(measure=value)
-    for value in ("abs_d_act", "abs_d_prob")], ignore_index=True)
-kqlib.data_export.write_table("04_dynamic_kn_selection", "tests", tests, description="Wilcoxon signed-rank tests: synapses vs control")
+tests = S.fact_tests(syn, ch.p)
+ch.export("tests", tests, description="Wilcoxon signed-rank tests over facts: synapses vs control")
 tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
-                    "p": "{:.2e}"}, na_rep="").hide(axis="index")
+                    "p": "{:.2e}", "diff": "{:+.3f}", "diff_low": "{:+.3f}", "diff_high": "{:+.3f}"},
+                   na_rep="").hide(axis="index")
 
 # %% [markdown]
 # ## Headline numbers
+#
+# Against the mass-matched control, the synapses' own test row above (`b = matched`) is the one to read: it
+# asks whether *which* attention entries are scaled matters, once *how much* attention is scaled is equal.
 
 # %%
-finite_or_none = report.finite_or_none
-
-
-def fmt(x, spec=".2f", missing="not measurable"):
-    return missing if x is None else format(x, spec)
-
-
-Sm = summary.set_index(["model", "alpha", "set", "measure"])
-Tt = tests.set_index(["model", "alpha", "measure"])
-notes = {}
-numbers = {"n_models": len(lms), "model0": lm0.name, "kn_method": kn_method, "synapse_t": float(synapse_t)}
-part0 = syn[syn.model == lm0.name]
-numbers["n_queries"] = int(part0[UNIT].drop_duplicates().shape[0])
-numbers["n_facts"] = int(part0.fact_id.nunique())
-numbers["synapses_per_query"] = finite_or_none(part0[part0["set"] == "synapse"].drop_duplicates(UNIT).n_entries.mean())
-numbers["kns_per_query"] = finite_or_none(part0.drop_duplicates(UNIT).n_kns.mean())
-for tag, a in (("sup", a_sup), ("enh", a_enh)):
-    numbers[f"alpha_{tag}"] = a
-    for measure, short in (("d_act", "act"), ("d_prob", "prob")):
-        for s, sshort in (("synapse", "syn"), ("control", "ctrl")):
-            key = f"{short}_{sshort}_{tag}"
-            if a is None or (lm0.name, a, s, measure) not in Sm.index:
-                numbers[key], numbers[f"{key}_ci"] = None, [None, None]
-                notes[key] = f"no α {'< 1' if tag == 'sup' else '> 1'} in alphas" if a is None else "no rows"
-                continue
-            r = Sm.loc[(lm0.name, a, s, measure)]
-            numbers[key] = finite_or_none(r["mean"])
-            numbers[f"{key}_ci"] = [finite_or_none(r.ci_low), finite_or_none(r.ci_high)]
-            if numbers[key] is None:
-                notes[key] = "no query with a defined value"
-        pkey = f"p_{short}_{tag}"
-        tkey = (lm0.name, a, f"abs_{measure}")
-        numbers[pkey] = finite_or_none(Tt.loc[tkey, "p"]) if a is not None and tkey in Tt.index else None
-        if numbers[pkey] is None:
-            notes[pkey] = (Tt.loc[tkey, "note"] if a is not None and tkey in Tt.index else "no such α")
-    flip = syn[(syn.model == lm0.name) & (syn.alpha == a) & (syn["set"] == "synapse")].flipped if a is not None else []
-    numbers[f"flip_syn_{tag}"] = finite_or_none(np.mean(flip)) if len(flip) else None
-numbers["heat_prompt"] = heat_info["prompt"] if heat_info else None
-numbers["heat_d_act"] = heat_info["d_act"] if heat_info else None
-for k in [k for k, v in list(numbers.items()) if k.startswith(("act_", "prob_", "p_", "flip_", "heat_d_act"))
-          and not k.endswith("_ci")]:
-    spec = ".1e" if k.startswith("p_") else (".0%" if k.startswith("flip_") else "+.3f")
-    numbers[f"{k}_text"] = fmt(numbers[k], spec)
-numbers["alpha_sup_text"] = fmt(a_sup, "g", "none")
-numbers["alpha_enh_text"] = fmt(a_enh, "g", "none")
-report.glue_numbers({k: v for k, v in numbers.items() if v is None or isinstance(v, (int, float, str))})
+ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
 
 # %% [markdown]
 # For {glue:text}`model0` ({glue:text}`n_queries` queries of {glue:text}`n_facts` facts, on average
 # {glue:text}`synapses_per_query:.1f` knowledge synapses and {glue:text}`kns_per_query:.1f` knowledge neurons
 # per query), scaling the knowledge synapses by α = {glue:text}`alpha_sup_text` changes the knowledge
 # neurons' activation by ΔAct = {glue:text}`act_syn_sup_text` on average, against
-# {glue:text}`act_ctrl_sup_text` for as many random non-synapses (Wilcoxon on |ΔAct|: p =
-# {glue:text}`p_act_sup_text`), and the answer probability by ΔProb = {glue:text}`prob_syn_sup_text` against
-# {glue:text}`prob_ctrl_sup_text` (p = {glue:text}`p_prob_sup_text`); {glue:text}`flip_syn_sup_text` of the
+# {glue:text}`act_ctrl_sup_text` for as many random non-synapses; in size, mean |ΔAct| is
+# {glue:text}`absact_syn_sup_text` against {glue:text}`absact_ctrl_sup_text` (Wilcoxon on |ΔAct| over facts:
+# p = {glue:text}`p_act_sup_text`). The answer probability changes by ΔProb = {glue:text}`prob_syn_sup_text`
+# against {glue:text}`prob_ctrl_sup_text` (mean |ΔProb| {glue:text}`absprob_syn_sup_text` against
+# {glue:text}`absprob_ctrl_sup_text`, p = {glue:text}`p_prob_sup_text`); {glue:text}`flip_syn_sup_text` of the
 # answers flip. Enhancing them (α = {glue:text}`alpha_enh_text`) gives ΔAct = {glue:text}`act_syn_enh_text`
 # (control {glue:text}`act_ctrl_enh_text`, p = {glue:text}`p_act_enh_text`) and ΔProb =
 # {glue:text}`prob_syn_enh_text` (control {glue:text}`prob_ctrl_enh_text`, p = {glue:text}`p_prob_enh_text`).
+# The knowledge synapses carry an attention mass of {glue:text}`mass_syn_text` on average, the random
+# control {glue:text}`mass_ctrl_text` and the mass-matched control {glue:text}`mass_matched_text`; against
+# the mass-matched control, suppression gives a mean |ΔAct| of {glue:text}`absact_matched_sup_text`
+# (Wilcoxon over facts against the synapses: p = {glue:text}`p_act_matched_sup_text`).
 # The heatmap's query (“{glue:text}`heat_prompt` …”) has ΔAct = {glue:text}`heat_d_act_text` when its
 # synapses are suppressed.
 
 # %% [markdown]
 # ## Paper vs this run
+#
+# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.verdicts.judge`, see chapter 1).
+# Each claim is judged on the mean over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$
+# with its 95 % bootstrap interval over facts, and the Wilcoxon test over facts must agree: the mean that is
+# compared is the mean of the quantity that is tested.
 
 # %%
-def verdict(ok, why_not=""):
-    if ok is None:
-        return f"not measurable here{': ' + why_not if why_not else ''}"
-    return "reproduced" if ok else "not reproduced"
-
-
-def bigger(a, b, p):
-    """Synapse effect a larger in size than control effect b; None when either is missing."""
-    if a is None or b is None:
-        return None
-    return bool(abs(a) > abs(b))
-
-
-def sig(p):
-    return "" if p is None or p < 0.05 else " (not significant at 0.05)"
-
-
-rows = [
-    dict(claim="Suppressing knowledge synapses lowers the query's KN activations more than the control",
-         paper="KN activations change significantly more than for irrelevant synapses; heatmap: KNs fade",
-         **{"this run": f"α = {numbers['alpha_sup_text']}: ΔAct {numbers['act_syn_sup_text']} vs control "
-                        f"{numbers['act_ctrl_sup_text']} (p = {numbers['p_act_sup_text']})"},
-         verdict=verdict(None if numbers["act_syn_sup"] is None else
-                         bool(numbers["act_syn_sup"] < 0 and bigger(numbers["act_syn_sup"], numbers["act_ctrl_sup"], 0)),
-                         "no suppressing α") + sig(numbers["p_act_sup"])),
-    dict(claim="Suppressing knowledge synapses lowers p(answer) more than the control",
-         paper="answer probability changes significantly more than for irrelevant synapses",
-         **{"this run": f"ΔProb {numbers['prob_syn_sup_text']} vs control {numbers['prob_ctrl_sup_text']}"
-                        f" (p = {numbers['p_prob_sup_text']})"},
-         verdict=verdict(None if numbers["prob_syn_sup"] is None else
-                         bool(numbers["prob_syn_sup"] < 0 and bigger(numbers["prob_syn_sup"], numbers["prob_ctrl_sup"], 0)),
-                         "no suppressing α") + sig(numbers["p_prob_sup"])),
-    dict(claim="Enhancing knowledge synapses changes KN activations more than the control",
-         paper="enhancement: larger change than for irrelevant synapses",
-         **{"this run": f"α = {numbers['alpha_enh_text']}: ΔAct {numbers['act_syn_enh_text']} vs control "
-                        f"{numbers['act_ctrl_enh_text']} (p = {numbers['p_act_enh_text']})"},
-         verdict=verdict(bigger(numbers["act_syn_enh"], numbers["act_ctrl_enh"], 0), "no enhancing α")
-         + sig(numbers["p_act_enh"])),
-    dict(claim="Enhancing knowledge synapses changes p(answer) more than the control",
-         paper="enhancement: larger change than for irrelevant synapses",
-         **{"this run": f"ΔProb {numbers['prob_syn_enh_text']} vs control {numbers['prob_ctrl_enh_text']}"
-                        f" (p = {numbers['p_prob_enh_text']})"},
-         verdict=verdict(bigger(numbers["prob_syn_enh"], numbers["prob_ctrl_enh"], 0), "no enhancing α")
-         + sig(numbers["p_prob_enh"])),
-]
-report.paper_vs_run_table(rows)
+ch.paper_vs_run()
 
 # %% [markdown]
 # ## Summary
@@ -405,21 +241,5 @@ report.paper_vs_run_table(rows)
 #    neurons interact differently for consistent facts?
 
 # %%
-records = report.records
-
-
-results = dict(numbers)
-results["notes"] = notes
-results["heat_query"] = heat_info
-results["summary"] = records(summary)
-results["tests"] = records(tests)
-results["by_group"] = records(stats.mean_ci_table(syn, ["model", "alpha", "set", "group"], "d_act", n_boot=n_boot,
-                                                  seed=seed))
-results["figures"] = {"distributions": dist_path.name, **({"heatmap": heat_path.name} if heat_path else {})}
-run = report.run_record(lms, parameters={
-    "models": models, "relations": relations, "n_facts_per_relation": n_facts_per_relation, "steps": steps,
-    "kn_method": kn_method, "t_threshold": t_threshold, "cs_kind": cs_kind, "static_threshold": static_threshold,
-    "site": site, "synapse_t": synapse_t, "alphas": alphas, "renormalize": renormalize, "n_queries": n_queries,
-    "n_boot": n_boot, "seed": seed, "profile": profile}, started=started)
-path = report.write_results("04_dynamic_kn_selection", results, run)
-print(f"results written to {path.name}; wall time {run['wall_time_s']:.1f} s")
+ch.finish(heat_query=heat_info, summary=report.records(summary), tests=report.records(tests),
+          by_group=report.records(S.mean_ci_cluster_by_group(syn, ch.p)))

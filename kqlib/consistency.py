@@ -149,6 +149,21 @@ def classify(cs_values, threshold: float) -> np.ndarray:
     return arr < float(threshold)
 
 
+K_NONE = "K_none"  # a fact none of whose queries has a knowledge neuron: neither consistent nor inconsistent
+
+
+def class_labels(cs_values, threshold: float, union_size=None) -> np.ndarray:
+    """``"K_I"`` (CS < θ), ``"K_C"`` (CS ≥ θ) or ``"K_none"`` per fact. ``union_size`` (the size of the union
+    of the fact's KN sets, :func:`consistency_table`): a fact whose union is empty has no knowledge neuron on
+    any query; its CS is 0 by convention, but it is not evidence of inconsistency, so it gets its own class."""
+    ki = classify(cs_values, threshold)
+    out = np.where(ki, "K_I", "K_C").astype(object)
+    if union_size is not None:
+        none = np.asarray(union_size, dtype=np.float64).reshape(-1) == 0
+        out[none] = K_NONE
+    return out
+
+
 def share_inconsistent(cs_values, threshold: float) -> float:
     """Fraction of facts with CS < threshold (share of K_I); NaN for no facts."""
     ki = classify(cs_values, threshold)
@@ -313,33 +328,72 @@ def ki_share_table(cs_df: pd.DataFrame, kind: str = "cs2", static: float | Seque
 
     ``cs_df`` from :func:`consistency_table`; facts with NaN CS are dropped. θ: each value of ``static`` and, if
     ``otsu``, Otsu's threshold of that model × method's CS values. Columns: model, method, kind,
-    threshold_kind, threshold, n_facts, n_ki, share_ki, ci_low, ci_high (percentile bootstrap), mean_cs_kc,
+    threshold_kind, threshold, n_facts, n_ki, n_none, share_ki, ci_low, ci_high, ci_method, mean_cs_kc,
     mean_cs_ki, welch_t, welch_p, note. Row method "∩" per model and threshold: share of facts inconsistent
     under ALL methods (each with its own θ), over the facts present for every method (no Welch test).
+
+    The unit is the fact. Facts without any knowledge neuron (``union_size`` 0, when the column is there) are
+    class ``K_none``: counted in ``n_none``, excluded from n_facts, the share and Otsu's histogram. CIs: the
+    Wilson interval for a static θ (it does not collapse at 0/n or n/n); for Otsu's θ a percentile bootstrap
+    over facts that re-estimates θ in every resample (θ is itself estimated from the same facts).
     """
     if kind not in CS_KINDS:
         raise ParameterError(f"unknown consistency kind {kind!r}; choose one of {', '.join(CS_KINDS)}")
     _require(cs_df, ["model", "method", "fact_id", kind], "the consistency table")
     if static is None and not otsu:
         raise ParameterError("choose at least one threshold: static=<value(s)> and/or otsu=True")
+    from .stats import wilson_ci
+
     df = cs_df.dropna(subset=[kind])
     fact_cols = ["fact_id"] + (["relation"] if "relation" in df.columns else [])
+    has_union = "union_size" in df.columns
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - level) / 2.0
+
+    def otsu_boot(value_sets: list[np.ndarray]) -> tuple[float, float]:
+        """Percentile CI of the share K_I under ALL of the given methods' Otsu θ, θ re-estimated from each
+        resample of the facts (the same facts resampled for every method)."""
+        n = value_sets[0].size
+        if n == 0:
+            return (math.nan, math.nan)
+        idx = rng.integers(0, n, size=(int(n_boot), n))
+        shares = np.empty(int(n_boot))
+        for b in range(int(n_boot)):
+            flags = np.ones(n, dtype=bool)
+            for values in value_sets:
+                v = values[idx[b]]
+                flags &= v < otsu_threshold(v, bins)
+            shares[b] = flags.mean()
+        lo, hi = np.quantile(shares, [alpha, 1.0 - alpha])
+        return (float(lo), float(hi))
+
     rows = []
     for model, mdf in df.groupby("model", sort=True):
         methods = sorted(mdf["method"].unique())
         flags: dict[tuple[str, float, str], pd.Series] = {}  # (threshold_kind, static value, method) -> K_I
+        vals: dict[str, pd.Series] = {}
         spec_order: list[tuple[str, float]] = []
+        n_none_by_method = {}
         for method in methods:
             g = mdf[mdf["method"] == method]
+            none = (g["union_size"].to_numpy(np.float64) == 0) if has_union else np.zeros(len(g), dtype=bool)
+            n_none_by_method[method] = int(none.sum())
+            g = g[~none]
             values = g[kind].to_numpy(np.float64)
+            index = pd.MultiIndex.from_frame(g[fact_cols]) if len(fact_cols) > 1 else pd.Index(g["fact_id"])
+            vals[method] = pd.Series(values, index=index)
             for i, (tkind, theta) in enumerate(_threshold_specs(values, static, otsu, bins)):
                 ki = classify(values, theta)
                 welch = welch_t(values[~ki], values[ki])
-                lo, hi = bootstrap_ci(ki, n_boot=n_boot, level=level, seed=seed)
+                if tkind == "static":
+                    lo, hi = wilson_ci(int(ki.sum()), int(values.size), level)
+                else:
+                    lo, hi = otsu_boot([values])
                 rows.append(dict(
                     model=model, method=method, kind=kind, threshold_kind=tkind, threshold=theta,
-                    n_facts=int(values.size), n_ki=int(ki.sum()), share_ki=float(ki.mean()),
-                    ci_low=lo, ci_high=hi,
+                    n_facts=int(values.size), n_ki=int(ki.sum()), n_none=n_none_by_method[method],
+                    share_ki=float(ki.mean()) if values.size else math.nan,
+                    ci_low=lo, ci_high=hi, ci_method="Wilson" if tkind == "static" else "bootstrap, θ re-estimated",
                     mean_cs_kc=float(values[~ki].mean()) if (~ki).any() else math.nan,
                     mean_cs_ki=float(values[ki].mean()) if ki.any() else math.nan,
                     welch_t=welch.t, welch_p=welch.p, note=welch.note,
@@ -347,26 +401,29 @@ def ki_share_table(cs_df: pd.DataFrame, kind: str = "cs2", static: float | Seque
                 spec = (tkind, theta if tkind == "static" else math.nan, i)
                 if method == methods[0]:
                     spec_order.append(spec)
-                index = pd.MultiIndex.from_frame(g[fact_cols]) if len(fact_cols) > 1 else pd.Index(g["fact_id"])
                 flags[(spec[0], spec[2], method)] = pd.Series(ki, index=index)
         for tkind, theta, i in spec_order:
             series = [flags[(tkind, i, m)] for m in methods]
             common = series[0].index
-            for s in series[1:]:
-                common = common.intersection(s.index)
+            for s_ in series[1:]:
+                common = common.intersection(s_.index)
             all_ki = np.ones(len(common), dtype=bool)
-            for s in series:
-                all_ki &= s.loc[common].to_numpy(bool)
-            lo, hi = bootstrap_ci(all_ki, n_boot=n_boot, level=level, seed=seed)
+            for s_ in series:
+                all_ki &= s_.loc[common].to_numpy(bool)
+            if tkind == "static":
+                lo, hi = wilson_ci(int(all_ki.sum()), int(len(common)), level)
+            else:
+                lo, hi = otsu_boot([vals[m].loc[common].to_numpy(np.float64) for m in methods])
             rows.append(dict(
                 model=model, method=INTERSECTION_METHOD, kind=kind, threshold_kind=tkind, threshold=theta,
-                n_facts=int(len(common)), n_ki=int(all_ki.sum()),
+                n_facts=int(len(common)), n_ki=int(all_ki.sum()), n_none=max(n_none_by_method.values()),
                 share_ki=float(all_ki.mean()) if len(common) else math.nan, ci_low=lo, ci_high=hi,
+                ci_method="Wilson" if tkind == "static" else "bootstrap, θ re-estimated",
                 mean_cs_kc=math.nan, mean_cs_ki=math.nan, welch_t=math.nan, welch_p=math.nan,
                 note=f"inconsistent under all of {methods}" + ("" if tkind == "static" else " (per-method Otsu θ)"),
             ))
-    cols = ["model", "method", "kind", "threshold_kind", "threshold", "n_facts", "n_ki", "share_ki", "ci_low",
-            "ci_high", "mean_cs_kc", "mean_cs_ki", "welch_t", "welch_p", "note"]
+    cols = ["model", "method", "kind", "threshold_kind", "threshold", "n_facts", "n_ki", "n_none", "share_ki",
+            "ci_low", "ci_high", "ci_method", "mean_cs_kc", "mean_cs_ki", "welch_t", "welch_p", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -434,3 +491,128 @@ def cas_neurons(cas, threshold: float = 0.3, method: str = "static", bins: int =
     else:
         raise ParameterError(f"method must be 'static' or 'otsu', got {method!r}")
     return {(int(l), int(i)) for l, i in torch.nonzero(mask, as_tuple=False).tolist()}
+
+
+# ------------------------------------------------------------------------- chapter tables (Table 1)
+
+
+def ordered_shares(shares: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """:func:`ki_share_table` rows sorted by model, threshold kind and method (the methods' order, ∩ last)."""
+    out = shares.copy()
+    out["method"] = pd.Categorical(out["method"], list(methods) + [INTERSECTION_METHOD], ordered=True)
+    return out.sort_values(["model", "threshold_kind", "method"]).reset_index(drop=True)
+
+
+def table1(shares: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: "share [95 % CI] (n=…)" per (model, threshold kind) × method (facts are the unit)."""
+    def cell(r):
+        if not np.isfinite(r.share_ki):
+            return "–"
+        none = f", {r.n_none} K_none" if getattr(r, "n_none", 0) else ""
+        return f"{r.share_ki:.0%} [{r.ci_low:.0%}, {r.ci_high:.0%}] (n={r.n_facts}{none})"
+
+    tab = (shares.assign(cell=shares.apply(cell, axis=1))
+           .pivot_table(index=["model", "threshold_kind"], columns="method", values="cell", aggfunc="first",
+                        observed=True))
+    tab.columns.name = "K_I share by method"
+    return tab
+
+
+def theta_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """θ (static and Otsu) per model × method."""
+    tab = (shares[shares.method != INTERSECTION_METHOD]
+           .pivot_table(index=["model", "method"], columns="threshold_kind", values="threshold", observed=True))
+    tab.columns = [f"θ ({c})" for c in tab.columns]
+    return tab.round(3)
+
+
+def welch_table(shares: pd.DataFrame):
+    """The Welch tests of :func:`ki_share_table`, styled (p empty with the reason when undefined)."""
+    cols = ["model", "method", "threshold_kind", "threshold", "n_facts", "n_ki", "mean_cs_kc", "mean_cs_ki",
+            "welch_t", "welch_p", "note"]
+    w = shares[shares.method != INTERSECTION_METHOD][cols].reset_index(drop=True)
+    return w.style.format({"threshold": "{:.3f}", "mean_cs_kc": "{:.3f}", "mean_cs_ki": "{:.3f}",
+                           "welch_t": "{:.2f}", "welch_p": "{:.2e}"}, na_rep="").hide(axis="index")
+
+
+def thetas(shares: pd.DataFrame) -> pd.Series:
+    """θ indexed by (model, method, threshold_kind)."""
+    return shares.set_index(["model", "method", "threshold_kind"])["threshold"]
+
+
+def per_relation_table(cs: pd.DataFrame, shares: pd.DataFrame, kind: str = "cs2") -> pd.DataFrame:
+    """K_I share of each relation's facts at the static and at Otsu's θ (the θ of the whole model × method)."""
+    theta = thetas(shares)
+    rows = []
+    for (model, method, rel), g in cs.groupby(["model", "method", "relation"]):
+        row = dict(model=model, method=method, relation=rel, facts=len(g), queries_per_fact=g.n_queries.mean(),
+                   mean_cs=g[kind].mean())
+        for tk in ("static", "otsu"):
+            row[f"K_I ({tk})"] = share_inconsistent(g[kind], theta[(model, method, tk)])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def welch_claim(shares: pd.DataFrame, model: str) -> dict:
+    """The Welch claim's measurement for one model: the largest defined p over methods × thresholds, the
+    smallest mean-CS difference K_C − K_I as the effect, the fewest facts as n; ``why_not`` when no test is
+    defined."""
+    part = shares[(shares.model == model) & (shares.method != INTERSECTION_METHOD)]
+    ok = part[np.isfinite(part.welch_p.astype(float))]
+    if not len(ok):
+        return dict(why_not="Welch's test is undefined for every group (a class has fewer than 2 facts)")
+    worst = ok.loc[ok.welch_p.astype(float).idxmax()]
+    return dict(estimate=float((ok.mean_cs_kc - ok.mean_cs_ki).min()), p=float(worst.welch_p),
+                n=int(ok.n_facts.min()), detail=f"{len(ok)} of {len(part)} tests defined")
+
+
+# ---------------------------------------------------------------------- chapter 02 (distributions)
+
+
+def violin_figure(cs: pd.DataFrame, models: Sequence[str], kind: str = "cs2", threshold: float = 0.3):
+    """CS per relation (methods pooled, one dot per fact and method), one panel per model, line at θ."""
+    import matplotlib.pyplot as plt
+
+    from .figures import violins_with_threshold
+
+    rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5.0, 1.2 * len(rel_order)) * len(models), 4.2),
+                             sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        part = cs[cs.model == model]
+        violins_with_threshold(ax, part, x="relation", y=kind, threshold=threshold, order=rel_order, hue="method")
+        ax.set_title(f"{model}: {part.fact_id.nunique()} facts")
+        ax.set_ylabel(kind.upper())
+    fig.tight_layout()
+    return fig
+
+
+def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> pd.DataFrame:
+    """Per model × relation: facts, queries per fact, mean CS, share below θ and the CS2 floor 1/k."""
+    tab = (cs.groupby(["model", "relation"])
+           .agg(facts=("fact_id", "nunique"), queries_per_fact=("n_queries", "mean"), mean_cs=(kind, "mean"),
+                below_theta=(kind, lambda v: float((v < threshold).mean()))))
+    tab["CS2 floor 1/k"] = 1 / tab["queries_per_fact"]
+    return tab
+
+
+def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:
+    """Per fact of ``model``: K_I under every method at the static ``threshold`` (the ∩ column of
+    :func:`ki_share_table`: facts present for every method, K_none facts left out)."""
+    part = cs[cs.model == model]
+    if "union_size" in part.columns:
+        part = part[part.union_size > 0]
+    wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
+    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
+
+
+def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
+                          seed: int = 0) -> dict:
+    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
+    from .stats import cluster_bootstrap_ci
+
+    part = cs[cs.model == model]
+    below = (part[kind] < threshold).astype(float).to_numpy()
+    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
+    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
+                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")

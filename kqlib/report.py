@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
+from .verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
 def book_root(start: str | Path | None = None) -> Path | None:
@@ -59,23 +60,50 @@ def quiet() -> None:
 # --------------------------------------------------------------------------------------------- tables
 
 
+def model_size(lm) -> dict[str, Any]:
+    """Sizes of a loaded model: total parameters, non-embedding parameters (total minus the input embedding
+    and an untied output embedding), and MLP neurons = neurons per layer × layers (the units this book
+    localizes). "The smaller model" is ordered by MLP neurons: Gemma3-270M has more parameters than
+    SmolLM2-135M (its 262k-token embedding) but fewer MLP neurons (18 × 2048 = 36,864 vs 30 × 1536 = 46,080)."""
+    params = list(lm.model.parameters())
+    total = sum(p.numel() for p in params)
+    emb = 0
+    seen = set()
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        mod = getattr(lm.model, get, lambda: None)()
+        w = getattr(mod, "weight", None)
+        if w is not None and id(w) not in seen:
+            seen.add(id(w))
+            emb += w.numel()
+    return {"parameters": int(total), "non_embedding_parameters": int(total - emb),
+            "mlp_neurons": int(lm.n_layers * lm.n_neurons)}
+
+
+def order_by_size(sizes: Mapping[str, Mapping[str, Any]], key: str = "mlp_neurons") -> list[str]:
+    """Model names from the smallest to the largest by ``key`` of :func:`model_size` (name breaks ties)."""
+    return sorted(sizes, key=lambda m: (sizes[m][key], m))
+
+
 def model_table(lms: Sequence) -> "Any":
-    """One row per loaded :class:`~kqlib.models.LM`: family, layers, neurons, fingerprint, load time."""
+    """One row per loaded :class:`~kqlib.models.LM`: family, layers, neurons, MLP neurons, parameters (total and
+    non-embedding), fingerprint, load time."""
     import pandas as pd
 
-    rows = [
-        {
+    rows = []
+    for lm in lms:
+        size = model_size(lm)
+        rows.append({
             "model": lm.name,
             "family": lm.family.name,
             "layers": lm.n_layers,
             "neurons per layer": lm.n_neurons,
-            "parameters (M)": round(sum(p.numel() for p in lm.model.parameters()) / 1e6, 1),
+            "MLP neurons": size["mlp_neurons"],
+            "parameters (M)": round(size["parameters"] / 1e6, 1),
+            "non-embedding parameters (M)": round(size["non_embedding_parameters"] / 1e6, 1),
             "fingerprint": lm.fingerprint,
             "load time (s)": round(float(getattr(lm, "load_seconds", float("nan"))), 2),
             "device": str(lm.device),
-        }
-        for lm in lms
-    ]
+        })
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -104,24 +132,12 @@ def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any"
     return pd.DataFrame(rows)
 
 
-#: Verdicts of the "Paper vs this run" tables and their colours (matched on the verdict's first words).
-VERDICT_COLOURS = {"holds": "#d4edda", "not measurable": "#fff3cd", "differs": "#f8d7da"}
+def paper_vs_run_table(rows: Iterable[Mapping[str, Any]], link: bool = False):
+    """The "Paper vs this run" table of claim rows (:func:`kqlib.verdicts.claim_row`), one vocabulary and one
+    colour scheme (:data:`kqlib.verdicts.COLOURS`) for every chapter and the scorecard."""
+    from .verdicts import table
 
-
-def paper_vs_run_table(rows: Iterable[Mapping[str, Any]]):
-    """Styled table with columns claim / paper / this run / verdict (verdicts "holds" / "differs" / "not measurable here" colour-coded)."""
-    import pandas as pd
-
-    cols = ["claim", "paper", "this run", "verdict"]
-    df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
-    def shade(v):
-        key = str(v).strip().lower()
-        for word, colour in VERDICT_COLOURS.items():
-            if key.startswith(word):
-                return f"background-color: {colour}"
-        return ""
-
-    return df.style.hide(axis="index").map(shade, subset=["verdict"])
+    return table(list(rows), link=link)
 
 
 # ----------------------------------------------------------------------------------------- run record
@@ -255,3 +271,37 @@ def read_glued(notebook: str | Path) -> dict[str, Any]:
                 except (ValueError, SyntaxError, TypeError):
                     out[meta["name"]] = text
     return out
+
+
+# ------------------------------------------------------------------------------- chapter 00 (setup)
+
+#: Hand-written facts of the setup chapter: (prompt, answer).
+SETUP_FACTS = [
+    ("The capital of France is", "Paris"),
+    ("Paris is the capital of", "France"),
+    ("The capital of Japan is", "Tokyo"),
+    ("The native language of Jean Rouaud is", "French"),
+    ("The Eiffel Tower is located in the city of", "Paris"),
+]
+
+
+def fact_probability_figure(probs):
+    """Bar chart of p(answer) per prompt and model (the frame of :func:`fact_probabilities`)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    sns.barplot(data=probs, y="prompt", x="p(answer)", hue="model", ax=ax)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("next-token probability of the answer's first token")
+    ax.set_ylabel("")
+    ax.set_title("Hand-written facts")
+    fig.tight_layout()
+    return fig
+
+
+def setup_numbers(probs, n_models: int) -> dict[str, Any]:
+    france = probs[probs.prompt == "The capital of France is"]
+    return {"n_models": n_models, "p_paris": float(france["p(answer)"].iloc[0]),
+            "mean_p_answer": float(probs["p(answer)"].mean()), "top1_accuracy": float((probs["rank"] == 1).mean()),
+            "n_facts": int(probs[["prompt", "answer"]].drop_duplicates().shape[0])}

@@ -130,3 +130,136 @@ def with_average(df: pd.DataFrame, unit: Sequence[str], column: str, value: str,
            .groupby(unit, sort=False, dropna=False)["_abs"].mean().rename(value).reset_index())
     avg[column] = label
     return pd.concat([df, avg], ignore_index=True)
+
+
+# ------------------------------------------------------------------------ units, proportions, clusters
+#
+# The unit of resampling is the FACT: the queries (paraphrases) of one fact share its subject, answer and
+# largely its knowledge neurons, so they are not independent draws. Resampling or testing queries as if they
+# were independent makes intervals too narrow and p-values too small (tests/test_stats.py shows both).
+
+
+def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n: (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
+
+    Unlike a bootstrap of 0/1 values it does not collapse at k = 0 or k = n (16/16 -> [0.81, 1]).
+    (nan, nan) for n = 0."""
+    from scipy.stats import norm
+
+    if not 0.0 < level < 1.0:
+        raise ParameterError(f"level must be in (0, 1), got {level}")
+    n, k = int(n), int(k)
+    if n <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= k <= n:
+        raise ParameterError(f"k must be in [0, n], got k={k}, n={n}")
+    z = float(norm.ppf(0.5 + level / 2.0))
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cluster_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of the pooled mean of ``values`` when whole ``clusters`` (e.g. facts) are resampled with
+    replacement: each resample draws as many clusters as there are and pools all their values. NaN values are
+    dropped first; (nan, nan) for no values."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    c = np.asarray(clusters, dtype=object).reshape(-1)
+    if v.shape != c.shape:
+        raise ParameterError(f"values and clusters must have the same length, got {v.size} and {c.size}")
+    ok = np.isfinite(v)
+    v, c = v[ok], c[ok]
+    if v.size == 0:
+        return (math.nan, math.nan)
+    codes, uniq = pd.factorize(pd.Series(c, dtype=object))
+    sums = np.bincount(codes, weights=v, minlength=len(uniq))
+    counts = np.bincount(codes, minlength=len(uniq)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(uniq), size=(int(n_boot), len(uniq)))
+    stats_ = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(stats_, [alpha, 1.0 - alpha])
+    return (float(lo), float(hi))
+
+
+def mean_ci_cluster_table(df: pd.DataFrame, by: Sequence[str], value: str, cluster: Sequence[str],
+                          n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Like :func:`mean_ci_table` with ``cluster`` (e.g. ``["model", "fact_id"]``) as the resampling unit.
+
+    One row per group of ``by``: n (clusters with a value, the unit of the CI), n_rows (values), mean (pooled
+    over the rows), ci_low, ci_high (:func:`cluster_bootstrap_ci`)."""
+    by, cluster = list(by), list(cluster)
+    _require(df, by + cluster + [value])
+    rows = []
+    for key, g in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        g = g[np.isfinite(g[value].astype(float))]
+        cl = list(zip(*(g[c] for c in cluster))) if len(g) else []
+        lo, hi = cluster_bootstrap_ci(g[value].astype(float), [str(x) for x in cl], n_boot=n_boot, level=level,
+                                      seed=seed) if len(g) else (math.nan, math.nan)
+        rows.append({**dict(zip(by, key)), "n": len(set(cl)), "n_rows": int(len(g)),
+                     "mean": float(g[value].astype(float).mean()) if len(g) else math.nan,
+                     "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=by + ["n", "n_rows", "mean", "ci_low", "ci_high"])
+
+
+def per_cluster_means(df: pd.DataFrame, cluster: Sequence[str], column: str, value: str,
+                      by: Sequence[str] = ()) -> pd.DataFrame:
+    """Mean of ``value`` per (by, cluster, column level): the per-fact aggregate that a paired test over facts
+    uses (queries of one fact are averaged first, so each fact counts once)."""
+    keys = list(by) + list(cluster) + [column]
+    _require(df, keys + [value])
+    return df.groupby(keys, sort=True, dropna=False)[value].mean().reset_index()
+
+
+def paired_fact_table(df: pd.DataFrame, cluster: Sequence[str], column: str, pairs: Sequence[tuple[str, str]],
+                      value: str, by: Sequence[str] = (), n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> pd.DataFrame:
+    """Paired Wilcoxon tests with the FACT (``cluster``) as the unit: ``value`` is averaged over the rows of
+    each (group, cluster, level of ``column``) first, then the levels ``(a, b)`` are paired per cluster.
+
+    One row per (group, pair): a, b, n (paired facts), mean_a, mean_b (means of the per-fact means),
+    median_diff, statistic, p, note (as :func:`paired_table`), diff = mean over facts of (a − b) with a
+    percentile-bootstrap CI over facts (diff_low, diff_high), and unit = "fact"."""
+    by, cluster = list(by), list(cluster)
+    agg = per_cluster_means(df, cluster, column, value, by)
+    groups = agg.groupby(by, sort=True, dropna=False) if by else [((), agg)]
+    rows = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        wide = g.pivot_table(index=cluster, columns=column, values=value, aggfunc="first", dropna=False)
+        for a, b in pairs:
+            if a in wide.columns and b in wide.columns:
+                sub = wide[[a, b]].dropna()
+                res = paired_wilcoxon(sub[a], sub[b])
+                d = (sub[a] - sub[b]).to_numpy(np.float64)
+                ma, mb = (float(sub[a].mean()), float(sub[b].mean())) if len(sub) else (math.nan, math.nan)
+            else:
+                res = PairedResult(math.nan, math.nan, 0, math.nan, f"no {a!r} or {b!r} rows")
+                d, ma, mb = np.array([]), math.nan, math.nan
+            lo, hi = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
+            rows.append({**dict(zip(by, key)), "a": a, "b": b, "n": res.n, "mean_a": ma, "mean_b": mb,
+                         "median_diff": res.median_diff, "statistic": res.statistic, "p": res.p, "note": res.note,
+                         "diff": float(d.mean()) if d.size else math.nan, "diff_low": lo, "diff_high": hi,
+                         "unit": "fact"})
+    return pd.DataFrame(rows, columns=by + ["a", "b", "n", "mean_a", "mean_b", "median_diff", "statistic", "p",
+                                            "note", "diff", "diff_low", "diff_high", "unit"])
+
+
+def share_difference_ci(flags_a, flags_b, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """``(mean(a) − mean(b), low, high)``: difference of two proportions (0/1 per fact, two independent
+    samples, e.g. two models), percentile bootstrap resampling the facts of each sample independently."""
+    a = np.asarray(flags_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(flags_b, dtype=np.float64).reshape(-1)
+    if a.size == 0 or b.size == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    da = a[rng.integers(0, a.size, size=(int(n_boot), a.size))].mean(axis=1)
+    db = b[rng.integers(0, b.size, size=(int(n_boot), b.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(da - db, [alpha, 1.0 - alpha])
+    return (float(a.mean() - b.mean()), float(lo), float(hi))

@@ -48,3 +48,29 @@ def check_glue(root: Path, name: str) -> nbformat.NotebookNode:
             refs |= {m.split(":")[0] for m in re.findall(r"\{glue:text\}`([^`]+)`", cell.source)}
     assert refs and refs <= set(glued), refs - set(glued)
     return nb
+
+
+def check_claims(root: Path, name: str) -> list[dict]:
+    """The chapter judged every claim claims.toml assigns to it; each stored verdict is what the one rule
+    (kqlib.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
+    from kqlib import verdicts as V
+
+    data = results(root, name)
+    rows = data["numbers"]["claims"]
+    assert {r["claim"] for r in rows} == {c.id for c in V.claims(name)}
+    models = set(data["run"]["models"])
+    for r in rows:
+        assert r["chapter"] == name and r["verdict"] in V.VERDICTS, r
+        assert r["model"] in models | {"all"}, r
+        why = r["reason"] if r["verdict"] == V.NOT_MEASURABLE and r["estimate"] is None else None
+        again = V.judge(r["claim"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], p=r["p"], unit=r["unit"],
+                        why_not=why, interval=r["interval"])
+        assert (again.label, again.reason) == (r["verdict"], r["reason"]), r
+        if r["ci_low"] is not None and r["interval"] == "wilson":
+            assert r["ci_low"] - 1e-12 <= r["estimate"] <= r["ci_high"] + 1e-12, r
+    executed = root / "_build" / "executed" / "book" / f"{name}.ipynb"
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(executed, as_version=4).cells
+                   for o in c.get("outputs", []))
+    for r in rows:
+        assert r["text"] in html and r["verdict"] in html, r["claim"]
+    return rows

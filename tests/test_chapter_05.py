@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 
-from chapter_checks import check_glue
+from chapter_checks import check_claims, check_glue
 from test_book import REPO, _book
 
 NAME = "05_cas_editing"
@@ -102,6 +102,20 @@ def test_chapter05_results(book05):
     for name in nums["figures"].values():
         path = book05 / "_build" / "figures" / name
         assert path.exists() and path.stat().st_size > 5000, path
+
+
+@pytest.mark.book
+def test_chapter05_claims_and_pooled_unit(book05):
+    rows = check_claims(book05, NAME)
+    nums = _results(book05)["numbers"]
+    facts = {(e["model"], e["fact_id"]) for e in nums["edits"]}
+    # the pooled gains count each fact once (erase and update averaged per fact)
+    pooled = [g for g in nums["gains"] if g["model"] == "all" and g["task"] == "both" and g["group"] == "all"]
+    assert pooled and all(g["facts"] <= len(facts) for g in pooled)
+    ni = next(r for r in rows if r["claim"] == "cas_vs_ni")
+    assert ni["n"] == nums["gain_N_i_pairs"] <= len(facts)
+    llama = next(r for r in rows if r["claim"] == "cas_llama3_erasure")
+    assert llama["verdict"] == "not measurable here"
 
 
 @pytest.mark.book

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 
-from chapter_checks import check_figures, check_glue
+from chapter_checks import check_claims, check_figures, check_glue
 from test_book import REPO, _book
 
 CHAPTERS = {"01": "01_kl_reexamination", "02": "02_consistency_violins"}
@@ -43,6 +43,8 @@ def _results(root: Path, name: str) -> dict:
 
 
 def _check_share_rows(rows: list[dict]) -> None:
+    from kqlib.stats import wilson_ci
+
     assert rows
     for r in rows:
         share = r["share_ki"]
@@ -50,9 +52,16 @@ def _check_share_rows(rows: list[dict]) -> None:
             assert r["n_facts"] == 0, r
             continue
         assert 0.0 <= share <= 1.0, r
+        assert r["n_none"] >= 0 and r["n_ki"] <= r["n_facts"], r  # K_none facts are not K_I facts
         if r["ci_low"] is not None and r["ci_high"] is not None:
-            assert r["ci_low"] - 1e-12 <= share <= r["ci_high"] + 1e-12, r
             assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0, r
+        if r["threshold_kind"] == "static":
+            # Wilson interval of n_ki / n_facts: contains the share, never collapses to a point
+            assert r["ci_method"] == "Wilson"
+            assert (r["ci_low"], r["ci_high"]) == pytest.approx(wilson_ci(r["n_ki"], r["n_facts"]))
+            assert r["ci_low"] - 1e-12 <= share <= r["ci_high"] + 1e-12 and r["ci_high"] > r["ci_low"], r
+        else:
+            assert r["ci_method"].startswith("bootstrap"), r
 
 
 @pytest.mark.book
@@ -141,3 +150,14 @@ def test_chapter02_uses_chapter01_data(book12):
 @pytest.mark.parametrize("name", list(CHAPTERS.values()))
 def test_glue_equals_json(book12, name):
     check_glue(book12, name)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("name", list(CHAPTERS.values()))
+def test_claims_judged_by_the_one_rule(book12, name):
+    rows = check_claims(book12, name)
+    if name.startswith("02"):
+        # one model: the size ordering is not measurable, and the row says why
+        order = [r for r in rows if r["claim"] == "model_order"]
+        assert len(order) == 1 and order[0]["verdict"] == "not measurable here" and "two models" in order[0]["reason"]
+        assert "MLP neurons" in order[0]["this_run"]

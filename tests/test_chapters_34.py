@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chapter_checks import check_figures, check_glue
+from chapter_checks import check_claims, check_figures, check_glue
 from test_book import REPO, _book
 
 CHAPTERS = {"03": "03_query_kn_mapping", "04": "04_dynamic_kn_selection"}
@@ -52,6 +52,7 @@ def _finite_or_explained(nums: dict, key: str) -> None:
 def _check_ci_rows(rows: list[dict], value: str = "mean") -> None:
     assert rows
     for r in rows:
+        assert r["n"] <= r["n_rows"], r  # the unit of the interval is the fact, not the query
         if r["n"] == 0:
             assert r[value] is None and r["ci_low"] is None and r["ci_high"] is None, r
             continue
@@ -59,10 +60,14 @@ def _check_ci_rows(rows: list[dict], value: str = "mean") -> None:
         assert r["ci_low"] - 1e-9 <= r[value] <= r["ci_high"] + 1e-9, r
 
 
-def _check_tests(rows: list[dict]) -> None:
+def _check_tests(rows: list[dict], facts_per_group: dict) -> None:
     assert rows
     for r in rows:
         assert (r["p"] is not None and 0.0 <= r["p"] <= 1.0) or r["note"], r
+        # paired over facts: at most as many pairs as the group has facts
+        assert r["unit"] == "fact" and r["n"] <= facts_per_group[r.get("group")], r
+        if r["diff"] is not None:
+            assert r["diff"] == pytest.approx(r["mean_a"] - r["mean_b"]), r
     assert any(r["p"] is not None for r in rows), "no paired test is defined at all"
 
 
@@ -94,7 +99,10 @@ def test_chapter03_results(book34):
     for r in nums["summary"]:
         if r["operation"] == "average" and r["mean"] is not None:
             assert r["mean"] >= 0
-    _check_tests(nums["tests"])
+    facts = {}
+    for r in nums["summary"]:
+        facts[r["group"]] = max(facts.get(r["group"], 0), r["n"])
+    _check_tests(nums["tests"], facts)
     # the random control has exactly as many neurons as the own set
     sizes = {(r["group"], r["condition"]): r["mean_neurons"] for r in nums["set_sizes"]}
     for g in ("K_C", "K_I"):
@@ -124,8 +132,14 @@ def test_chapter04_results(book34):
     for key in ("prob_syn_sup", "prob_ctrl_sup"):
         assert nums[key] is None or nums[key] >= -1.0 - 1e-9
     _check_ci_rows(nums["summary"])
-    _check_tests(nums["tests"])
-    assert {r["set"] for r in nums["summary"]} == {"synapse", "control"}
+    _check_tests(nums["tests"], {None: nums["n_facts"]})
+    assert {r["set"] for r in nums["summary"]} == {"synapse", "control", "matched"}
+    # the mass-matched control scales about as much attention as the synapses, far more than the random one
+    if nums["mass_syn"] and nums["mass_matched"] is not None:
+        assert nums["mass_matched"] > nums["mass_ctrl"] and nums["mass_matched"] <= nums["mass_syn"] * 1.5
+    # the claims compare the size of the effects, the quantity the test compares
+    by = {(r["alpha"], r["measure"]): r for r in nums["tests"]}
+    assert {m for _, m in by} == {"abs_d_act", "abs_d_prob"}
     heat = nums["heat_query"]
     assert heat is not None and heat["n_kns"] >= 1 and heat["n_synapses"] >= 1
     assert heat["d_act"] == pytest.approx(nums["heat_d_act"]) and heat["prompt"] == nums["heat_prompt"]
@@ -137,3 +151,12 @@ def test_chapter04_results(book34):
 @pytest.mark.parametrize("name", list(CHAPTERS.values()))
 def test_glue_equals_json(book34, name):
     check_glue(book34, name)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("name", list(CHAPTERS.values()))
+def test_claims_judged_by_the_one_rule(book34, name):
+    rows = check_claims(book34, name)
+    for r in rows:
+        if r["estimate"] is not None and r["verdict"] != "not measurable here":
+            assert r["unit"] == "facts" and r["n"] >= 1, r

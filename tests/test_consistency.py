@@ -262,3 +262,36 @@ def test_cas_neurons():
     assert cas_neurons(torch.tensor([[0.5, 0.0]]), method="otsu") == {(0, 0)}
     with pytest.raises(ParameterError):
         cas_neurons(cas, method="mean")
+
+
+def test_ki_share_table_wilson_k_none_and_otsu_reestimated():
+    # 16 facts all below θ: the Wilson interval does not collapse to [1, 1]
+    cs = pd.DataFrame(dict(model="m", method="ig", fact_id=[f"f{i}" for i in range(18)],
+                           cs2=[0.1] * 16 + [0.0, 0.0], union_size=[5] * 16 + [0, 0]))
+    tab = ki_share_table(cs, static=0.3, otsu=False, n_boot=100).set_index("method")
+    row = tab.loc["ig"]
+    # the two facts without any knowledge neuron are K_none: counted, not K_I
+    assert row.n_none == 2 and row.n_facts == 16 and row.n_ki == 16 and row.share_ki == 1.0
+    assert 0.75 < row.ci_low < 1.0 and row.ci_high == 1.0 and row.ci_method == "Wilson"
+    assert tab.loc[INTERSECTION_METHOD].n_none == 2
+    # Otsu's θ re-estimated in every resample. Three clusters of CS: depending on the sample, Otsu splits off
+    # the low or the high cluster, so the share itself varies a lot between samples; a bootstrap of the K_I
+    # flags at the one θ of the observed sample ignores that and is far too narrow.
+    rng = np.random.default_rng(1)
+
+    def sample(n=60):
+        return np.clip(rng.choice([0.1, 0.5, 0.9], n) + rng.normal(0, 0.03, n), 0, 1)
+
+    true = [(v < otsu_threshold(v)).mean() for v in (sample() for _ in range(300))]
+    true_width = np.quantile(true, 0.975) - np.quantile(true, 0.025)
+    widths_right, widths_wrong = [], []
+    for s in range(8):
+        vals = sample()
+        cs = pd.DataFrame(dict(model="m", method="ig", fact_id=[f"f{i}" for i in range(60)], cs2=vals))
+        otsu = ki_share_table(cs, static=None, otsu=True, n_boot=300, seed=s).iloc[0]
+        assert otsu.ci_method.startswith("bootstrap")
+        widths_right.append(otsu.ci_high - otsu.ci_low)
+        lo, hi = bootstrap_ci(vals < otsu.threshold, n_boot=300, seed=s)
+        widths_wrong.append(hi - lo)
+    assert abs(np.mean(widths_right) - true_width) < abs(np.mean(widths_wrong) - true_width)
+    assert np.mean(widths_wrong) < 0.75 * true_width <= np.mean(widths_right)

@@ -46,3 +46,80 @@ def test_paired_table_and_average():
     avg = stats.with_average(two, unit=["q"], column="op", value="v")
     extra = avg[avg.op == "average"].iloc[0]
     assert extra.v == pytest.approx(0.375) and math.isnan(extra.other) and len(avg) == 3
+
+
+# ------------------------------------------------------------------------ the fact as the unit
+
+
+def _clustered(n_facts=4, per_fact=30, seed=0):
+    """Facts with very different means, many near-identical queries each (queries of a fact are dependent)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(n_facts):
+        mu = rng.normal(0, 1)
+        for q in range(per_fact):
+            rows.append({"fact_id": f"f{f}", "q": q, "v": mu + rng.normal(0, 0.01)})
+    return pd.DataFrame(rows)
+
+
+def test_cluster_bootstrap_is_wider_than_a_query_bootstrap_on_dependent_queries():
+    from kqlib.consistency import bootstrap_ci
+
+    df = _clustered()
+    lo_q, hi_q = bootstrap_ci(df.v, n_boot=2000)
+    lo_f, hi_f = stats.cluster_bootstrap_ci(df.v, df.fact_id, n_boot=2000)
+    # the naive interval treats 120 queries as independent; the facts' spread is what varies between samples
+    assert (hi_f - lo_f) > 5 * (hi_q - lo_q)
+    fact_means = df.groupby("fact_id").v.mean()
+    assert lo_f <= fact_means.mean() <= hi_f
+    tab = stats.mean_ci_cluster_table(df.assign(g="a"), ["g"], "v", cluster=["fact_id"], n_boot=500)
+    assert tab.n.iloc[0] == 4 and tab.n_rows.iloc[0] == 120
+
+
+def test_cluster_bootstrap_coverage_beats_query_bootstrap():
+    from kqlib.consistency import bootstrap_ci
+
+    hits_q = hits_f = 0
+    for s in range(60):
+        df = _clustered(n_facts=8, per_fact=10, seed=100 + s)
+        lo, hi = bootstrap_ci(df.v, n_boot=300, seed=s)
+        hits_q += lo <= 0.0 <= hi
+        lo, hi = stats.cluster_bootstrap_ci(df.v, df.fact_id, n_boot=300, seed=s)
+        hits_f += lo <= 0.0 <= hi
+    assert hits_f >= 48 and hits_q <= 30  # true mean 0 (nominal 57 of 60): the query bootstrap under-covers
+
+
+def test_paired_test_over_facts_not_queries():
+    # two facts, 40 queries each, a consistent own > other difference: per query p is tiny, per fact the test
+    # has only 2 pairs and cannot be significant
+    rows = []
+    for f, gap in (("a", 0.3), ("b", 0.2)):
+        for q in range(40):
+            rows.append({"fact_id": f, "q": q, "cond": "own", "v": gap + 0.001 * q})
+            rows.append({"fact_id": f, "q": q, "cond": "nb", "v": 0.0})
+    df = pd.DataFrame(rows)
+    per_query = stats.paired_table(df, unit=["fact_id", "q"], column="cond", pairs=[("own", "nb")], value="v")
+    per_fact = stats.paired_fact_table(df, cluster=["fact_id"], column="cond", pairs=[("own", "nb")], value="v")
+    assert per_query.p.iloc[0] < 1e-6 and per_query.n.iloc[0] == 80
+    r = per_fact.iloc[0]
+    assert r.n == 2 and r.p >= 0.5 and r.unit == "fact"
+    assert r["diff"] == pytest.approx((0.3 + 0.2) / 2 + 0.001 * 19.5)
+    assert r.diff_low <= r["diff"] <= r.diff_high
+
+
+def test_wilson_interval_does_not_collapse():
+    from kqlib.consistency import bootstrap_ci
+
+    assert bootstrap_ci([1.0] * 16) == (1.0, 1.0)  # the percentile bootstrap collapses at 16/16
+    lo, hi = stats.wilson_ci(16, 16)
+    assert hi == 1.0 and 0.75 < lo < 0.85
+    lo, hi = stats.wilson_ci(0, 10)
+    assert lo == 0.0 and 0.2 < hi < 0.35
+    lo, hi = stats.wilson_ci(5, 10)
+    assert lo < 0.5 < hi and hi - 0.5 == pytest.approx(0.5 - lo)
+    assert all(math.isnan(v) for v in stats.wilson_ci(0, 0))
+
+
+def test_share_difference_ci():
+    d, lo, hi = stats.share_difference_ci([0] * 30 + [1] * 10, [1] * 30 + [0] * 10, n_boot=1000)
+    assert d == pytest.approx(-0.5) and lo < d < hi < 0

@@ -1,0 +1,52 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Scorecard data
+#
+# This last notebook builds the scorecard shown near the front of the book ({doc}`scorecard`). It runs after
+# every chapter, reads the claim rows each chapter wrote into its results file
+# (`_build/results/<chapter>.json`, key `claims`) and lays them out in the order of `kqlib/claims.toml`; nothing
+# in it is typed by hand. A claim whose chapter has not been run in this build is listed as *not measurable
+# here* with that reason, so the scorecard always has every claim.
+#
+# Each row was judged where it was measured, by the one rule of `kqlib.verdicts.judge`:
+#
+# * **holds** — the 95 % interval (over facts) excludes the null on the paper's side, and the test over facts
+#   agrees where there is one;
+# * **differs** — it excludes the null on the other side;
+# * **inconclusive** — neither; the row says about how many facts would be needed at the observed effect and
+#   variance;
+# * **not measurable here** — with the reason (a second model is needed, the claim is not testable this way,
+#   the profile lacks the model, ...).
+
+# %% tags=["parameters"]
+profile = "smoke"
+
+# %%
+from kqlib import report, scorecard
+from kqlib.chapter import Chapter
+
+ch = Chapter("06_scorecard", globals())
+rows = scorecard.collect(report.results_dir())
+ch.glue_display("scorecard_table", scorecard.table(rows))
+print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")
+ch.glue({f"n_{k.split()[0]}": v for k, v in scorecard.counts(rows).items()} | {"n_rows": len(rows)})
+scorecard.table(rows)
+
+# %% [markdown]
+# Of the {glue:text}`n_rows` rows, {glue:text}`n_holds` hold, {glue:text}`n_differs` differ,
+# {glue:text}`n_inconclusive` are inconclusive and {glue:text}`n_not` are not measurable here.
+
+# %%
+ch.finish(scorecard=rows)
