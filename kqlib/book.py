@@ -646,22 +646,11 @@ def _common_arguments(p) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address for --executor ray (auto | HOST:PORT)")
 
 
-@contextlib.contextmanager
-def executor_environment(args, profile: dict):
-    """Expose the executor choice to the chapters' kernels (they inherit the environment):
-    ``KQLIB_EXECUTOR`` / ``KQLIB_RAY_ADDRESS`` are read by :func:`kqlib.attribute_many`."""
-    values = {"KQLIB_EXECUTOR": args.executor or profile.get("executor") or "local",
-              "KQLIB_RAY_ADDRESS": args.address or profile.get("address") or ""}
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def with_executor(params: Mapping[str, Any], args, profile: Mapping[str, Any]) -> dict:
+    """The chapter's parameters plus where its attributions run, passed as values (like ``profile``):
+    ``executor`` (``--executor``, else the profile's, else local) and ``ray_address``."""
+    return {**params, "executor": args.executor or profile.get("executor") or "local",
+            "ray_address": args.address or profile.get("address") or None}
 
 
 def add_book_arguments(p) -> None:
@@ -722,17 +711,17 @@ def run_book(args) -> int:
     eta = fmt_duration(timings.eta(progress.ahead(0)))
     progress.line(f"profile {profile['name']}: {n_run} of {len(chapters)} chapter(s) to execute"
                   f"{'' if args.no_html else ', then the HTML build'}; ETA {eta}")
-    with executor_environment(args, profile):
-        for i, (ch, params, inputs, fresh, why) in enumerate(todo):
-            if fresh:
-                progress.skipped(i, f"skipped, {why} (--force re-executes it)")
-                continue
-            progress.start(i)
-            if why != "not executed yet":
-                progress.line(f"{i + 1}/{len(steps)} {steps[i]}: executing ({why})")
-            t0 = time.time()
-            execute_chapter(root, ch, profile, parameters=params, progress=progress.update, inputs=inputs)
-            progress.done(i, time.time() - t0)
+    for i, (ch, params, inputs, fresh, why) in enumerate(todo):
+        if fresh:
+            progress.skipped(i, f"skipped, {why} (--force re-executes it)")
+            continue
+        progress.start(i)
+        if why != "not executed yet":
+            progress.line(f"{i + 1}/{len(steps)} {steps[i]}: executing ({why})")
+        t0 = time.time()
+        execute_chapter(root, ch, profile, parameters=with_executor(params, args, profile), progress=progress.update,
+                        inputs=inputs)
+        progress.done(i, time.time() - t0)
     if not args.no_html:
         i = len(plans)
         progress.start(i)
@@ -758,8 +747,8 @@ def run_chapter(args) -> int:
     inputs = chapter_inputs(root, chapter, params, args.executor or profile.get("executor") or "local")
     progress.start(0)
     t0 = time.time()
-    with executor_environment(args, profile):
-        out = execute_chapter(root, chapter, profile, parameters=params, progress=progress.update, inputs=inputs)
+    out = execute_chapter(root, chapter, profile, parameters=with_executor(params, args, profile),
+                          progress=progress.update, inputs=inputs)
     progress.done(0, time.time() - t0)
     progress.line(f"executed notebook: {out.relative_to(root)}")
     results = root / BUILD / "results" / f"{chapter.stem}.json"

@@ -60,7 +60,10 @@ class Chapter:
         if missing:
             raise ParameterError(f"chapter {name}: parameters {missing} are declared but not defined")
         self.params = {n: namespace[n] for n in names}
-        self.p = SimpleNamespace(**self.params)
+        # where attributions run: values the book runner passes next to ``profile`` (not chapter parameters)
+        self.executor = namespace.get("executor", "local")
+        self.ray_address = namespace.get("ray_address")
+        self.p = SimpleNamespace(**self.params, executor=self.executor, ray_address=self.ray_address)
         self.lms: list = []
         self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
@@ -100,7 +103,7 @@ class Chapter:
             ds = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None, seed=p.seed, progress=False)
             datasets[lm.name] = ds
             locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold,
-                                     progress=False)
+                                     progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries, {len(ds.relations())} relations; "
                       f"{len(methods)} method(s) localized in {time.time() - t0:.0f} s")

@@ -46,7 +46,7 @@ class Localization:
 def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post", t: float = 0.2,
              rule: str = "riemann", batch_size: int | None = None, cache=None, progress: bool = True,
              model_name: str | None = None, amig_baseline: torch.Tensor | None = None,
-             executor: str | None = None) -> Localization:
+             executor: str | None = None, address: str | None = None) -> Localization:
     """Attribute ``queries`` (ParaRel :class:`~kqlib.pararel.Query` objects) with each method and threshold.
 
     Cost: len(queries) x len(methods) attributions, each ~n_layers x steps path points (cached on disk).
@@ -55,7 +55,7 @@ def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post
     neuron_rows, query_rows = [], []
     for method in methods:
         scores = attribute_many(lm, queries, method=method, steps=steps, site=site, rule=rule,
-                                batch_size=batch_size, executor=executor, cache=cache, progress=progress, desc=f"{name} {method}",
+                                batch_size=batch_size, executor=executor, address=address, cache=cache, progress=progress, desc=f"{name} {method}",
                                 baseline=amig_baseline if method == "amig" else None)
         for q, s in zip(queries, scores):
             top = float(s.max())

@@ -217,19 +217,24 @@ def test_cli_on_the_cluster_with_the_embedded_model(ray_local, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_book_executor_choice_reaches_attribute_many_through_the_environment(monkeypatch):
-    """`kq book/run --executor X` sets KQLIB_EXECUTOR for the chapters' kernels; attribute_many honours it."""
+def test_executor_is_a_value_never_an_environment_variable(monkeypatch):
+    """`kq book/run --executor X` passes X to the chapters as a value; the library reads no KQLIB_EXECUTOR."""
     import argparse
-    import os
 
-    from kqlib.book import executor_environment
+    from kqlib.book import with_executor
+    from kqlib.chapter import Chapter
     from kqlib.errors import ParameterError
     from tiny import tiny_lm
 
-    monkeypatch.delenv("KQLIB_EXECUTOR", raising=False)
     args = argparse.Namespace(executor=None, address=None)
-    with executor_environment(args, {"executor": "bogus"}):
-        assert os.environ["KQLIB_EXECUTOR"] == "bogus"
-        with pytest.raises(ParameterError, match="executor must be"):
-            kqlib.attribute_many(tiny_lm("llama"), [("the capital of france is", "paris")], steps=3)
-    assert "KQLIB_EXECUTOR" not in os.environ
+    params = with_executor({"models": ["x"]}, args, {"executor": "ray", "address": "auto"})
+    assert params["executor"] == "ray" and params["ray_address"] == "auto"
+    ch = Chapter("99_test", {"models": ["x"], **params}, names=["models"])
+    assert ch.executor == "ray" and ch.p.executor == "ray" and ch.params == {"models": ["x"]}
+    monkeypatch.setenv("KQLIB_EXECUTOR", "ray")  # would send the call to Ray before the fix: ignored now
+    out = kqlib.attribute_many(tiny_lm("llama"), [("the capital of france is", "paris")], steps=3, use_cache=False,
+                               progress=False)
+    assert out.shape[0] == 1 and out.abs().max() > 0
+    with pytest.raises(ParameterError, match="executor must be"):
+        kqlib.attribute_many(tiny_lm("llama"), [("the capital of france is", "paris")], steps=3, executor="bogus")
+
