@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from .threads import free_cores, usable_cores
 
-IMPLEMENTATIONS = ("kqlib fast", "kqlib gauss-8", "kqlib fast, 1 busy process", "kqlib fast, 1 busy, all threads",
+IMPLEMENTATIONS = ("kqlib fast", "kqlib gauss-8", "kqlib fast 1-busy", "kqlib fast 1-busy all-threads",
                    "kqlib naive", "knowledge-neurons", "captum IG")
 KN_INSTALL = "pip install --no-deps knowledge-neurons==0.0.2 einops"
 CAPTUM_INSTALL = "pip install --no-deps captum==0.9.0"
@@ -251,7 +251,7 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
         lm = kqlib.LM.wrap(model, tok, name=case.name)
         if "busy" in impl:  # one competing busy process for the whole measurement
             busy = _start_busy()
-            n = free_cores() if impl == "kqlib fast, 1 busy process" else usable_cores()
+            n = free_cores() if impl == "kqlib fast 1-busy" else usable_cores()
             torch.set_num_threads(n)
             note = f"{n} torch thread(s){' (free cores, sampled)' if n != usable_cores() else ''}"
         if impl == "kqlib naive":
@@ -562,7 +562,7 @@ def verdicts(rows) -> list[str]:
                 say(f"{case}: gauss-8 at least as close to the integral as riemann-{row['steps']}: "
                     f"{row['err vs integral']:.1e} vs {fast['err vs integral']:.1e}",
                     row["err vs integral"] <= fast["err vs integral"])
-        elif impl == "kqlib fast, 1 busy process":
+        elif impl == "kqlib fast 1-busy":
             say(f"{case}: one busy competing process costs <= 2.2x: {x:.2f}x", x <= 2.2)
     for row in rows:
         if row["implementation"] == "kqlib fast" and row.get("peak extra MiB") is not None:
@@ -572,6 +572,17 @@ def verdicts(rows) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- CLI
+
+
+def _threads_arg(text: str) -> str:
+    """argparse type of ``--threads``: ``auto`` or a positive integer (checked before any work)."""
+    from .threads import parse_threads
+
+    try:
+        parse_threads(text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -588,7 +599,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 repeat, no warm-up, 4 steps")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
-    p.add_argument("--threads", default=None,
+    p.add_argument("--threads", type=_threads_arg, default=None,
                    help="torch threads in each worker: a number or 'auto' (the cores free now; default: torch's "
                         "default, one per core); the busy-process rows choose their own")
     p.add_argument("--in-process", action="store_true",

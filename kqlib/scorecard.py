@@ -5,7 +5,7 @@ Every chapter writes its judged claims (:func:`kqlib.verdicts.claim_row`) into
 ``kqlib/claims.toml``; a claim whose chapter has not been run (or wrote no row for it) gets a row
 "not measurable here: its chapter has not been run", so the scorecard always lists every claim.
 
-The book's last notebook (``book/06_scorecard.py``) calls :func:`collect`, shows :func:`table` and writes it
+The book's last notebook (``book/07_scorecard.py``) calls :func:`collect`, shows :func:`table` and writes it
 with :func:`write_table` beside the executed chapters; the page ``book/scorecard.md`` near the front includes
 that file (``{raw} html`` with ``:file:``), so Sphinx rebuilds the page whenever the table changes.
 """

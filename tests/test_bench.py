@@ -26,7 +26,7 @@ def test_bench_table_and_agreement(rows):
     # every row is also measured against the Gauss-64 reference integral; Gauss-8 is a real attribution
     assert all(r["err vs integral"] is not None for r in rows if r.get("result"))
     assert by["kqlib gauss-8"]["max rel diff"] > 0
-    for busy in ("kqlib fast, 1 busy process", "kqlib fast, 1 busy, all threads"):
+    for busy in ("kqlib fast 1-busy", "kqlib fast 1-busy all-threads"):
         assert by[busy]["max rel diff"] <= 1e-5 and "thread" in by[busy]["result"]["note"]
     if not bench.captum_unavailable():  # Captum's Gauss-Legendre IG == kqlib's Gauss rule, same points
         assert captum["max rel diff"] <= 1e-4, captum["max rel diff"]

@@ -30,7 +30,7 @@ def _code_share(path: Path) -> float:
 
 
 def test_there_are_chapters():
-    assert len(CHAPTERS) >= 7 and CHAPTERS[-1].name == "06_scorecard.py"
+    assert len(CHAPTERS) >= 7 and CHAPTERS[-1].name == "07_scorecard.py"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -84,7 +84,7 @@ def test_toc_lists_the_scorecard_after_the_intro_and_its_data_notebook_last():
     assert toc["root"] == "book/intro" and first == "book/scorecard"
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     notebooks = [f for f in files if (REPO / f"{f}.py").exists()]
-    assert notebooks[-1] == "book/06_scorecard"
+    assert notebooks[-1] == "book/07_scorecard"
     from kqlib.scorecard import TABLE_FILE
 
     assert f":file: {TABLE_FILE}" in (REPO / "book" / "scorecard.md").read_text()

@@ -37,7 +37,7 @@ profile = "smoke"
 from kqlib import report, scorecard
 from kqlib.chapter import Chapter
 
-ch = Chapter("06_scorecard", globals())
+ch = Chapter("07_scorecard", globals())
 rows = scorecard.collect(report.results_dir())
 ch.glue_display("scorecard_table", scorecard.table(rows))
 print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")

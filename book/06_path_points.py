@@ -95,7 +95,7 @@ table.style.format({"median_error": "{:.2e}", "p90_error": "{:.2e}", "mean_jacca
 
 # %%
 fig = figures.path_points(table)
-figures.save(fig, "07_path_points")
+figures.save(fig, "06_path_points")
 plt.show()
 
 # %%
@@ -135,7 +135,7 @@ report.glue_numbers({k: v for k, v in numbers.items() if k != "summary"})
 # knowledge-neuron sets — what the paper's claims are about — are already stable at that accuracy.
 #
 # **Exercises.**
-# 1. Rerun with `method="amig"` (`kq run 07 -p method=amig`): does the baseline change how many points are needed?
+# 1. Rerun with `method="amig"` (`kq run 06 -p method=amig`): does the baseline change how many points are needed?
 # 2. How large is the error of attribution patching ($n = 1$)? Which neurons does it get wrong: find a query whose
 #    knowledge-neuron set changes most between $n = 1$ and the reference.
 # 3. Why does Riemann with both ends have error $O(1/n)$ rather than the trapezoid rule's $O(1/n^2)$?
@@ -145,4 +145,4 @@ parameters = dict(models=models, relations=relations, n_facts_per_relation=n_fac
                   n_queries=n_queries, counts=counts, rules=rules, reference_points=reference_points, method=method,
                   site=site, t_threshold=t_threshold, seed=seed, executor=executor, profile=profile)
 run = report.run_record(lms, parameters=parameters, started=started)
-path = report.write_results("07_path_points", numbers, run)
+path = report.write_results("06_path_points", numbers, run)
