@@ -231,16 +231,36 @@ def records(df) -> list[dict]:
     return [{k: plain(v) for k, v in r.items()} for r in df.astype(object).to_dict("records")]
 
 
+def _non_finite(value, path: str = "numbers"):
+    """``(path, value)`` of the first NaN / infinity anywhere in a nested structure, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, Mapping):
+        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for p, v in items:
+        found = _non_finite(v, p)
+        if found:
+            return found
+    return None
+
+
 def write_results(chapter: str, numbers: Mapping[str, Any], run: Mapping[str, Any]) -> Path:
     """Write ``_build/results/<chapter>.json`` = ``{"chapter", "numbers", "run"}``; returns its path."""
     numbers = _plain(numbers)
-    for key, value in numbers.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ParameterError(f"result {key!r} of chapter {chapter} is {value}: refusing to record it")
+    bad = _non_finite(numbers)
+    if bad:
+        path, value = bad
+        raise ParameterError(f"result {path} of chapter {chapter} is {value}: refusing to record it (JSON has no "
+                             "NaN/inf; map a missing value to None, e.g. with report.finite_or_none)")
     out = results_dir() / f"{chapter}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"chapter": chapter, "numbers": numbers, "run": _plain(run)}, indent=2) + "\n")
+    text = json.dumps({"chapter": chapter, "numbers": numbers, "run": _plain(run)}, indent=2, allow_nan=False)
+    tmp.write_text(text + "\n")
     os.replace(tmp, out)
     return out
 

@@ -123,3 +123,18 @@ def test_wilson_interval_does_not_collapse():
 def test_share_difference_ci():
     d, lo, hi = stats.share_difference_ci([0] * 30 + [1] * 10, [1] * 30 + [0] * 10, n_boot=1000)
     assert d == pytest.approx(-0.5) and lo < d < hi < 0
+
+
+def test_write_results_refuses_nested_nan(tmp_path, monkeypatch):
+    """A NaN deep inside the numbers (a table row) is refused before anything is written (was: invalid JSON)."""
+    import json
+
+    from kqlib import report
+    from kqlib.errors import ParameterError
+
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path)
+    with pytest.raises(ParameterError, match=r"numbers\['table'\]\[1\]\['x'\]"):
+        report.write_results("99_x", {"a": 1.0, "table": [{"x": 1.0}, {"x": float("nan")}]}, {})
+    assert not list(tmp_path.iterdir())
+    path = report.write_results("99_x", {"a": 1.0, "table": [{"x": None}]}, {})
+    assert json.loads(path.read_text())["numbers"]["table"] == [{"x": None}]
