@@ -86,7 +86,7 @@ cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 # $\mathrm{CS}_2 \ge 1/k$, so relations with two paraphrases sit at 0.5 or above by construction.
 
 # %%
-ch.save(C.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "violins")
+ch.save(K.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "violins")
 
 # %%
 C.floor_table(cs, cs_kind, static_threshold).style.format(

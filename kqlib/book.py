@@ -591,7 +591,7 @@ def build_html(root: Path) -> Path:
     src = stage(root)
     from .explorer import prepare_site  # the data downloads, "reproduce this" and the fact explorer
 
-    prepare_site(root, src)
+    prepare_site(root, src, notebook_chapters(root))
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
            "--path-output", str(root), "--builder", "html", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

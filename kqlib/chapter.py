@@ -28,7 +28,10 @@ import pandas as pd
 
 from . import report
 from . import verdicts as V
+from .consistency import class_label_series as class_labels  # noqa: F401 (chapters: K.class_labels)
 from .errors import ParameterError
+from .figures import violin_figure  # noqa: F401 (chapter 02: K.violin_figure)
+from .stats import fmt  # noqa: F401
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -217,22 +220,6 @@ class Localized:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def fmt(x, spec: str = ".2f", missing: str = "not measurable") -> str:
-    """``format(x, spec)``, or ``missing`` for None / NaN."""
-    return missing if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
-
-
-def class_labels(cs: pd.DataFrame, theta: Mapping[tuple[str, str], float] | float, kind: str = "cs2") -> pd.Series:
-    """K_C / K_I / K_none per row of a consistency table; ``theta`` one value or one per (model, method)."""
-    from .consistency import class_labels as labels
-
-    out = pd.Series(index=cs.index, dtype=object)
-    for (model, method), g in cs.groupby(["model", "method"]):
-        th = theta[(model, method)] if isinstance(theta, Mapping) else theta
-        out.loc[g.index] = labels(g[kind], th, g["union_size"] if "union_size" in g else None)
-    return out
 
 
 def ci_cell(value, low, high, spec: str = ".2f") -> str:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import warnings
 from itertools import combinations
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .errors import ParameterError
+from .stats import WelchResult, bootstrap_ci, cluster_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
 
 CS_KINDS = ("cs1", "cs2", "pairwise")
 INTERSECTION_METHOD = "∩"  # the method label of the "inconsistent under all methods" rows
@@ -170,51 +171,6 @@ def share_inconsistent(cs_values, threshold: float) -> float:
     return float(ki.mean()) if ki.size else math.nan
 
 
-def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat(values)``: resample n values with replacement ``n_boot`` times and
-    take the (1−level)/2 and (1+level)/2 quantiles of the statistic. Booleans count as 0/1. (nan, nan) for
-    no values."""
-    if not 0.0 < level < 1.0:
-        raise ParameterError(f"level must be in (0, 1), got {level}")
-    if int(n_boot) < 1:
-        raise ParameterError(f"n_boot must be >= 1, got {n_boot}")
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(int(n_boot), arr.size))
-    samples = arr[idx]
-    try:
-        stats = np.asarray(stat(samples, axis=1), dtype=np.float64).reshape(-1)
-        if stats.size != int(n_boot):
-            raise TypeError
-    except TypeError:  # a statistic without an axis argument
-        stats = np.array([float(stat(s)) for s in samples])
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return (float(low), float(high))
-
-
-class WelchResult(tuple):
-    """``(t, p)`` of Welch's t-test; ``.t``, ``.p`` and ``.note`` (why p is NaN, else "")."""
-
-    def __new__(cls, t: float, p: float, note: str = ""):
-        self = super().__new__(cls, (float(t), float(p)))
-        self.note = note
-        return self
-
-    @property
-    def t(self) -> float:
-        return self[0]
-
-    @property
-    def p(self) -> float:
-        return self[1]
-
-    def __repr__(self) -> str:
-        return f"WelchResult(t={self.t:.4g}, p={self.p:.4g}{', note=' + repr(self.note) if self.note else ''})"
-
 
 def welch_t(a, b) -> WelchResult:
     """Welch's unequal-variance t-test of mean(a) vs mean(b): t = (ā − b̄)/sqrt(s_a²/n_a + s_b²/n_b),
@@ -342,7 +298,6 @@ def ki_share_table(cs_df: pd.DataFrame, kind: str = "cs2", static: float | Seque
     _require(cs_df, ["model", "method", "fact_id", kind], "the consistency table")
     if static is None and not otsu:
         raise ParameterError("choose at least one threshold: static=<value(s)> and/or otsu=True")
-    from .stats import wilson_ci
 
     df = cs_df.dropna(subset=[kind])
     fact_cols = ["fact_id"] + (["relation"] if "relation" in df.columns else [])
@@ -569,24 +524,6 @@ def welch_claim(shares: pd.DataFrame, model: str) -> dict:
 # ---------------------------------------------------------------------- chapter 02 (distributions)
 
 
-def violin_figure(cs: pd.DataFrame, models: Sequence[str], kind: str = "cs2", threshold: float = 0.3):
-    """CS per relation (methods pooled, one dot per fact and method), one panel per model, line at θ."""
-    import matplotlib.pyplot as plt
-
-    from .figures import violins_with_threshold
-
-    rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
-    fig, axes = plt.subplots(1, len(models), figsize=(max(5.0, 1.2 * len(rel_order)) * len(models), 4.2),
-                             sharey=True, squeeze=False)
-    for ax, model in zip(axes[0], models):
-        part = cs[cs.model == model]
-        violins_with_threshold(ax, part, x="relation", y=kind, threshold=threshold, order=rel_order, hue="method")
-        ax.set_title(f"{model}: {part.fact_id.nunique()} facts")
-        ax.set_ylabel(kind.upper())
-    fig.tight_layout()
-    return fig
-
-
 def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> pd.DataFrame:
     """Per model × relation: facts, queries per fact, mean CS, share below θ and the CS2 floor 1/k."""
     tab = (cs.groupby(["model", "relation"])
@@ -609,10 +546,18 @@ def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str
 def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
                           seed: int = 0) -> dict:
     """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
-    from .stats import cluster_bootstrap_ci
 
     part = cs[cs.model == model]
     below = (part[kind] < threshold).astype(float).to_numpy()
     lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
     return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
                 n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
+
+
+def class_label_series(cs: pd.DataFrame, theta: Mapping[tuple[str, str], float] | float, kind: str = "cs2") -> pd.Series:
+    """K_C / K_I / K_none per row of a consistency table; ``theta`` one value or one per (model, method)."""
+    out = pd.Series(index=cs.index, dtype=object)
+    for (model, method), g in cs.groupby(["model", "method"]):
+        th = theta[(model, method)] if isinstance(theta, Mapping) else theta
+        out.loc[g.index] = class_labels(g[kind], th, g["union_size"] if "union_size" in g else None)
+    return out

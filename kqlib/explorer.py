@@ -94,12 +94,6 @@ def _results(build: Path, stem: str) -> dict:
         return {}
 
 
-def _chapters(root: Path) -> list[Path]:
-    from .book import notebook_chapters
-
-    return notebook_chapters(root)
-
-
 def _executed_parameters(notebook: Path) -> dict:
     try:
         meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
@@ -393,14 +387,14 @@ def write_explorer(dest: Path, data: dict) -> Path:
 # ------------------------------------------------------------------------------------------- the site
 
 
-def prepare_site(root: Path, src: Path) -> dict:
+def prepare_site(root: Path, src: Path, chapters: list[Path]) -> dict:
     """Data folders, injected "Data and reproduction" cells and the explorer in the staged book ``src``
-    (``_build/executed``); called by the HTML build before Jupyter Book. Returns a summary."""
+    (``_build/executed``); called by the HTML build before Jupyter Book with the toc's notebook chapters.
+    Returns a summary."""
     build = root / "_build"
     site = src / SITE
     shutil.rmtree(site, ignore_errors=True)
     (site / DATA).mkdir(parents=True)
-    chapters = _chapters(root)
     summary = {"chapters": {}, "facts": 0}
     for ch in chapters:
         stem = ch.stem

@@ -6,6 +6,11 @@ All functions draw on axes they are given (or create a figure) and return the fi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -113,5 +118,21 @@ def path_points(table):
     axes[0].set(xscale="log", yscale="log", xlabel="path points n", ylabel="median relative error")
     sns.lineplot(data=table, x="points", y="mean_jaccard", hue="rule", style=style, markers=True, ax=axes[1])
     axes[1].set(xscale="log", xlabel="path points n", ylabel="mean Jaccard vs reference", ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def violin_figure(cs: pd.DataFrame, models: Sequence[str], kind: str = "cs2", threshold: float = 0.3):
+    """CS per relation (methods pooled, one dot per fact and method), one panel per model, line at θ."""
+    import matplotlib.pyplot as plt
+
+    rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5.0, 1.2 * len(rel_order)) * len(models), 4.2),
+                             sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        part = cs[cs.model == model]
+        violins_with_threshold(ax, part, x="relation", y=kind, threshold=threshold, order=rel_order, hue="method")
+        ax.set_title(f"{model}: {part.fact_id.nunique()} facts")
+        ax.set_ylabel(kind.upper())
     fig.tight_layout()
     return fig

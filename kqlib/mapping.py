@@ -118,7 +118,7 @@ MAPPING_COLUMNS = ["model", "method", "relation", "fact_id", "pattern_index", "g
 def classify_facts(cs: pd.DataFrame, p) -> pd.DataFrame:
     """``cs`` with ``theta`` (static, or Otsu per model × method, ``p.threshold_kind``) and ``group``
     (K_C / K_I / K_none)."""
-    from .chapter import class_labels
+    from .consistency import class_label_series as class_labels
     from .consistency import otsu_threshold
 
     thetas = {}
@@ -236,8 +236,7 @@ def fact_tests(long: pd.DataFrame, p) -> pd.DataFrame:
 
 def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame) -> dict:
     """Chapter 03's headline numbers (first model, first method) and its claims (every model)."""
-    from .chapter import fmt
-    from .report import finite_or_none
+    from .stats import finite_or_none, fmt
 
     p, lms = ch.p, ch.models()
     lm0, method0 = lms[0].name, p.methods[0]

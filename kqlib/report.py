@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ParameterError
+from .stats import finite_or_none  # noqa: F401 (the chapters call report.finite_or_none)
 from .verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
@@ -206,15 +207,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
-
-
-def finite_or_none(x) -> float | None:
-    """``float(x)`` when it is a finite number, else ``None`` (JSON has no NaN; the results refuse it)."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def records(df) -> list[dict]:

@@ -12,13 +12,72 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .consistency import bootstrap_ci
 from .errors import ParameterError
+
+
+def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``stat(values)``: resample n values with replacement ``n_boot`` times and
+    take the (1−level)/2 and (1+level)/2 quantiles of the statistic. Booleans count as 0/1. (nan, nan) for
+    no values."""
+    if not 0.0 < level < 1.0:
+        raise ParameterError(f"level must be in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise ParameterError(f"n_boot must be >= 1, got {n_boot}")
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, arr.size, size=(int(n_boot), arr.size))
+    samples = arr[idx]
+    try:
+        stats = np.asarray(stat(samples, axis=1), dtype=np.float64).reshape(-1)
+        if stats.size != int(n_boot):
+            raise TypeError
+    except TypeError:  # a statistic without an axis argument
+        stats = np.array([float(stat(s)) for s in samples])
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+class WelchResult(tuple):
+    """``(t, p)`` of Welch's t-test; ``.t``, ``.p`` and ``.note`` (why p is NaN, else "")."""
+
+    def __new__(cls, t: float, p: float, note: str = ""):
+        self = super().__new__(cls, (float(t), float(p)))
+        self.note = note
+        return self
+
+    @property
+    def t(self) -> float:
+        return self[0]
+
+    @property
+    def p(self) -> float:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"WelchResult(t={self.t:.4g}, p={self.p:.4g}{', note=' + repr(self.note) if self.note else ''})"
+
+
+def finite_or_none(x) -> float | None:
+    """``float(x)`` when it is a finite number, else ``None`` (JSON has no NaN; the results refuse it)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def fmt(x, spec: str = ".2f", missing: str = "not measurable") -> str:
+    """``format(x, spec)``, or ``missing`` for None / NaN."""
+    return missing if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
 def _require(df: pd.DataFrame, cols: Sequence[str]) -> None:

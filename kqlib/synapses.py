@@ -281,7 +281,7 @@ def choose_queries(ch, p) -> tuple[dict, dict, dict]:
     import random
     import time
 
-    from .chapter import class_labels
+    from .consistency import class_label_series as class_labels
 
     chosen, kn_sets, metas = {}, {}, {}
     data = ch.localize([p.kn_method], verbose=False)
@@ -431,8 +431,7 @@ def fact_tests(syn: pd.DataFrame, p) -> pd.DataFrame:
 
 def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> dict:
     """Chapter 04's headline numbers (first model) and its claims (every model)."""
-    from .chapter import fmt
-    from .report import finite_or_none
+    from .stats import finite_or_none, fmt
 
     p, lms = ch.p, ch.models()
     alphas = [float(a) for a in p.alphas]

@@ -191,8 +191,10 @@ def test_prepare_site_links_existing_files_and_reproduces_the_run(tmp_path, monk
                                               "git_revision": "deadbeef", "wall_time_s": 1.5, "profile": "smoke",
                                               "device": {"cpu": "Test CPU", "cpu_count": 2}})
     src = root / "_build" / "executed"
-    summary = explorer.prepare_site(root, src)
-    again = explorer.prepare_site(root, src)  # idempotent: the cells are replaced, not added twice
+    from kqlib.book import notebook_chapters
+
+    summary = explorer.prepare_site(root, src, notebook_chapters(root))
+    again = explorer.prepare_site(root, src, notebook_chapters(root))  # idempotent: the cells are replaced, not added twice
     assert summary["chapters"]["01_toy"]["injected_cells"] == again["chapters"]["01_toy"]["injected_cells"] == 2
     nb = nbformat.read(src / "book" / "01_toy.ipynb", as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
