@@ -30,7 +30,7 @@
 #
 # Replace every `# YOUR CODE HERE` / `raise NotImplementedError(...)` by your code. Cells starting with
 # `# check:` are checks you can run yourself; the grader runs them again, plus hidden ones.
-# Do not use `kqlib.consistency` in your answers (the hidden checks compare against it).
+# Do not use `kqlib.paper.consistency` in your answers (the hidden checks compare against it).
 
 # %%
 from itertools import combinations
@@ -87,7 +87,7 @@ assert cs1([{1}, {2}]) == 0.0, "disjoint sets must score 0"
 # %% tags=["hidden-check"]
 # check: q1 (2 points)
 import random as _r
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 assert cs1([set(), set()]) == 0.0, "cs1 of two empty sets should be 0.0 (empty union), not an error"
 assert abs(cs1([{1, 2, 3}, {2, 3, 4}, {3, 4, 5}]) - 1 / 5) < 1e-12, "cs1([{1,2,3},{2,3,4},{3,4,5}]) should be 1/5"
 _g = _r.Random(1)
@@ -123,7 +123,7 @@ assert abs(cs2([{1}, {2}, {3}]) - 1 / 3) < 1e-12, "k pairwise disjoint sets must
 # %% tags=["hidden-check"]
 # check: q2 (2 points)
 import random as _r
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 assert cs2([set(), set(), set()]) == 0.0, "cs2 of empty sets should be 0.0 (empty union), not an error"
 _g = _r.Random(2)
 for _ in range(200):
@@ -154,7 +154,7 @@ assert labels["Suleiman I / position / Shah"] == "K_C"
 
 # %% tags=["hidden-check"]
 # check: q3 (2 points)
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 for _fact, _sets in FACTS.items():
     _want = (_kc.cs1(_sets), _kc.cs2(_sets))
     assert all(abs(a - b) < 1e-9 for a, b in zip(scores[_fact], _want)), f"scores[{_fact!r}] should be {_want}"
@@ -176,7 +176,7 @@ print(cs1(my_sets), cs2(my_sets))
 
 # %% tags=["hidden-check"]
 # check: q4 (2 points)
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 assert isinstance(my_sets, (list, tuple)) and len(my_sets) == 3, "my_sets must be a list of three sets"
 assert _kc.cs1(my_sets) == 0.0, f"CS1 of my_sets is {_kc.cs1(my_sets):.3f}, not 0"
 assert _kc.cs2(my_sets) >= 0.6, f"CS2 of my_sets is {_kc.cs2(my_sets):.3f} < 0.6"

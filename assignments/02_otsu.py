@@ -32,7 +32,7 @@
 # classes and hence the same $\sigma_B^2$: any of these tied maximisers is accepted.)
 #
 # Replace every `# YOUR CODE HERE` / `raise NotImplementedError(...)`. Do not call
-# `kqlib.consistency.otsu_threshold` or scikit-image in your answers (the hidden checks compare against them).
+# `kqlib.paper.consistency.otsu_threshold` or scikit-image in your answers (the hidden checks compare against them).
 
 # %%
 import numpy as np
@@ -96,7 +96,7 @@ assert otsu(np.full(5, 0.4)) == 0.4, "all values equal -> that value"
 
 # %% tags=["hidden-check"]
 # check: q1 (4 points)
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 def _otsu_ok(v, got, bins=256):
     """got is an Otsu threshold of v: a bin centre whose split reaches the maximal between-class variance
     (kqlib's / skimage's answer, or a tie with it across empty bins)."""
@@ -141,7 +141,7 @@ for model in CS:
 
 # %% tags=["hidden-check"]
 # check: q2 (3 points)
-import kqlib.consistency as _kc
+import kqlib.paper.consistency as _kc
 for _model, _v in CS.items():
     _th = thresholds[_model]
     assert _otsu_ok(_v, _th), f"thresholds[{_model!r}] should be {_kc.otsu_threshold(_v):.4f}"

@@ -26,12 +26,12 @@
 #
 # Tools from `kqlib` (see the book's chapters):
 #
-# * `kqlib.attention.attribute_attention(lm, prompt, target, steps)` -> synapse scores `[layers, heads, T]`
+# * `kqlib.attribution.attribute_attention(lm, prompt, target, steps)` -> synapse scores `[layers, heads, T]`
 #   of the last position's attention row; `knowledge_synapses(scores, t)` -> `{(layer, head, key_pos)}`;
-# * `kqlib.attention.synapse_entries(synapses)` -> `(layer, head, query_pos=-1, key_pos)` entries;
-#   `with kqlib.attention.scale_attention(lm, entries, alpha): ...` scales them during a forward pass;
+# * `kqlib.core.attention.synapse_entries(synapses)` -> `(layer, head, query_pos=-1, key_pos)` entries;
+#   `with kqlib.core.attention.scale_attention(lm, entries, alpha): ...` scales them during a forward pass;
 # * `kqlib.attribute(lm, prompt, target, steps)` and `kqlib.knowledge_neurons(scores, t)` -> KNs
-#   `{(layer, neuron)}`; `with kqlib.hooks.capture(lm) as acts: ...` records `acts[layer]` (`[batch, neurons]`
+#   `{(layer, neuron)}`; `with kqlib.core.hooks.capture(lm) as acts: ...` records `acts[layer]` (`[batch, neurons]`
 #   at the last position).
 #
 # Replace every `# YOUR CODE HERE` / `raise NotImplementedError(...)`.
@@ -47,8 +47,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 import kqlib
-from kqlib.attention import attribute_attention, knowledge_synapses, scale_attention, synapse_entries
-from kqlib.hooks import capture
+from kqlib.core.attention import scale_attention, synapse_entries
+from kqlib.attribution import attribute_attention, knowledge_synapses
+from kqlib.core.hooks import capture
 
 torch.set_num_threads(1)
 WORDS = ("the capital of france is paris berlin rome germany italy city country which its s language "
@@ -106,7 +107,7 @@ for _p in PROMPTS:
 # %% [markdown]
 # ## Q2 (4 points): a layer-matched control
 #
-# `kqlib.attention.random_non_synapses` draws the control anywhere in `[layers, heads, T]`. Layers differ
+# `kqlib.core.attention.random_non_synapses` draws the control anywhere in `[layers, heads, T]`. Layers differ
 # a lot in how much a change of their attention matters, so a fair control should change **the same number
 # of entries in each layer** as the synapse set does, at entries that are *not* synapses.
 #

@@ -25,8 +25,8 @@ models = ["smollm2-135m"]
 profile = "smoke"
 
 # %%
-from kqlib.chapter import Chapter
-from kqlib import report
+from kqlib.book.chapter import Chapter
+from kqlib.book import report
 
 ch = Chapter("00_setup", globals())
 
@@ -53,7 +53,7 @@ ch.model_table()
 # A fact is a prompt and its answer. A model *knows* it here when the answer's first token is likely as
 # the next token, $p(y_1 \mid x) = \operatorname{softmax}(W_U h_L(x))_{y_1}$, where $h_L(x)$ is the last
 # position's residual stream after the final layer and $W_U$ the unembedding. The five facts below are
-# written by hand (`kqlib.report.SETUP_FACTS`); the later chapters use ParaRel instead.
+# written by hand (`kqlib.book.report.SETUP_FACTS`); the later chapters use ParaRel instead.
 
 # %%
 probs = report.fact_probabilities(lms, report.SETUP_FACTS)

@@ -59,9 +59,9 @@ profile = "smoke"
 # %%
 import pandas as pd
 
-from kqlib import chapter as K
-from kqlib import consistency as C
-from kqlib import report
+from kqlib.book import chapter as K
+from kqlib.paper import consistency as C
+from kqlib.book import report
 
 ch = K.Chapter("01_kl_reexamination", globals())
 assert edit_method in methods, f"edit_method {edit_method!r} must be one of methods {methods}"
@@ -91,7 +91,7 @@ assert edit_method in methods, f"edit_method {edit_method!r} must be one of meth
 #   \mathrm{CS}_2 = \frac{1}{|\mathcal U|}\sum_{n \in \mathcal U} \frac{c(n)}{k}.$$
 #
 # The paper's exact formulas were not available (see the spec); these are the best readings, and
-# `kqlib.consistency` also offers the mean pairwise Jaccard index. Note that $\mathrm{CS}_2 \ge 1/k$
+# `kqlib.paper.consistency` also offers the mean pairwise Jaccard index. Note that $\mathrm{CS}_2 \ge 1/k$
 # whenever some query has a knowledge neuron: a fact with only two or three queries can never fall below
 # $\theta = 0.3$ under $\mathrm{CS}_2$, whatever its neurons.
 #
@@ -202,7 +202,7 @@ pd.DataFrame(fig1_info).T
 # (first queries of `n_unrelated` other facts) whose top-1 prediction is unchanged,
 # **Avg** = (Rel + Gen + Loc)/3 and **ΔPPL** = perplexity change on held-out sentences. Weights are restored
 # bit-exactly after each edit. If KL held for every fact, Gen would not depend on the class; the paper
-# reports that it is much lower for $K_I$ facts. The loop is `kqlib.kl_editing.run_single_query_edits`
+# reports that it is much lower for $K_I$ facts. The loop is `kqlib.paper.kl_editing.run_single_query_edits`
 # (the $\mathcal N_i$ selection of chapter 5 with one edited query and every other query held out); a fact
 # with fewer than two usable queries, or whose edited query has no knowledge neuron, is not edited.
 
@@ -258,7 +258,7 @@ ch.glue(K.kl_numbers(ch, data, cs, shares, edits, static_classes))
 # ## Paper vs this run
 #
 # Items 1, 3 and 5 of the paper's headline results (2 and 4 are checked in chapter 2), generated from
-# `kqlib/claims.toml` and this chapter's numbers by one rule (`kqlib.verdicts.judge`): **holds** when the
+# `kqlib/claims.toml` and this chapter's numbers by one rule (`kqlib.book.verdicts.judge`): **holds** when the
 # 95 % interval over facts excludes the null on the paper's side, **differs** when it excludes it on the
 # other side, **inconclusive** otherwise (with the number of facts that would be needed at the observed
 # variance), **not measurable here** with the reason. The models of this run are far smaller than the paper's.

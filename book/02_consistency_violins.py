@@ -57,9 +57,9 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib import chapter as K
-from kqlib import consistency as C
-from kqlib import report
+from kqlib.book import chapter as K
+from kqlib.paper import consistency as C
+from kqlib.book import report
 
 ch = K.Chapter("02_consistency_violins", globals())
 
@@ -166,7 +166,7 @@ ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
 #
 # Items 2 and 4 of the paper's headline results (items 1, 3 and 5 are checked in chapter 1), and two choices
 # the paper leaves open, generated from `kqlib/claims.toml` by the book's one verdict rule
-# (`kqlib.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
+# (`kqlib.book.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
 # of the model with the fewest and the most MLP neurons, with a bootstrap interval over each model's facts;
 # with one model it is not measurable.
 

@@ -48,9 +48,9 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib import chapter as K
-from kqlib import mapping as M
-from kqlib import report
+from kqlib.book import chapter as K
+from kqlib.paper import mapping as M
+from kqlib.book import report
 
 ch = K.Chapter("03_query_kn_mapping", globals())
 assert threshold_kind in ("static", "otsu"), f"threshold_kind must be 'static' or 'otsu', got {threshold_kind!r}"
@@ -85,7 +85,7 @@ assert enhance_factor > 1, "enhance_factor must be > 1"
 #
 # **Classes.** A fact is $K_I$ iff its consistency score $\mathrm{CS}$ (`cs_kind`) is below $\theta$
 # (static `static_threshold`, or Otsu's threshold of the model × method's CS histogram), per localization
-# method, exactly as in chapter 1 (same data, same attributions, same `kqlib.consistency` calls).
+# method, exactly as in chapter 1 (same data, same attributions, same `kqlib.paper.consistency` calls).
 #
 # If KL held, own, union and intersection would all contain "the fact's" neurons and give similar
 # $\Delta\mathrm{Prob}$; under Query-KN mapping own ≫ intersection for $K_I$ facts.
@@ -110,7 +110,7 @@ ch.export("consistency", cs, description="one row per (model, method, fact): con
 # ## Suppress and enhance
 #
 # For every query of a classified fact (at most `max_queries` per model × method × class, a seeded sample),
-# `kqlib.mapping.run_mapping` runs 1 + 4 conditions × 2 operations forward passes and returns one row per
+# `kqlib.paper.mapping.run_mapping` runs 1 + 4 conditions × 2 operations forward passes and returns one row per
 # (query, condition, operation).
 
 # %%
@@ -158,7 +158,7 @@ M.summary_view(summary)
 # %% [markdown]
 # ## Paired tests: own vs the neighbors' neurons
 #
-# Wilcoxon's signed-rank test (two-sided, `scipy.stats.wilcoxon` through `kqlib.stats.paired_fact_table`) of
+# Wilcoxon's signed-rank test (two-sided, `scipy.stats.wilcoxon` through `kqlib.paper.stats.paired_fact_table`) of
 # own vs union, intersection and random, separately for suppression ($\Delta\mathrm{Prob}$), enhancement
 # ($\Delta\mathrm{Prob}$) and Avg. **The unit is the fact**: each fact's queries are averaged first, so a fact
 # with eight paraphrases counts once, like a fact with two, and `n` is the number of paired facts. `diff` is
@@ -197,7 +197,7 @@ ch.glue(M.mapping_numbers(ch, mapping, summary, tests))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.verdicts.judge`, see chapter 1):
+# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1):
 # each claim is judged on the mean over facts of the per-fact difference own − other in Avg, with its 95 %
 # bootstrap interval over facts (the Wilcoxon p over facts is shown beside it). The paper's "smaller gap for
 # $K_C$" is not testable this way: $K_C$ facts are *defined* as those whose queries share their knowledge
@@ -228,7 +228,7 @@ ch.paper_vs_run()
 #
 # 1. Rerun with `-p threshold_kind=otsu`. Which facts change class, and does the $K_I$/$K_C$ gap change?
 # 2. The union is larger than the own set. Draw, for each query, a random subset of the union as large as
-#    $\mathcal N_q$ (use `kqlib.mapping.MappingQuery` with your own `neighbors`) and compare it with own: is the
+#    $\mathcal N_q$ (use `kqlib.paper.mapping.MappingQuery` with your own `neighbors`) and compare it with own: is the
 #    union's effect explained by its size?
 # 3. Replace the relative ΔProb by the change of the log-probability, $\log p_{after} - \log p_{before}$.
 #    Which conclusions survive?

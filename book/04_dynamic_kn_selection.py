@@ -50,9 +50,9 @@ profile = "smoke"
 # %%
 import pandas as pd
 
-from kqlib import chapter as K
-from kqlib import report
-from kqlib import synapses as S
+from kqlib.book import chapter as K
+from kqlib.book import report
+from kqlib.paper import synapses as S
 
 ch = K.Chapter("04_dynamic_kn_selection", globals())
 assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scaling factors"
@@ -85,7 +85,7 @@ assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scal
 #
 # $\Delta\mathrm{Act}$ is the relative change of the knowledge neurons' summed activation magnitude, measured
 # along each neuron's original sign: $-1$ = every knowledge neuron silenced, $0$ = unchanged, $> 0$ =
-# strengthened, $< -1$ = pushed past zero to the opposite sign (`kqlib.synapses` documents it, with the
+# strengthened, $< -1$ = pushed past zero to the opposite sign (`kqlib.paper.synapses` documents it, with the
 # unsigned variant $\lVert a' - a\rVert / \lVert a \rVert$).
 
 # %% [markdown]
@@ -101,7 +101,7 @@ chosen, kn_sets, metas = S.choose_queries(ch, ch.p)
 # %% [markdown]
 # ## Scaling the synapses
 #
-# `kqlib.synapses.run_synapse_experiment`: per query one attention attribution (cached on disk), then one
+# `kqlib.paper.synapses.run_synapse_experiment`: per query one attention attribution (cached on disk), then one
 # forward pass per (set, α); one row per (query, set, α).
 
 # %%
@@ -113,7 +113,7 @@ S.per_model_overview(syn)
 # **Two controls.** The random control draws its entries uniformly among all non-synapse entries of every layer,
 # head and key position; most of those carry almost no attention, so scaling them moves little attention at
 # all, and a gap to the synapses could be just "more attention removed". The **mass-matched** control
-# (`mass_matched = True`, set `matched`, `kqlib.synapses.mass_matched_non_synapses`) pairs every synapse with
+# (`mass_matched = True`, set `matched`, `kqlib.paper.synapses.mass_matched_non_synapses`) pairs every synapse with
 # a non-synapse entry of about the same attention probability (drawn among the 5 closest), so it scales about
 # as much attention mass as the synapses. The table shows the mean number of entries and the attention mass
 # (summed attention probability of the scaled entries at the last position) per set.
@@ -161,7 +161,7 @@ S.summary_view(summary)
 # %% [markdown]
 # ## Paired test: synapses vs control
 #
-# Wilcoxon's signed-rank test (two-sided, `kqlib.stats.paired_fact_table`) of the **size** of the effect,
+# Wilcoxon's signed-rank test (two-sided, `kqlib.paper.stats.paired_fact_table`) of the **size** of the effect,
 # $|\Delta\mathrm{Act}|$ and $|\Delta\mathrm{Prob}|$, for the synapses against the control, per model and α,
 # with the **fact as the unit**: each fact's queries are averaged first (`n` = paired facts). `diff` is the mean
 # over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$ with its bootstrap interval
@@ -207,7 +207,7 @@ ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
 # Each claim is judged on the mean over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$
 # with its 95 % bootstrap interval over facts, and the Wilcoxon test over facts must agree: the mean that is
 # compared is the mean of the quantity that is tested.
@@ -234,7 +234,7 @@ ch.paper_vs_run()
 #
 # 1. Rerun with `-p renormalize=True`: which effects survive when the suppressed mass is redistributed?
 # 2. Make the control harder: draw the random entries from the *same layers and heads* as the synapses
-#    (edit `kqlib.synapses.synapse_sets`). Does the ΔAct gap shrink?
+#    (edit `kqlib.paper.synapses.synapse_sets`). Does the ΔAct gap shrink?
 # 3. Plot ΔAct against ΔProb per query. Do queries whose knowledge neurons fade more also lose more of
 #    their answer probability?
 # 4. Compare $K_C$ and $K_I$ queries (column `group` of the results table): do attention and the knowledge

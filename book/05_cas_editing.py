@@ -47,7 +47,7 @@ n_heldout = 1
 split = "random"  # "random" | "last"
 query_filter = "correct"  # "correct": use only queries the model answers top-1; "all": every query
 n_unrelated = 4  # unrelated queries (first queries of other facts) per edit, for Loc
-n_ppl_texts = 4  # held-out sentences for ΔPPL (the first n of kqlib.editing.DEFAULT_PPL_TEXTS)
+n_ppl_texts = 4  # held-out sentences for ΔPPL (the first n of kqlib.paper.editing.DEFAULT_PPL_TEXTS)
 lambda1 = 1.0  # Dai et al.'s update rule, norm-scaled
 lambda2 = 8.0
 lambda2_grid = [1.0, 2.0, 8.0]  # λ2 sweep of the updates (λ1 fixed)
@@ -60,8 +60,8 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib import chapter as K
-from kqlib import report
+from kqlib.book import chapter as K
+from kqlib.book import report
 
 ch = K.Chapter("05_cas_editing", globals())
 
@@ -129,7 +129,7 @@ cs.groupby(["model", "class"]).agg(facts=("fact_id", "size"), mean_cs=(cs_kind, 
 # %% [markdown]
 # ## Editing every fact with every selection
 #
-# One row per (fact, selection, task), computed by `kqlib.cas_editing.run_cas_editing`.
+# One row per (fact, selection, task), computed by `kqlib.paper.cas_editing.run_cas_editing`.
 
 # %%
 run = K.CasEdits(lms, data, classes, ch.p)
@@ -240,7 +240,7 @@ ch.glue(K.cas_numbers(ch, edits, t3, gains, abl_table, classes))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
 # The gains are paired by fact and pooled over models and tasks, a fact's two tasks averaged first, with a
 # 95 % bootstrap interval over facts. The reviewer's point (a smaller gain for $K_C$ facts) is judged on the
 # difference of the mean gains over $\mathcal N_i$ of the two classes.

@@ -36,7 +36,7 @@
 #
 # This page measures, on ParaRel queries, the error of each rule against a high-order reference integral
 # (Gauss–Legendre with `reference_points` nodes), and the Jaccard index of the knowledge-neuron sets
-# ($t$ = `t_threshold`) against the reference's, as $n$ grows. Formulas: `kqlib.path_points`.
+# ($t$ = `t_threshold`) against the reference's, as $n$ grows. Formulas: `kqlib.paper.path_points`.
 
 # %% tags=["parameters"]
 models = ["smollm2-135m"]
@@ -63,8 +63,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import kqlib
-from kqlib import figures, path_points, report
-from kqlib.pararel import build_dataset
+from kqlib.book import figures
+from kqlib.paper import path_points
+from kqlib.book import report
+from kqlib.paper.pararel import build_dataset
 
 report.quiet()
 

@@ -20,7 +20,7 @@
 # in it is typed by hand. A claim whose chapter has not been run in this build is listed as *not measurable
 # here* with that reason, so the scorecard always has every claim.
 #
-# Each row was judged where it was measured, by the one rule of `kqlib.verdicts.judge`:
+# Each row was judged where it was measured, by the one rule of `kqlib.book.verdicts.judge`:
 #
 # * **holds** — the 95 % interval (over facts) excludes the null on the paper's side, and the test over facts
 #   agrees where there is one;
@@ -34,8 +34,9 @@
 profile = "smoke"
 
 # %%
-from kqlib import report, scorecard
-from kqlib.chapter import Chapter
+from kqlib.book import report
+from kqlib.book import scorecard
+from kqlib.book.chapter import Chapter
 
 ch = Chapter("07_scorecard", globals())
 rows = scorecard.collect(report.results_dir())

@@ -9,9 +9,9 @@ Core API::
 
 __version__ = "0.1.0"
 
-from .errors import KqError  # noqa: E402
-from .models import DEFAULT_MODEL, EMBEDDED, LM, load  # noqa: E402
-from .attribution import METHODS, amig_baseline, attribute, attribute_reference, knowledge_neurons  # noqa: E402
-from .batch import attribute_many  # noqa: E402
-from . import attention, hooks  # noqa: E402
-from . import data_export  # noqa: E402
+from kqlib.errors import KqError  # noqa: E402
+from kqlib.core.models import DEFAULT_MODEL, EMBEDDED, LM, load  # noqa: E402
+from kqlib.attribution import METHODS, amig_baseline, attribute, attribute_reference, knowledge_neurons  # noqa: E402
+from kqlib.runs.many import attribute_many  # noqa: E402
+from kqlib.core import attention  # noqa: E402
+from kqlib.core import hooks  # noqa: E402

@@ -40,7 +40,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from .threads import free_cores, usable_cores
+from kqlib.core.threads import free_cores, usable_cores
 
 IMPLEMENTATIONS = ("kqlib fast", "kqlib gauss-8", "kqlib fast 1-busy", "kqlib fast 1-busy all-threads",
                    "kqlib naive", "knowledge-neurons", "captum IG")
@@ -347,7 +347,7 @@ def _captum_query(model, tok, case: Case, target_id: int, steps: int):
     from captum.attr import IntegratedGradients
 
     import kqlib
-    from kqlib.hooks import capture, set_neurons
+    from kqlib.core.hooks import capture, set_neurons
 
     lm = kqlib.LM.wrap(model, tok, name=case.name)
     ids = tok(case.prompt, return_tensors="pt").input_ids
@@ -576,7 +576,7 @@ def verdicts(rows) -> list[str]:
 
 def _threads_arg(text: str) -> str:
     """argparse type of ``--threads``: ``auto`` or a positive integer (checked before any work)."""
-    from .threads import parse_threads
+    from kqlib.core.threads import parse_threads
 
     try:
         parse_threads(text)
@@ -586,7 +586,7 @@ def _threads_arg(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .cli import int_at_least, output_file
+    from kqlib.cli import int_at_least, output_file
 
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated cases among {', '.join(CASES)} (default: all)")
@@ -609,7 +609,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import ParameterError
+    from kqlib.errors import ParameterError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -625,7 +625,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     if steps < 1 or repeats < 1 or warmup < 0:
         raise ParameterError("need --steps >= 1, --repeats >= 1, --warmup >= 0")
-    from .threads import parse_threads
+    from kqlib.core.threads import parse_threads
 
     args.threads = parse_threads(args.threads)
     info = machine_info()
@@ -663,7 +663,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _register() -> None:
-    from .cli import Command, register
+    from kqlib.cli import Command, register
 
     register(Command("bench", "benchmark kqlib's fast attribution vs the naive reference and knowledge-neurons",
                      add_arguments, run))

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import KqError, MissingDependencyError, ParameterError
+from kqlib.errors import KqError, MissingDependencyError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Command:
 
 COMMANDS: list[Command] = []
 #: Modules whose import registers more subcommands.
-EXTENSIONS = ("kqlib.commands", "kqlib.bench", "kqlib.assignments")
+EXTENSIONS = ("kqlib.commands", "kqlib.bench", "kqlib.teaching.assignments")
 
 
 def register(command: Command) -> Command:
@@ -158,25 +158,25 @@ def check_writable_folder(path: str | None, option: str) -> None:
 
 
 def _book_args(p):
-    from . import book
+    from kqlib.book import runner as book
 
     book.add_book_arguments(p)
 
 
 def _book_run(args):
-    from . import book
+    from kqlib.book import runner as book
 
     return book.run_book(args)
 
 
 def _run_args(p):
-    from . import book
+    from kqlib.book import runner as book
 
     book.add_run_arguments(p)
 
 
 def _run_run(args):
-    from . import book
+    from kqlib.book import runner as book
 
     return book.run_chapter(args)
 
@@ -187,8 +187,8 @@ def _models_args(p):
 
 def _models_run(args) -> int:
     """List the embedded models, whether their wheel is installed and whether the fp32 copy is cached."""
-    from .errors import MissingDependencyError
-    from .models import EMBEDDED, cache_root
+    from kqlib.errors import MissingDependencyError
+    from kqlib.core.models import EMBEDDED, cache_root
 
     for name, spec in EMBEDDED.items():
         try:
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _load_extensions()
     parser = argparse.ArgumentParser(prog="kq", description="Knowledge neurons and query localization: "
                                      "run the book's chapters, build the book, list models.")
-    from . import __version__
+    from kqlib import __version__
 
     parser.add_argument("--version", action="version", version=f"kqlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -264,7 +264,7 @@ def stop_on_signals():
     import signal
     import threading
 
-    from .errors import Interrupted
+    from kqlib.errors import Interrupted
 
     if threading.current_thread() is not threading.main_thread():
         yield

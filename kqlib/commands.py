@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least, register
-from .errors import ParameterError
+from kqlib.cli import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least, register
+from kqlib.errors import ParameterError
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
@@ -25,8 +25,8 @@ def _relations(text: str | None, option: str) -> list[str] | None:
 def _check_inputs(args, relations: list[str] | None, model: bool = True) -> None:
     """Everything that can be checked without loading a model: the device, the model name or folder, the
     ParaRel folder and the relations (their pattern files are read)."""
-    from . import pararel
-    from .models import check_model_name, resolve_device
+    from kqlib.paper import pararel
+    from kqlib.core.models import check_model_name, resolve_device
 
     if model:
         resolve_device(args.device)
@@ -54,8 +54,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_run(args) -> int:
-    from . import pararel
-    from .models import load
+    from kqlib.paper import pararel
+    from kqlib.core.models import load
 
     relations = _relations(args.relations, "--relations")
     check_output_file(args.out, suffixes=(".csv", ".parquet"))
@@ -109,10 +109,10 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
 def _attribute_run(args) -> int:
     import pandas as pd
 
-    from . import pararel
-    from .attribution import METHODS, knowledge_neurons
-    from .batch import attribute_many
-    from .models import load
+    from kqlib.paper import pararel
+    from kqlib.attribution import METHODS, knowledge_neurons
+    from kqlib.runs.many import attribute_many
+    from kqlib.core.models import load
 
     # every input is checked here, before the first model load or attribution
     methods = id_list(args.method, "--method", "ig,sig")
@@ -134,14 +134,14 @@ def _attribute_run(args) -> int:
     check_output_file(str(out), suffixes=(".csv", ".parquet"))
     check_writable_folder(args.cache, "--cache")
     _check_inputs(args, relations)
-    from .threads import set_threads
+    from kqlib.core.threads import set_threads
 
     set_threads(args.threads)
     t0 = time.time()
-    from .cache import AttributionCache
+    from kqlib.runs.cache import AttributionCache
 
     if args.executor == "ray":  # an unreachable cluster or cache fails here, before any work
-        from .distributed import connect
+        from kqlib.runs.ray_pool import connect
 
         connect(args.address)
     AttributionCache(args.cache).check()

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kqlib.report import read_glued
+from kqlib.book.report import read_glued
 
 
 def results(root: Path, name: str) -> dict:
@@ -52,8 +52,8 @@ def check_glue(root: Path, name: str) -> nbformat.NotebookNode:
 
 def check_claims(root: Path, name: str) -> list[dict]:
     """The chapter judged every claim claims.toml assigns to it; each stored verdict is what the one rule
-    (kqlib.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
-    from kqlib import verdicts as V
+    (kqlib.book.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
+    from kqlib.book import verdicts as V
 
     data = results(root, name)
     rows = data["numbers"]["claims"]

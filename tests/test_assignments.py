@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kqlib import assignments as asg
+from kqlib.teaching import assignments as asg
 from kqlib import cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kqlib import attention as A
+from kqlib.core import attention as A
 from kqlib import attribution as AT
 from kqlib.errors import ParameterError, UnsupportedArchitectureError
 from tiny import FAMILY_MODEL_TYPES, tiny_lm

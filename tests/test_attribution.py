@@ -50,7 +50,7 @@ def test_ig_completeness_on_one_layer():
     t = lm.answer_token_ids(PROMPT, "paris")[0]
     scores = attribute(lm, PROMPT, t, steps=200)
     p = torch.softmax(lm.model(ids).logits[0, -1], -1)[t]
-    with kqlib.hooks.scale_neurons(lm, [(2, i) for i in range(lm.n_neurons)], 0.0):
+    with kqlib.core.hooks.scale_neurons(lm, [(2, i) for i in range(lm.n_neurons)], 0.0):
         p0 = torch.softmax(lm.model(ids).logits[0, -1], -1)[t]
     assert abs(scores[2].sum().item() - (p - p0).item()) < 0.02 * abs((p - p0).item()) + 1e-6
 
@@ -133,12 +133,12 @@ def test_single_riemann_node_is_attribution_patching():
     lm = tiny_lm("llama", dtype=torch.float64)
     ids = lm.encode(PROMPT)
     t = lm.answer_token_ids(PROMPT, "paris")[0]
-    with kqlib.hooks.capture(lm) as acts:
+    with kqlib.core.hooks.capture(lm) as acts:
         lm.model(ids)
     expected = []
     for layer in range(lm.n_layers):
         a = acts[layer][0].clone().requires_grad_(True)
-        with torch.enable_grad(), kqlib.hooks.set_neurons(lm, layer, a):
+        with torch.enable_grad(), kqlib.core.hooks.set_neurons(lm, layer, a):
             p = torch.softmax(lm.model(ids).logits[0, -1], -1)[t]
             (g,) = torch.autograd.grad(p, a)
         expected.append(a.detach() * g)

@@ -14,10 +14,10 @@ import nbformat
 import pytest
 
 from kqlib import cli
-from kqlib.book import ChapterFailed, execute_chapter, notebook_chapters, toc_documents
+from kqlib.book.runner import ChapterFailed, execute_chapter, notebook_chapters, toc_documents
 from kqlib.errors import ParameterError
-from kqlib.report import read_glued
-from kqlib.profiles import (declared_parameters, load_profile, parameters_for, parse_overrides, parse_value,
+from kqlib.book.report import read_glued
+from kqlib.book.profiles import (declared_parameters, load_profile, parameters_for, parse_overrides, parse_value,
                             profile_names)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_cli_bad_input_exit_2_no_traceback(tmp_path, capsys):
 
 
 def test_cli_model_shorthand(tmp_path):
-    from kqlib.book import _model_shorthand
+    from kqlib.book.runner import _model_shorthand
 
     ch = _chapter(tmp_path)
     assert _model_shorthand(ch, {"model": "gpt2"}) == {"models": ["gpt2"]}
@@ -276,7 +276,7 @@ def test_results_records_are_json_ready():
     import numpy as np
     import pandas as pd
 
-    from kqlib.report import finite_or_none, records
+    from kqlib.book.report import finite_or_none, records
 
     assert finite_or_none(np.float32(0.5)) == 0.5
     assert finite_or_none(float("nan")) is None and finite_or_none(None) is None and finite_or_none("x") is None

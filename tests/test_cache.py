@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import kqlib
-import kqlib.batch
-from kqlib.cache import AttributionCache
+import kqlib.runs.many
+from kqlib.runs.cache import AttributionCache
 from tiny import tiny_lm
 
 QUERIES = [("the capital of france is", "paris"), ("the capital of germany is", "berlin"),
@@ -36,8 +36,8 @@ def test_roundtrip_and_corrupt_entry_is_recomputed(tmp_path):
 def test_second_run_recomputes_nothing_and_keys_depend_on_parameters(tmp_path, monkeypatch):
     lm = tiny_lm("llama")
     calls = []
-    real = kqlib.batch.attribute
-    monkeypatch.setattr(kqlib.batch, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = kqlib.runs.many.attribute
+    monkeypatch.setattr(kqlib.runs.many, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     first = kqlib.attribute_many(lm, QUERIES, steps=3, cache=tmp_path, progress=False)
     assert len(calls) == 4
     second = kqlib.attribute_many(lm, QUERIES, steps=3, cache=tmp_path, progress=False)
@@ -59,7 +59,7 @@ def test_changed_weights_do_not_reuse_entries(tmp_path):
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     lm = tiny_lm("gpt2")
-    real = kqlib.batch.attribute
+    real = kqlib.runs.many.attribute
     calls = []
 
     def flaky(*a, **k):
@@ -68,11 +68,11 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
         calls.append(a[1])
         return real(*a, **k)
 
-    monkeypatch.setattr(kqlib.batch, "attribute", flaky)
+    monkeypatch.setattr(kqlib.runs.many, "attribute", flaky)
     with pytest.raises(KeyboardInterrupt):
         kqlib.attribute_many(lm, QUERIES, steps=3, cache=tmp_path, progress=False)
     assert len(AttributionCache(tmp_path)) == 2
-    monkeypatch.setattr(kqlib.batch, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(kqlib.runs.many, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     resumed = kqlib.attribute_many(lm, QUERIES, steps=3, cache=tmp_path, progress=False)
     assert calls[2:] == [QUERIES[2][0], QUERIES[3][0]]
     fresh = kqlib.attribute_many(lm, QUERIES, steps=3, cache=tmp_path / "fresh", progress=False)

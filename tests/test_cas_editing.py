@@ -1,4 +1,4 @@
-"""kqlib.cas_editing: splits, neuron selections, the per-fact editing loop (tiny model) and the tables."""
+"""kqlib.paper.cas_editing: splits, neuron selections, the per-fact editing loop (tiny model) and the tables."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from kqlib.cas_editing import (ROW_COLUMNS, paired_gains, pick_new_object, run_cas_editing, select_neurons,
+from kqlib.paper.cas_editing import (ROW_COLUMNS, paired_gains, pick_new_object, run_cas_editing, select_neurons,
                                split_queries, table3)
-from kqlib.consistency import cas_neurons, cas_scores
+from kqlib.paper.consistency import cas_neurons, cas_scores
 from kqlib.errors import ParameterError
-from kqlib.pararel import Fact, FactEntry, Query
+from kqlib.paper.pararel import Fact, FactEntry, Query
 from tiny import tiny_lm
 
 TEMPLATES = ["the capital of {} is", "{} capital city is", "the city of {} which holds the capital is"]

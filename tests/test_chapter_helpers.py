@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from kqlib import chapter as K
-from kqlib import verdicts as V
-from kqlib.consistency import class_labels
-from kqlib.report import order_by_size
+from kqlib.book import chapter as K
+from kqlib.book import verdicts as V
+from kqlib.paper.consistency import class_labels
+from kqlib.book.report import order_by_size
 
 SIZES = {"smollm2-135m": {"parameters": 134_515_008, "non_embedding_parameters": 106_200_000, "mlp_neurons": 46_080},
          "gemma3-270m": {"parameters": 268_098_176, "non_embedding_parameters": 100_000_000, "mlp_neurons": 36_864}}
@@ -57,8 +57,8 @@ def test_claim_2_difference_of_shares_with_an_interval_over_facts():
 
 
 def test_mass_matched_control_moves_as_much_attention_as_the_synapses():
-    from kqlib.attention import random_non_synapses
-    from kqlib.synapses import mass_matched_non_synapses
+    from kqlib.core.attention import random_non_synapses
+    from kqlib.paper.synapses import mass_matched_non_synapses
 
     torch.manual_seed(0)
     row = torch.softmax(torch.randn(6, 4, 12) * 3, -1).double()

@@ -9,8 +9,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from kqlib import verdicts as V
-from kqlib.profiles import declared_parameters, load_profile, parameters_for
+from kqlib.book import verdicts as V
+from kqlib.book.profiles import declared_parameters, load_profile, parameters_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((REPO / "book").glob("[0-9][0-9]_*.py"))
@@ -43,7 +43,7 @@ def test_chapter_is_thin_and_defines_no_functions(path):
             defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
                                                                ast.ClassDef))]
             assert not [d for d in defs if not isinstance(d, ast.Lambda)], (path.name, cell.source[:80])
-            # no verdict logic in notebooks: verdict words are produced by kqlib.verdicts only
+            # no verdict logic in notebooks: verdict words are produced by kqlib.book.verdicts only
             assert not re.search(r"[\"'](holds|differs|inconclusive|reproduced|not reproduced)[\"']", cell.source)
 
 
@@ -85,7 +85,7 @@ def test_toc_lists_the_scorecard_after_the_intro_and_its_data_notebook_last():
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     notebooks = [f for f in files if (REPO / f"{f}.py").exists()]
     assert notebooks[-1] == "book/07_scorecard"
-    from kqlib.scorecard import TABLE_FILE
+    from kqlib.book.scorecard import TABLE_FILE
 
     assert f":file: {TABLE_FILE}" in (REPO / "book" / "scorecard.md").read_text()
 

@@ -43,7 +43,7 @@ def _results(root: Path, name: str) -> dict:
 
 
 def _check_share_rows(rows: list[dict]) -> None:
-    from kqlib.stats import wilson_ci
+    from kqlib.paper.stats import wilson_ci
 
     assert rows
     for r in rows:
@@ -81,7 +81,7 @@ def test_chapter01_results(book12):
             assert (r["welch_p"] is not None and 0.0 <= r["welch_p"] <= 1.0) or r["note"], r
     for key in ("ki_static_min_method", "ki_static_max_method", "share_below_static"):
         assert 0.0 <= nums[key] <= 1.0
-    # Table 2: one-query edits (kqlib.kl_editing), rates in [0, 1], both classes at both threshold kinds
+    # Table 2: one-query edits (kqlib.paper.kl_editing), rates in [0, 1], both classes at both threshold kinds
     assert nums["n_edits"] >= 1 and 1 <= nums["n_edited_facts"] <= nums["n_facts"]
     assert {(r["threshold_kind"], r["cls"]) for r in nums["table2"]} == {
         (tk, c) for tk in ("static", "otsu") for c in ("K_C", "K_I")}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kqlib.consistency import (
+from kqlib.paper.consistency import (
     INTERSECTION_METHOD,
     bootstrap_ci,
     cas_neurons,

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import kqlib
-import kqlib.batch
-from kqlib.cache import AttributionCache, CacheUnreachableError
+import kqlib.runs.many
+from kqlib.runs.cache import AttributionCache, CacheUnreachableError
 from tiny import tiny_lm
 
 ray = pytest.importorskip("ray")
-from kqlib import distributed  # noqa: E402
-from kqlib.distributed import ClusterUnreachableError  # noqa: E402
+from kqlib.runs import ray_pool as distributed  # noqa: E402
+from kqlib.runs.ray_pool import ClusterUnreachableError  # noqa: E402
 
 WORDS = ["paris", "berlin", "rome", "london", "madrid", "french", "german", "english"]
 PROMPTS = ["the capital of france is", "the capital of germany is", "the native language of a french is",
@@ -72,8 +72,8 @@ def local(model_dir, qs, **kw):
 
 def count_calls(monkeypatch):
     calls = []
-    real = kqlib.batch.attribute
-    monkeypatch.setattr(kqlib.batch, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = kqlib.runs.many.attribute
+    monkeypatch.setattr(kqlib.runs.many, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     return calls
 
 
@@ -221,8 +221,8 @@ def test_executor_is_a_value_never_an_environment_variable(monkeypatch):
     """`kq book/run --executor X` passes X to the chapters as a value; the library reads no KQLIB_EXECUTOR."""
     import argparse
 
-    from kqlib.book import with_executor
-    from kqlib.chapter import Chapter
+    from kqlib.book.runner import with_executor
+    from kqlib.book.chapter import Chapter
     from kqlib.errors import ParameterError
     from tiny import tiny_lm
 

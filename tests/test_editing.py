@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kqlib.editing import (
+from kqlib.paper.editing import (
     DEFAULT_PPL_TEXTS,
     erase_neurons,
     evaluate_edit,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import kqlib
-from kqlib.hooks import capture, scale_neurons, set_neurons
+from kqlib.core.hooks import capture, scale_neurons, set_neurons
 from tiny import FAMILY_MODEL_TYPES, tiny_lm
 
 PROMPT = "the capital of france is"

@@ -1,4 +1,4 @@
-"""kqlib.kl_editing: Table 2's one-query edits on a tiny model (query choice, skips, metrics, tables)."""
+"""kqlib.paper.kl_editing: Table 2's one-query edits on a tiny model (query choice, skips, metrics, tables)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from kqlib import editing
+from kqlib.paper import editing
 from kqlib.errors import ParameterError
-from kqlib.kl_editing import ROW_COLUMNS, classes_from_cs, run_single_query_edits, table2, usable_queries
-from kqlib.pararel import Fact, FactEntry, Query
+from kqlib.paper.kl_editing import ROW_COLUMNS, classes_from_cs, run_single_query_edits, table2, usable_queries
+from kqlib.paper.pararel import Fact, FactEntry, Query
 from tiny import tiny_lm
 
 TEMPLATES = ["the capital of {} is", "{} capital city is", "the city of {} which holds the capital is"]

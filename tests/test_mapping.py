@@ -3,7 +3,7 @@ from collections import Counter
 import torch
 
 import kqlib
-from kqlib.mapping import MappingQuery, condition_neurons, run_mapping
+from kqlib.paper.mapping import MappingQuery, condition_neurons, run_mapping
 from tiny import tiny_lm
 
 PROMPT = "the capital of france is"

@@ -16,9 +16,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from tiny import tiny_lm  # noqa: E402
 
-from kqlib import pararel  # noqa: E402
+from kqlib.paper import pararel  # noqa: E402
 from kqlib.errors import DataError, OfflineError, ParameterError  # noqa: E402
-from kqlib.pararel import Fact, Pattern  # noqa: E402
+from kqlib.paper.pararel import Fact, Pattern  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pararel"
 needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"ParaRel data not found at {SHARED}")

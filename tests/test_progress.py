@@ -1,4 +1,4 @@
-"""kqlib.progress: the one progress primitive (lines, rate, ETA, the runner's channel) and who reports through it."""
+"""kqlib.runs.progress: the one progress primitive (lines, rate, ETA, the runner's channel) and who reports through it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from kqlib import progress as P
-from kqlib.progress import Progress, fmt_duration
+from kqlib.runs import progress as P
+from kqlib.runs.progress import Progress, fmt_duration
 
 
 def test_fmt_duration():
@@ -74,7 +74,7 @@ def test_pararel_scan_reports_through_the_primitive(tmp_path, monkeypatch):
     from test_pararel import _write_jsonl  # the ParaRel tests' fixture layout
     from tiny import tiny_lm
 
-    from kqlib import pararel
+    from kqlib.paper import pararel
 
     root = tmp_path / "pararel"
     _write_jsonl(root / "patterns" / "P103.jsonl", [{"pattern": "the native language of [X] is [Y] ."},
@@ -94,7 +94,7 @@ def test_editing_loop_reports_edits(tmp_path, monkeypatch):
     from test_kl_editing import OBJECTS, TEXTS, _dataset, _kn_sets
     from tiny import tiny_lm
 
-    from kqlib.kl_editing import run_single_query_edits
+    from kqlib.paper.kl_editing import run_single_query_edits
 
     channel = tmp_path / "progress.jsonl"
     monkeypatch.setenv(P.CHANNEL_ENV, str(channel))
@@ -106,7 +106,7 @@ def test_editing_loop_reports_edits(tmp_path, monkeypatch):
 
 
 def test_runner_prints_chapter_updates_with_the_run_eta(tmp_path, capsys):
-    from kqlib.book import RunnerProgress, Timings
+    from kqlib.book.runner import RunnerProgress, Timings
 
     timings = Timings(tmp_path, "smoke")
     timings.record("book/01.py", 100.0)

@@ -13,8 +13,9 @@ import pathlib
 import pytest
 import torch
 
-import kqlib.models
-from kqlib import cli, pararel
+import kqlib.core.models
+from kqlib import cli
+from kqlib.paper import pararel
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pararel"
 needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"ParaRel data not found at {SHARED}")
@@ -23,15 +24,15 @@ needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"P
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if anything loads a model, builds a dataset or attributes."""
-    import kqlib.batch
+    import kqlib.runs.many
 
     def forbidden(*a, **k):
         raise AssertionError("work started before the inputs were checked")
 
-    monkeypatch.setattr(kqlib.models, "load", forbidden)
+    monkeypatch.setattr(kqlib.core.models, "load", forbidden)
     monkeypatch.setattr(pararel, "build_dataset", forbidden)
-    monkeypatch.setattr(kqlib.batch, "attribute_many", forbidden)
-    monkeypatch.setattr(kqlib.batch, "attribute", forbidden)
+    monkeypatch.setattr(kqlib.runs.many, "attribute_many", forbidden)
+    monkeypatch.setattr(kqlib.runs.many, "attribute", forbidden)
 
 
 def run_kq(argv, capsys) -> tuple[int, str]:
@@ -140,7 +141,7 @@ def test_model_folders_that_are_not_models(tmp_path):
     }
     for what, (path, expected) in cases.items():
         with pytest.raises(KqError, match=expected):
-            kqlib.models.load(path)
+            kqlib.core.models.load(path)
 
 
 def test_model_folder_with_broken_weights_is_a_message(tmp_path, capsys):
@@ -154,7 +155,7 @@ def test_model_folder_with_broken_weights_is_a_message(tmp_path, capsys):
     from kqlib.errors import KqError
 
     with pytest.raises(KqError, match="Could not load the model folder"):
-        kqlib.models.load(str(tmp_path / "m"))
+        kqlib.core.models.load(str(tmp_path / "m"))
 
 
 @needs_shared
@@ -167,11 +168,11 @@ def test_cli_model_folder_is_checked_before_any_work(tmp_path, no_work, capsys):
 def test_resolve_device():
     from kqlib.errors import ParameterError
 
-    assert kqlib.models.resolve_device("cpu") == torch.device("cpu")
-    assert kqlib.models.resolve_device("auto").type in ("cpu", "cuda")
+    assert kqlib.core.models.resolve_device("cpu") == torch.device("cpu")
+    assert kqlib.core.models.resolve_device("auto").type in ("cpu", "cuda")
     for bad in ("gpu", "cuda:notanumber", "meta"):
         with pytest.raises(ParameterError):
-            kqlib.models.resolve_device(bad)
+            kqlib.core.models.resolve_device(bad)
 
 
 # ---------------------------------------------------------------------------------- kq data (items 3, 6)
@@ -301,7 +302,7 @@ def test_chapter_parameters_that_mean_something_else_are_refused(tmp_path, overr
     from test_book import _chapter
 
     from kqlib.errors import ParameterError
-    from kqlib.profiles import parameters_for
+    from kqlib.book.profiles import parameters_for
 
     with pytest.raises(ParameterError) as info:
         parameters_for(_chapter(tmp_path), "smoke", override)

@@ -34,7 +34,7 @@ import json, os, pathlib, sys, time
 sys.path.insert(0, {str(TESTS)!r})
 build = pathlib.Path(os.environ["KQ_BUILD_DIR"])
 (build / "kernel.pid").write_text(str(os.getpid()))
-import kqlib.batch as B
+import kqlib.runs.many as B
 from tiny import tiny_lm
 
 lm = tiny_lm("llama")
@@ -145,7 +145,7 @@ profile = "smoke"
 
 # %%
 import time
-from kqlib.progress import Progress
+from kqlib.runs.progress import Progress
 
 bar = Progress(n_items, "demo items", "item", every=0)
 for i in range(n_items):

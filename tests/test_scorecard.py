@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kqlib import scorecard as S
-from kqlib import verdicts as V
+from kqlib.book import scorecard as S
+from kqlib.book import verdicts as V
 
 
 def _write(results: Path, chapter: str, rows: list[dict], profile: str = "smoke") -> None:

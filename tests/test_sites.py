@@ -5,7 +5,7 @@ import torch
 
 import kqlib
 from kqlib.errors import UnsupportedArchitectureError
-from kqlib.sites import FAMILIES, family_for
+from kqlib.core.architectures import FAMILIES, family_for
 from tiny import FAMILY_MODEL_TYPES, tiny_lm
 
 PROMPT = "the capital of france is"
@@ -22,7 +22,7 @@ def test_site_is_the_mlp_neuron_vector(model_type, site):
     lm = tiny_lm(model_type)
     assert lm.n_layers == 3
     ids = lm.encode(PROMPT)
-    with kqlib.hooks.capture(lm, site, position=None) as acts:
+    with kqlib.core.hooks.capture(lm, site, position=None) as acts:
         lm.model(ids)
     assert sorted(acts) == [0, 1, 2]
     for a in acts.values():
@@ -41,7 +41,7 @@ def test_zeroing_all_neurons_of_a_layer_changes_the_output(model_type):
     lm = tiny_lm(model_type)
     ids = lm.encode(PROMPT)
     base = lm.model(ids).logits
-    with kqlib.hooks.scale_neurons(lm, [(1, i) for i in range(lm.n_neurons)], 0.0):
+    with kqlib.core.hooks.scale_neurons(lm, [(1, i) for i in range(lm.n_neurons)], 0.0):
         changed = lm.model(ids).logits
     assert not torch.equal(base[0, -1], changed[0, -1])
     torch.testing.assert_close(base[0, :-1], changed[0, :-1])  # earlier positions untouched

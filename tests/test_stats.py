@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from kqlib import stats
+from kqlib.paper import stats
 
 
 def test_paired_wilcoxon_matches_scipy_and_handles_degenerate_cases():
@@ -63,7 +63,7 @@ def _clustered(n_facts=4, per_fact=30, seed=0):
 
 
 def test_cluster_bootstrap_is_wider_than_a_query_bootstrap_on_dependent_queries():
-    from kqlib.consistency import bootstrap_ci
+    from kqlib.paper.consistency import bootstrap_ci
 
     df = _clustered()
     lo_q, hi_q = bootstrap_ci(df.v, n_boot=2000)
@@ -77,7 +77,7 @@ def test_cluster_bootstrap_is_wider_than_a_query_bootstrap_on_dependent_queries(
 
 
 def test_cluster_bootstrap_coverage_beats_query_bootstrap():
-    from kqlib.consistency import bootstrap_ci
+    from kqlib.paper.consistency import bootstrap_ci
 
     hits_q = hits_f = 0
     for s in range(60):
@@ -108,7 +108,7 @@ def test_paired_test_over_facts_not_queries():
 
 
 def test_wilson_interval_does_not_collapse():
-    from kqlib.consistency import bootstrap_ci
+    from kqlib.paper.consistency import bootstrap_ci
 
     assert bootstrap_ci([1.0] * 16) == (1.0, 1.0)  # the percentile bootstrap collapses at 16/16
     lo, hi = stats.wilson_ci(16, 16)
@@ -129,7 +129,7 @@ def test_write_results_refuses_nested_nan(tmp_path, monkeypatch):
     """A NaN deep inside the numbers (a table row) is refused before anything is written (was: invalid JSON)."""
     import json
 
-    from kqlib import report
+    from kqlib.book import report
     from kqlib.errors import ParameterError
 
     monkeypatch.setattr(report, "results_dir", lambda: tmp_path)

@@ -1,4 +1,4 @@
-"""kqlib.synapses: the dynamic-KN-selection experiment (knowledge synapses vs random control) on a tiny model."""
+"""kqlib.paper.synapses: the dynamic-KN-selection experiment (knowledge synapses vs random control) on a tiny model."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kqlib
-from kqlib import synapses as S
+from kqlib.paper import synapses as S
 from kqlib.errors import ParameterError
 from tiny import tiny_lm
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kqlib import threads
+from kqlib.core import threads
 from kqlib.errors import ParameterError
 
 

@@ -9,12 +9,12 @@
 * :mod:`.synapses` -- IG over the answer position's attention row (knowledge synapses), and its reference.
 """
 
-from .config import CACHE_VERSION, METHODS, SITES, AttributionConfig, tensor_digest
-from .neurons import (AMIG_REFERENCE, InvalidAttributionError, amig_baseline, attribute, attribute_reference,
+from kqlib.attribution.config import CACHE_VERSION, METHODS, SITES, AttributionConfig, tensor_digest
+from kqlib.attribution.neurons import (AMIG_REFERENCE, InvalidAttributionError, amig_baseline, attribute, attribute_reference,
                       check_batch_size, check_scores, knowledge_neurons)
-from .quadrature import RULES, path_nodes
-from .synapses import attribute_attention, attribute_attention_reference, knowledge_synapses
-from .targets import target_token
+from kqlib.attribution.quadrature import RULES, path_nodes
+from kqlib.attribution.synapses import attribute_attention, attribute_attention_reference, knowledge_synapses
+from kqlib.attribution.targets import target_token
 
 __all__ = [
     "AMIG_REFERENCE", "CACHE_VERSION", "METHODS", "RULES", "SITES", "AttributionConfig", "InvalidAttributionError",

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import ParameterError
-from .quadrature import check_rule
+from kqlib.errors import ParameterError
+from kqlib.attribution.quadrature import check_rule
 
 METHODS = ("ig", "amig", "sig")
 SITES = ("post", "pre")

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention import attention_hooks, capture_attention, replace_last_row
-from ..hooks import capture, site_hooks
-from .head import VOCAB_CHUNK, target_probability
+from kqlib.core.attention import attention_hooks, capture_attention, replace_last_row
+from kqlib.core.hooks import capture, site_hooks
+from kqlib.attribution.head import VOCAB_CHUNK, target_probability
 
 DEFAULT_BUDGET_CPU = 512 << 20
 DEFAULT_BUDGET_CUDA = 8 << 30

@@ -25,12 +25,12 @@ import math
 
 import torch
 
-from ..errors import KqError, ParameterError
-from ..hooks import capture, site_hooks
-from .config import METHODS, AttributionConfig  # noqa: F401 (METHODS re-exported)
-from .engine import NeuronPath, base_pass, integrate
-from .quadrature import path_nodes
-from .targets import target_token
+from kqlib.errors import KqError, ParameterError
+from kqlib.core.hooks import capture, site_hooks
+from kqlib.attribution.config import METHODS, AttributionConfig  # noqa: F401 (METHODS re-exported)
+from kqlib.attribution.engine import NeuronPath, base_pass, integrate
+from kqlib.attribution.quadrature import path_nodes
+from kqlib.attribution.targets import target_token
 
 # AMIG's reference sentence (Chen et al. 2024 use the mean activation over its tokens as one baseline).
 AMIG_REFERENCE = "The sky is yellow. Apples grow under the ground. Birds live in the sea."

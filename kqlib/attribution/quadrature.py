@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ParameterError
+from kqlib.errors import ParameterError
 
 RULES = ("riemann", "gauss")
 

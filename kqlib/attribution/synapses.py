@@ -18,12 +18,12 @@ import math
 
 import torch
 
-from ..attention import attention_hooks, capture_attention, replace_last_row
-from ..errors import ParameterError
-from .engine import AttentionRowPath, base_pass, integrate
-from .neurons import check_batch_size, check_scores
-from .quadrature import check_rule, path_nodes
-from .targets import target_token
+from kqlib.core.attention import attention_hooks, capture_attention, replace_last_row
+from kqlib.errors import ParameterError
+from kqlib.attribution.engine import AttentionRowPath, base_pass, integrate
+from kqlib.attribution.neurons import check_batch_size, check_scores
+from kqlib.attribution.quadrature import check_rule, path_nodes
+from kqlib.attribution.targets import target_token
 
 
 def attribute_attention_reference(lm, prompt: str, target, *, steps: int = 20, rule: str = "riemann") -> torch.Tensor:

@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from ..errors import ParameterError
+from kqlib.errors import ParameterError
 
 
 def vocab_size(lm) -> int:

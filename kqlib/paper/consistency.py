@@ -1,0 +1,563 @@
+"""Consistency of knowledge-neuron sets across the neighbor queries of a fact (paper §2.4, §2.8).
+
+A fact with queries q_1..q_k has per-query KN sets N_i = N_{q_i}; U = ∪_i N_i and c(n) = #{i : n ∈ N_i}.
+
+* ``cs1``  strict Jaccard over all queries:   CS1 = |∩_i N_i| / |U|
+* ``cs2``  soft, frequency-weighted:          CS2 = (1/|U|) Σ_{n∈U} c(n)/k
+* ``mean_pairwise_jaccard`` (alternative reading of CS2):  2/(k(k-1)) Σ_{i<j} |N_i ∩ N_j| / |N_i ∪ N_j|
+
+All three are 1.0 for identical non-empty sets and lie in [0, 1]. A fact is *inconsistent* (K_I) iff CS < θ,
+with θ static (0.3, the paper's example) or Otsu's threshold of the CS histogram of one model × method.
+
+The Consistency-Aware Score of a neuron over the k queries of a fact (Eq. 7):
+CAS(n) = β1·μ_n − β2·σ_n, μ_n and σ_n (population std) of the per-query normalised scores a_n(q_i).
+
+Typical use::
+
+    cs = consistency_table(loc.neurons, queries=loc.queries)    # one row per (model, method, fact)
+    shares = ki_share_table(cs, kind="cs2", static=0.3, otsu=True)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from itertools import combinations
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kqlib.errors import ParameterError
+from kqlib.paper.stats import WelchResult, bootstrap_ci, cluster_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
+
+CS_KINDS = ("cs1", "cs2", "pairwise")
+INTERSECTION_METHOD = "∩"  # the method label of the "inconsistent under all methods" rows
+
+# ------------------------------------------------------------------------------------ set scores
+
+
+def _as_sets(sets: Sequence[Iterable]) -> list[set]:
+    if isinstance(sets, (set, frozenset, str)):
+        raise ParameterError("pass a sequence of KN sets, one per query (e.g. a list of sets of (layer, neuron))")
+    out = [set(s) for s in sets]
+    if len(out) < 2:
+        raise ParameterError(f"a consistency score needs the KN sets of at least 2 queries, got {len(out)}")
+    return out
+
+
+def cs1(sets: Sequence[set]) -> float:
+    """CS1 = |∩_i N_i| / |∪_i N_i| (strict Jaccard over all k ≥ 2 queries). 0.0 when the union is empty
+    (no query has a knowledge neuron: there is nothing shared to call consistent)."""
+    sets = _as_sets(sets)
+    union = set().union(*sets)
+    if not union:
+        return 0.0
+    return len(set.intersection(*map(set, sets))) / len(union)
+
+
+def cs2(sets: Sequence[set]) -> float:
+    """CS2 = (1/|U|) Σ_{n∈U} c(n)/k with U = ∪_i N_i, c(n) = #{i : n ∈ N_i} (soft, frequency-weighted).
+
+    Identical sets -> 1; pairwise disjoint sets -> 1/k; 0.0 when the union is empty."""
+    sets = _as_sets(sets)
+    union = set().union(*sets)
+    if not union:
+        return 0.0
+    total = sum(len(s) for s in sets)  # = Σ_{n∈U} c(n)
+    return total / (len(sets) * len(union))
+
+
+def jaccard(a: set, b: set) -> float:
+    """|a ∩ b| / |a ∪ b|; 0.0 when both are empty."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def mean_pairwise_jaccard(sets: Sequence[set]) -> float:
+    """2/(k(k-1)) Σ_{i<j} J(N_i, N_j), with J(∅, ∅) = 0.0 (the alternative reading of CS2)."""
+    sets = _as_sets(sets)
+    pairs = [jaccard(a, b) for a, b in combinations(sets, 2)]
+    return float(sum(pairs) / len(pairs))
+
+
+_SCORES: dict[str, Callable[[Sequence[set]], float]] = {
+    "cs1": cs1,
+    "cs2": cs2,
+    "pairwise": mean_pairwise_jaccard,
+}
+
+
+def consistency(sets: Sequence[set], kind: str = "cs2") -> float:
+    """The consistency score ``kind`` ("cs1" | "cs2" | "pairwise") of the KN sets of one fact's queries."""
+    if kind not in _SCORES:
+        raise ParameterError(f"unknown consistency kind {kind!r}; choose one of {', '.join(CS_KINDS)}")
+    return _SCORES[kind](sets)
+
+
+# ------------------------------------------------------------------------------ thresholds, stats
+
+
+def _finite_1d(values, what: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ParameterError(f"{what} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"{what} contains NaN or infinite entries; drop them first")
+    return arr
+
+
+def otsu_threshold(values, bins: int = 256, position: str = "center") -> float:
+    """Otsu's threshold of ``values`` (any shape, flattened).
+
+    Histogram with ``bins`` equal bins on [min, max], bin centres x_b. For each split after bin t:
+    ω0 = Σ_{b≤t} h_b, ω1 = Σ_{b>t} h_b, μ0, μ1 the class means of x_b; return the centre x_t of the split
+    maximising the between-class variance ω0·ω1·(μ0 − μ1)² (first maximum on ties).
+
+    ``position="center"``: θ = x_t, the same algorithm and result as
+    ``skimage.filters.threshold_otsu(values, nbins=bins)``. ``"edge"``: θ = the upper edge of bin t, so that
+    ``values < θ`` is exactly the histogram's low class (values inside bin t above its centre stay low; matters
+    only for few values). All values equal -> that value.
+    """
+    arr = _finite_1d(values)
+    if int(bins) < 2:
+        raise ParameterError(f"bins must be >= 2, got {bins}")
+    if position not in ("center", "edge"):
+        raise ParameterError(f"position must be 'center' or 'edge', got {position!r}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        return lo
+    hist, edges = np.histogram(arr, bins=int(bins), range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    hist = hist.astype(np.float64)
+    w0 = np.cumsum(hist)
+    w1 = np.cumsum(hist[::-1])[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = np.cumsum(hist * centres) / w0
+        mu1 = (np.cumsum((hist * centres)[::-1]) / w1[::-1])[::-1]
+    between = w0[:-1] * w1[1:] * (mu0[:-1] - mu1[1:]) ** 2
+    between = np.nan_to_num(between, nan=-1.0)
+    best = int(np.argmax(between))
+    return float(centres[best] if position == "center" else edges[best + 1])
+
+
+def classify(cs_values, threshold: float) -> np.ndarray:
+    """Boolean array, True = inconsistent (K_I): CS < threshold; False = consistent (K_C)."""
+    arr = np.asarray(cs_values, dtype=np.float64)
+    if np.isnan(arr).any():
+        raise ParameterError("cs_values contains NaN (facts with fewer than 2 queries?); drop them first")
+    return arr < float(threshold)
+
+
+K_NONE = "K_none"  # a fact none of whose queries has a knowledge neuron: neither consistent nor inconsistent
+
+
+def class_labels(cs_values, threshold: float, union_size=None) -> np.ndarray:
+    """``"K_I"`` (CS < θ), ``"K_C"`` (CS ≥ θ) or ``"K_none"`` per fact. ``union_size`` (the size of the union
+    of the fact's KN sets, :func:`consistency_table`): a fact whose union is empty has no knowledge neuron on
+    any query; its CS is 0 by convention, but it is not evidence of inconsistency, so it gets its own class."""
+    ki = classify(cs_values, threshold)
+    out = np.where(ki, "K_I", "K_C").astype(object)
+    if union_size is not None:
+        none = np.asarray(union_size, dtype=np.float64).reshape(-1) == 0
+        out[none] = K_NONE
+    return out
+
+
+def share_inconsistent(cs_values, threshold: float) -> float:
+    """Fraction of facts with CS < threshold (share of K_I); NaN for no facts."""
+    ki = classify(cs_values, threshold)
+    return float(ki.mean()) if ki.size else math.nan
+
+
+
+def welch_t(a, b) -> WelchResult:
+    """Welch's unequal-variance t-test of mean(a) vs mean(b): t = (ā − b̄)/sqrt(s_a²/n_a + s_b²/n_b),
+    two-sided p from ``scipy.stats.ttest_ind(a, b, equal_var=False)``.
+
+    Returns ``(t, p)`` (a :class:`WelchResult`); when a group has < 2 members or both have zero variance,
+    t and/or p are NaN and ``.note`` says why."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.size < 2 or b.size < 2:
+        return WelchResult(math.nan, math.nan, f"Welch test needs >= 2 values per group (got {a.size} and {b.size})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
+    t, p = float(res.statistic), float(res.pvalue)
+    note = ""
+    if a.var() == 0 and b.var() == 0:
+        note = "both groups have zero variance (t = ±inf when the means differ, NaN when equal)"
+    elif math.isnan(p):
+        note = "test undefined"
+    return WelchResult(t, p, note)
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+FACT_KEYS = ["model", "method", "fact_id"]
+KN_COLUMNS = ["model", "method", "fact_id", "pattern_index", "layer", "neuron"]
+
+
+def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ParameterError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min_queries: int = 2) -> pd.DataFrame:
+    """Per-fact consistency scores from a tidy knowledge-neuron frame.
+
+    ``kn``: one row per knowledge neuron, columns [model, method, fact_id, pattern_index, layer, neuron]
+    (+ relation). A row with NaN layer/neuron marks a query without KNs. ``queries``: optional frame listing
+    every query ([fact_id, pattern_index] + any of model, method, relation; a missing model/method column
+    means "for every model/method in ``kn``"), so that queries with an empty KN set count.
+
+    Returns one row per (model, method, fact_id) [+ relation]: n_queries, mean_set_size, union_size,
+    intersection_size, cs1, cs2, pairwise. Facts with fewer than ``min_queries`` (≥ 2) queries get NaN scores.
+    """
+    _require(kn, KN_COLUMNS, "the KN frame")
+    if min_queries < 2:
+        raise ParameterError(f"min_queries must be >= 2, got {min_queries}")
+    has_rel = "relation" in kn.columns or (queries is not None and "relation" in queries.columns)
+    qkey = FACT_KEYS + ["pattern_index"]
+
+    # every (model, method, fact, query), with its relation
+    cols = qkey + (["relation"] if "relation" in kn.columns else [])
+    all_q = kn[cols].drop_duplicates(qkey)
+    if queries is not None:
+        _require(queries, ["fact_id", "pattern_index"], "the queries frame")
+        q = queries.copy()
+        for col in ("model", "method"):
+            if col not in q.columns:
+                q = q.merge(kn[[col]].drop_duplicates(), how="cross")
+        q = q[qkey + (["relation"] if "relation" in q.columns else [])]
+        all_q = pd.concat([q, all_q], ignore_index=True).drop_duplicates(qkey)
+
+    present = kn.dropna(subset=["layer", "neuron"])
+    neurons: dict[tuple, set] = {}
+    for key, layer, neuron in zip(
+        zip(*(present[c] for c in qkey)), present["layer"].astype(int), present["neuron"].astype(int)
+    ):
+        neurons.setdefault(key, set()).add((layer, neuron))
+
+    rows = []
+    for fact, group in all_q.groupby(FACT_KEYS, sort=True):
+        keys = [tuple(k) for k in group[qkey].itertuples(index=False, name=None)]
+        sets = [neurons.get(k, set()) for k in keys]
+        row = dict(zip(FACT_KEYS, fact))
+        if has_rel:
+            rel = group["relation"].dropna() if "relation" in group else pd.Series(dtype=object)
+            row["relation"] = rel.iloc[0] if len(rel) else None
+        union = set().union(*sets)
+        row.update(
+            n_queries=len(sets),
+            mean_set_size=float(np.mean([len(s) for s in sets])),
+            union_size=len(union),
+            intersection_size=len(set.intersection(*sets)) if sets else 0,
+        )
+        for kind in CS_KINDS:
+            row[kind] = consistency(sets, kind) if len(sets) >= min_queries else math.nan
+        rows.append(row)
+    out_cols = FACT_KEYS + (["relation"] if has_rel else []) + [
+        "n_queries", "mean_set_size", "union_size", "intersection_size", *CS_KINDS]
+    return pd.DataFrame(rows, columns=out_cols)
+
+
+def _threshold_specs(values: np.ndarray, static, otsu: bool, bins: int) -> list[tuple[str, float]]:
+    specs = []
+    if static is not None:
+        for s in np.atleast_1d(np.asarray(static, dtype=np.float64)):
+            specs.append(("static", float(s)))
+    if otsu:
+        specs.append(("otsu", otsu_threshold(values, bins) if values.size else math.nan))
+    return specs
+
+
+def ki_share_table(cs_df: pd.DataFrame, kind: str = "cs2", static: float | Sequence[float] | None = 0.3,
+                   otsu: bool = True, bins: int = 256, n_boot: int = 2000, level: float = 0.95,
+                   seed: int = 0) -> pd.DataFrame:
+    """Share of inconsistent facts (K_I: CS < θ) per (model, method, threshold), the paper's Table 1.
+
+    ``cs_df`` from :func:`consistency_table`; facts with NaN CS are dropped. θ: each value of ``static`` and, if
+    ``otsu``, Otsu's threshold of that model × method's CS values. Columns: model, method, kind,
+    threshold_kind, threshold, n_facts, n_ki, n_none, share_ki, ci_low, ci_high, ci_method, mean_cs_kc,
+    mean_cs_ki, welch_t, welch_p, note. Row method "∩" per model and threshold: share of facts inconsistent
+    under ALL methods (each with its own θ), over the facts present for every method (no Welch test).
+
+    The unit is the fact. Facts without any knowledge neuron (``union_size`` 0, when the column is there) are
+    class ``K_none``: counted in ``n_none``, excluded from n_facts, the share and Otsu's histogram. CIs: the
+    Wilson interval for a static θ (it does not collapse at 0/n or n/n); for Otsu's θ a percentile bootstrap
+    over facts that re-estimates θ in every resample (θ is itself estimated from the same facts).
+    """
+    if kind not in CS_KINDS:
+        raise ParameterError(f"unknown consistency kind {kind!r}; choose one of {', '.join(CS_KINDS)}")
+    _require(cs_df, ["model", "method", "fact_id", kind], "the consistency table")
+    if static is None and not otsu:
+        raise ParameterError("choose at least one threshold: static=<value(s)> and/or otsu=True")
+
+    df = cs_df.dropna(subset=[kind])
+    fact_cols = ["fact_id"] + (["relation"] if "relation" in df.columns else [])
+    has_union = "union_size" in df.columns
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - level) / 2.0
+
+    def otsu_boot(value_sets: list[np.ndarray]) -> tuple[float, float]:
+        """Percentile CI of the share K_I under ALL of the given methods' Otsu θ, θ re-estimated from each
+        resample of the facts (the same facts resampled for every method)."""
+        n = value_sets[0].size
+        if n == 0:
+            return (math.nan, math.nan)
+        idx = rng.integers(0, n, size=(int(n_boot), n))
+        shares = np.empty(int(n_boot))
+        for b in range(int(n_boot)):
+            flags = np.ones(n, dtype=bool)
+            for values in value_sets:
+                v = values[idx[b]]
+                flags &= v < otsu_threshold(v, bins)
+            shares[b] = flags.mean()
+        lo, hi = np.quantile(shares, [alpha, 1.0 - alpha])
+        return (float(lo), float(hi))
+
+    rows = []
+    for model, mdf in df.groupby("model", sort=True):
+        methods = sorted(mdf["method"].unique())
+        flags: dict[tuple[str, float, str], pd.Series] = {}  # (threshold_kind, static value, method) -> K_I
+        vals: dict[str, pd.Series] = {}
+        spec_order: list[tuple[str, float]] = []
+        n_none_by_method = {}
+        for method in methods:
+            g = mdf[mdf["method"] == method]
+            none = (g["union_size"].to_numpy(np.float64) == 0) if has_union else np.zeros(len(g), dtype=bool)
+            n_none_by_method[method] = int(none.sum())
+            g = g[~none]
+            values = g[kind].to_numpy(np.float64)
+            index = pd.MultiIndex.from_frame(g[fact_cols]) if len(fact_cols) > 1 else pd.Index(g["fact_id"])
+            vals[method] = pd.Series(values, index=index)
+            for i, (tkind, theta) in enumerate(_threshold_specs(values, static, otsu, bins)):
+                ki = classify(values, theta)
+                welch = welch_t(values[~ki], values[ki])
+                if tkind == "static":
+                    lo, hi = wilson_ci(int(ki.sum()), int(values.size), level)
+                else:
+                    lo, hi = otsu_boot([values])
+                rows.append(dict(
+                    model=model, method=method, kind=kind, threshold_kind=tkind, threshold=theta,
+                    n_facts=int(values.size), n_ki=int(ki.sum()), n_none=n_none_by_method[method],
+                    share_ki=float(ki.mean()) if values.size else math.nan,
+                    ci_low=lo, ci_high=hi, ci_method="Wilson" if tkind == "static" else "bootstrap, θ re-estimated",
+                    mean_cs_kc=float(values[~ki].mean()) if (~ki).any() else math.nan,
+                    mean_cs_ki=float(values[ki].mean()) if ki.any() else math.nan,
+                    welch_t=welch.t, welch_p=welch.p, note=welch.note,
+                ))
+                spec = (tkind, theta if tkind == "static" else math.nan, i)
+                if method == methods[0]:
+                    spec_order.append(spec)
+                flags[(spec[0], spec[2], method)] = pd.Series(ki, index=index)
+        for tkind, theta, i in spec_order:
+            series = [flags[(tkind, i, m)] for m in methods]
+            common = series[0].index
+            for s_ in series[1:]:
+                common = common.intersection(s_.index)
+            all_ki = np.ones(len(common), dtype=bool)
+            for s_ in series:
+                all_ki &= s_.loc[common].to_numpy(bool)
+            if tkind == "static":
+                lo, hi = wilson_ci(int(all_ki.sum()), int(len(common)), level)
+            else:
+                lo, hi = otsu_boot([vals[m].loc[common].to_numpy(np.float64) for m in methods])
+            rows.append(dict(
+                model=model, method=INTERSECTION_METHOD, kind=kind, threshold_kind=tkind, threshold=theta,
+                n_facts=int(len(common)), n_ki=int(all_ki.sum()), n_none=max(n_none_by_method.values()),
+                share_ki=float(all_ki.mean()) if len(common) else math.nan, ci_low=lo, ci_high=hi,
+                ci_method="Wilson" if tkind == "static" else "bootstrap, θ re-estimated",
+                mean_cs_kc=math.nan, mean_cs_ki=math.nan, welch_t=math.nan, welch_p=math.nan,
+                note=f"inconsistent under all of {methods}" + ("" if tkind == "static" else " (per-method Otsu θ)"),
+            ))
+    cols = ["model", "method", "kind", "threshold_kind", "threshold", "n_facts", "n_ki", "n_none", "share_ki",
+            "ci_low", "ci_high", "ci_method", "mean_cs_kc", "mean_cs_ki", "welch_t", "welch_p", "note"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------------------- CAS
+
+
+def cas_scores(per_query_scores, beta1: float = 1.0, beta2: float = 1.0, normalize: str | None = "max") -> torch.Tensor:
+    """Consistency-Aware Score (Eq. 7): CAS = β1·μ − β2·σ, shape ``[L, N]``.
+
+    ``per_query_scores``: ``[k, L, N]`` attribution (or activation) scores of one fact's k queries (a tensor,
+    array, or list of k ``[L, N]`` tensors).
+    a_i = s_i / max(s_i) per query (``normalize="max"``; a query without a positive score contributes zeros),
+    ``"absmax"`` divides by max|s_i|, ``None``/``"none"`` keeps raw scores. μ = mean_i a_i, σ = population std
+    sqrt(mean_i (a_i − μ)²).
+    """
+    scores = per_query_scores
+    if isinstance(scores, (list, tuple)) and scores and isinstance(scores[0], torch.Tensor):
+        per_query_scores = torch.stack([t.detach() for t in scores])
+    s = torch.as_tensor(per_query_scores)
+    if s.dim() != 3 or s.shape[0] < 1:
+        raise ParameterError(
+            f"per_query_scores must have shape [k, n_layers, n_neurons] with k >= 1, got {tuple(s.shape)}"
+        )
+    s = s.detach().to(torch.float64)
+    if normalize in (None, "none"):
+        a = s
+    elif normalize in ("max", "absmax"):
+        flat = s.reshape(s.shape[0], -1)
+        top = flat.abs().amax(dim=1) if normalize == "absmax" else flat.amax(dim=1)
+        ok = torch.isfinite(top) & (top > 0)
+        scale = torch.where(ok, 1.0 / torch.where(ok, top, torch.ones_like(top)), torch.zeros_like(top))
+        a = s * scale.view(-1, 1, 1)
+    else:
+        raise ParameterError(f"normalize must be 'max', 'absmax' or None, got {normalize!r}")
+    mu = a.mean(dim=0)
+    sigma = a.std(dim=0, correction=0)
+    return (beta1 * mu - beta2 * sigma).to(torch.float32)
+
+
+def cas_neurons(cas, threshold: float = 0.3, method: str = "static", bins: int = 256) -> set[tuple[int, int]]:
+    """Neurons selected by CAS ``[L, N]``: ``{(layer, neuron)}``.
+
+    ``"static"``: CAS > threshold · max CAS (empty when max CAS ≤ 0). ``"otsu"``: the high class of Otsu's
+    split of the positive CAS values, i.e. CAS ≥ θ with θ = ``otsu_threshold(positive, position="edge")``
+    (``threshold`` unused); with fewer than 2 distinct positive values, all positive neurons are selected.
+    """
+    c = torch.as_tensor(cas).detach().to(torch.float64)
+    if c.dim() != 2:
+        raise ParameterError(f"cas must have shape [n_layers, n_neurons], got {tuple(c.shape)}")
+    if method == "static":
+        if not 0.0 <= threshold <= 1.0:
+            raise ParameterError(f"threshold must be in [0, 1] (a fraction of max CAS), got {threshold}")
+        top = float(c.max())
+        if not math.isfinite(top) or top <= 0:
+            return set()
+        mask = c > threshold * top
+    elif method == "otsu":
+        positive = c[c > 0]
+        if positive.numel() == 0:
+            return set()
+        if torch.unique(positive).numel() < 2:
+            mask = c > 0
+        else:
+            mask = c >= otsu_threshold(positive.cpu().numpy(), bins, position="edge")
+    else:
+        raise ParameterError(f"method must be 'static' or 'otsu', got {method!r}")
+    return {(int(l), int(i)) for l, i in torch.nonzero(mask, as_tuple=False).tolist()}
+
+
+# ------------------------------------------------------------------------- chapter tables (Table 1)
+
+
+def ordered_shares(shares: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """:func:`ki_share_table` rows sorted by model, threshold kind and method (the methods' order, ∩ last)."""
+    out = shares.copy()
+    out["method"] = pd.Categorical(out["method"], list(methods) + [INTERSECTION_METHOD], ordered=True)
+    return out.sort_values(["model", "threshold_kind", "method"]).reset_index(drop=True)
+
+
+def table1(shares: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: "share [95 % CI] (n=…)" per (model, threshold kind) × method (facts are the unit)."""
+    def cell(r):
+        if not np.isfinite(r.share_ki):
+            return "–"
+        none = f", {r.n_none} K_none" if getattr(r, "n_none", 0) else ""
+        return f"{r.share_ki:.0%} [{r.ci_low:.0%}, {r.ci_high:.0%}] (n={r.n_facts}{none})"
+
+    tab = (shares.assign(cell=shares.apply(cell, axis=1))
+           .pivot_table(index=["model", "threshold_kind"], columns="method", values="cell", aggfunc="first",
+                        observed=True))
+    tab.columns.name = "K_I share by method"
+    return tab
+
+
+def theta_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """θ (static and Otsu) per model × method."""
+    tab = (shares[shares.method != INTERSECTION_METHOD]
+           .pivot_table(index=["model", "method"], columns="threshold_kind", values="threshold", observed=True))
+    tab.columns = [f"θ ({c})" for c in tab.columns]
+    return tab.round(3)
+
+
+def welch_table(shares: pd.DataFrame):
+    """The Welch tests of :func:`ki_share_table`, styled (p empty with the reason when undefined)."""
+    cols = ["model", "method", "threshold_kind", "threshold", "n_facts", "n_ki", "mean_cs_kc", "mean_cs_ki",
+            "welch_t", "welch_p", "note"]
+    w = shares[shares.method != INTERSECTION_METHOD][cols].reset_index(drop=True)
+    return w.style.format({"threshold": "{:.3f}", "mean_cs_kc": "{:.3f}", "mean_cs_ki": "{:.3f}",
+                           "welch_t": "{:.2f}", "welch_p": "{:.2e}"}, na_rep="").hide(axis="index")
+
+
+def thetas(shares: pd.DataFrame) -> pd.Series:
+    """θ indexed by (model, method, threshold_kind)."""
+    return shares.set_index(["model", "method", "threshold_kind"])["threshold"]
+
+
+def per_relation_table(cs: pd.DataFrame, shares: pd.DataFrame, kind: str = "cs2") -> pd.DataFrame:
+    """K_I share of each relation's facts at the static and at Otsu's θ (the θ of the whole model × method)."""
+    theta = thetas(shares)
+    rows = []
+    for (model, method, rel), g in cs.groupby(["model", "method", "relation"]):
+        row = dict(model=model, method=method, relation=rel, facts=len(g), queries_per_fact=g.n_queries.mean(),
+                   mean_cs=g[kind].mean())
+        for tk in ("static", "otsu"):
+            row[f"K_I ({tk})"] = share_inconsistent(g[kind], theta[(model, method, tk)])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def welch_claim(shares: pd.DataFrame, model: str) -> dict:
+    """The Welch claim's measurement for one model: the largest defined p over methods × thresholds, the
+    smallest mean-CS difference K_C − K_I as the effect, the fewest facts as n; ``why_not`` when no test is
+    defined."""
+    part = shares[(shares.model == model) & (shares.method != INTERSECTION_METHOD)]
+    ok = part[np.isfinite(part.welch_p.astype(float))]
+    if not len(ok):
+        return dict(why_not="Welch's test is undefined for every group (a class has fewer than 2 facts)")
+    worst = ok.loc[ok.welch_p.astype(float).idxmax()]
+    return dict(estimate=float((ok.mean_cs_kc - ok.mean_cs_ki).min()), p=float(worst.welch_p),
+                n=int(ok.n_facts.min()), detail=f"{len(ok)} of {len(part)} tests defined")
+
+
+# ---------------------------------------------------------------------- chapter 02 (distributions)
+
+
+def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> pd.DataFrame:
+    """Per model × relation: facts, queries per fact, mean CS, share below θ and the CS2 floor 1/k."""
+    tab = (cs.groupby(["model", "relation"])
+           .agg(facts=("fact_id", "nunique"), queries_per_fact=("n_queries", "mean"), mean_cs=(kind, "mean"),
+                below_theta=(kind, lambda v: float((v < threshold).mean()))))
+    tab["CS2 floor 1/k"] = 1 / tab["queries_per_fact"]
+    return tab
+
+
+def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:
+    """Per fact of ``model``: K_I under every method at the static ``threshold`` (the ∩ column of
+    :func:`ki_share_table`: facts present for every method, K_none facts left out)."""
+    part = cs[cs.model == model]
+    if "union_size" in part.columns:
+        part = part[part.union_size > 0]
+    wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
+    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
+
+
+def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
+                          seed: int = 0) -> dict:
+    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
+
+    part = cs[cs.model == model]
+    below = (part[kind] < threshold).astype(float).to_numpy()
+    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
+    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
+                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
+
+
+def class_label_series(cs: pd.DataFrame, theta: Mapping[tuple[str, str], float] | float, kind: str = "cs2") -> pd.Series:
+    """K_C / K_I / K_none per row of a consistency table; ``theta`` one value or one per (model, method)."""
+    out = pd.Series(index=cs.index, dtype=object)
+    for (model, method), g in cs.groupby(["model", "method"]):
+        th = theta[(model, method)] if isinstance(theta, Mapping) else theta
+        out.loc[g.index] = class_labels(g[kind], th, g["union_size"] if "union_size" in g else None)
+    return out

@@ -1,0 +1,134 @@
+"""The one edit loop: erase / update a fact's selected neurons and measure Rel, Gen, Loc, Avg, ΔPPL.
+
+Both editing experiments are this loop with different *plans*: Table 2 (:mod:`kqlib.paper.kl_editing`, one selection
+``N_i`` = the KNs of one query) and Table 3 (:mod:`kqlib.paper.cas_editing`, selections CAS / N_i / N_g over a set of
+edited queries). A :class:`FactEdit` says which queries are edited (Rel), which are its neighbours (Gen) and
+which neuron set each selection edits. For every plan the loop draws, the same way for every selection:
+
+* unrelated queries (Loc): the first queries of ``n_unrelated`` other facts, ``random.Random(f"{seed}-{fact_id}")``;
+* the new object o' of an update: :func:`pick_new_object` on the first edited query,
+  ``random.Random(f"{seed}-{fact_id}-new")`` over the relation's other objects;
+
+then evaluates each (selection, task) with :func:`kqlib.paper.editing.evaluate_edit` (weights restored bit-exactly).
+An edit that depends on exactly the same things as an earlier one (task, neuron set, queries, o', λ, texts)
+is taken from ``edit_memo`` (``reused=True``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from kqlib.paper import editing
+from kqlib.runs.progress import Progress
+
+TASKS = ("erase", "update")
+RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
+               "dprob_new", "ppl_before", "ppl_after")
+
+
+@dataclass
+class FactEdit:
+    """One fact's edit plan. ``selections``: name -> neuron set, in order; ``columns``: the row columns of the
+    fact; ``selection_columns``: extra columns per selection (e.g. CAS's β)."""
+
+    fact: object
+    edited: list
+    neighbors: list
+    selections: dict
+    columns: dict
+    selection_columns: dict = field(default_factory=dict)
+
+
+def pick_new_object(lm, prompt: str, target_id: int, objects: Sequence[str], rng: random.Random):
+    """``(o', first token id)``: the first object of a seeded shuffle of ``objects`` whose first token after
+    ``prompt`` differs from ``target_id``; ``(None, None)`` when there is none."""
+    pool = sorted(set(objects))
+    for cand in rng.sample(pool, len(pool)):
+        ids = lm.answer_token_ids(prompt, cand)
+        if ids and ids[0] != target_id:
+            return cand, int(ids[0])
+    return None, None
+
+
+def _relation_objects(relation: str) -> list[str]:
+    from kqlib.paper.pararel import load_facts
+
+    return sorted({f.obj for f in load_facts(relation)})
+
+
+def object_resolver(objects=None) -> Callable[[str], list[str]]:
+    """``relation -> candidate new objects``: ``objects`` may be None (every object of the relation in ParaRel,
+    read once per relation), a callable, or a mapping relation -> objects."""
+    if callable(objects):
+        return objects
+    if objects is not None:
+        return lambda rel: list(objects.get(rel, ()))
+    cache: dict[str, list[str]] = {}
+
+    def objects_for(rel: str) -> list[str]:
+        if rel not in cache:
+            cache[rel] = _relation_objects(rel)
+        return cache[rel]
+
+    return objects_for
+
+
+def first_queries(entries) -> dict:
+    """``{fact_id: its first query by pattern index}`` for the entries that have queries (in entry order)."""
+    return {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
+
+
+def run_edits(lm, plans: Sequence[FactEdit], firsts: dict, *, tasks: Sequence[str] = TASKS, n_unrelated: int = 10,
+              lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0, objects=None,
+              ppl_texts: Sequence[str] | None = editing.DEFAULT_PPL_TEXTS, eval_cache: dict | None = None,
+              edit_memo: dict | None = None, model_name: str = "model", desc: str = "editing",
+              progress: bool = True) -> list[dict]:
+    """Rows (dicts) for every plan x selection x task: the plan's columns, ``new_obj``, ``n_unrelated``, the
+    selection's columns, ``selection``, ``task``, ``n_neurons``, :data:`RESULT_KEYS` and ``reused``. Update rows
+    are absent for a fact with no usable o'. ``firsts``: :func:`first_queries` of the pool of unrelated facts."""
+    eval_cache = {} if eval_cache is None else eval_cache
+    edit_memo = {} if edit_memo is None else edit_memo
+    texts = tuple(ppl_texts) if ppl_texts else ()
+    objects_for = object_resolver(objects)
+    n_sel = max((len(p.selections) for p in plans), default=0)
+    bar = Progress(len(plans) * n_sel * len(tasks), desc, "edit", enabled=progress)
+    rows = []
+    for plan in plans:
+        fact = plan.fact
+        others = [q for fid, q in firsts.items() if fid != fact.fact_id]
+        unrel = random.Random(f"{seed}-{fact.fact_id}").sample(others, min(len(others), int(n_unrelated)))
+        unrelated = [(q.prompt, q.target_id) for q in unrel if q.target_id is not None]
+        edited = [(q.prompt, q.target_id) for q in plan.edited]
+        neighbors = [(q.prompt, q.target_id) for q in plan.neighbors]
+        q0 = plan.edited[0]
+        new_obj, new_id = None, None
+        if "update" in tasks:
+            new_obj, new_id = pick_new_object(lm, q0.prompt, q0.target_id,
+                                              [o for o in objects_for(fact.relation) if o != fact.obj],
+                                              random.Random(f"{seed}-{fact.fact_id}-new"))
+        for sel, kns in plan.selections.items():
+            for task in tasks:
+                if task == "update" and new_id is None:
+                    bar.step()  # no usable new object: nothing to update
+                    continue
+                key = (model_name, task, frozenset(kns), tuple(edited), tuple(neighbors), tuple(unrelated),
+                       new_id if task == "update" else None, float(lambda1), float(lambda2), texts)
+                reused = key in edit_memo
+                if not reused:
+                    if task == "erase":
+                        factory = (lambda k=kns: editing.erase_neurons(lm, k))
+                    else:
+                        factory = (lambda k=kns: editing.update_neurons(lm, k, q0.target_id, new_id, lambda1,
+                                                                        lambda2))
+                    res = editing.evaluate_edit(lm, factory, edited, neighbors, unrelated, texts or None, task=task,
+                                                new_target_id=new_id if task == "update" else None,
+                                                cache=eval_cache)
+                    edit_memo[key] = {k: res[k] for k in RESULT_KEYS}
+                rows.append({**plan.columns, "new_obj": new_obj, "n_unrelated": len(unrelated),
+                             **plan.selection_columns.get(sel, {}), "selection": sel, "task": task,
+                             "n_neurons": len(kns), **edit_memo[key], "reused": reused})
+                bar.step()
+    bar.close()
+    return rows

@@ -1,0 +1,1 @@
+"""Classroom assignments built from the chapters (``kq assignments``, ``kq grade``)."""
