@@ -322,3 +322,12 @@ def share_difference_ci(flags_a, flags_b, n_boot: int = 2000, level: float = 0.9
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(da - db, [alpha, 1.0 - alpha])
     return (float(a.mean() - b.mean()), float(lo), float(hi))
+
+
+def ci_cell(value, low, high, spec: str = ".2f") -> str:
+    """"v [lo, hi]", "v" when the interval is degenerate, "–" when v is missing."""
+    if value is None or not np.isfinite(value):
+        return "–"
+    if low is not None and np.isfinite(low) and high > low:
+        return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+    return f"{value:{spec}}"
