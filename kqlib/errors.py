@@ -39,3 +39,9 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class ChapterFailed(KqError):
+    """A chapter raised (or timed out, or its kernel died) while executing."""
+
+    exit_code = 1

@@ -1,0 +1,151 @@
+"""What the book runner prints while it runs: per-chapter timings (``_build/timings.json``, the next run's ETA) and
+the live progress lines, including those a chapter sends through the runner's channel file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from kqlib.book.toc import BUILD
+
+
+# ------------------------------------------------------------------------------------------- timing
+
+
+class Timings:
+    """``_build/timings.json``: ``{profile: {step: seconds}}``; steps are chapter paths and ``"html"``."""
+
+    def __init__(self, root: Path, profile: str):
+        self.path = root / BUILD / "timings.json"
+        self.profile = profile
+        try:
+            self.all = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.all = {}
+        self.previous = dict(self.all.get(profile, {}))
+
+    def eta(self, steps: list[str]) -> float | None:
+        if any(s not in self.previous for s in steps):
+            return None
+        return sum(self.previous[s] for s in steps)
+
+    def record(self, step: str, seconds: float) -> None:
+        self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+class RunnerProgress:
+    """The runner's terminal lines: step i/n, elapsed, whole-run ETA, and the live updates that the chapter's
+    kernel sends through the progress channel (see :mod:`kqlib.runs.progress`), one line per update.
+
+    The whole-run ETA comes from the previous run of the same profile (``_build/timings.json``): the steps
+    still to run, minus the time the current one has already taken; "unknown" for a step never timed."""
+
+    def __init__(self, timings: Timings, steps: list[str], label: str = "kq", skip: set[str] = frozenset()):
+        from kqlib.runs.progress import Progress
+
+        self.timings, self.steps, self.label, self.skip = timings, steps, label, set(skip)
+        self.bar = Progress(len(steps), "book", "step", label=label, stream=sys.stdout, channel=False,
+                            enabled=False)  # counts and times; the lines are written by `line`
+        self.current: int | None = None
+        self.t_step = time.time()
+        self.said_empty: set = set()
+
+    def line(self, text: str) -> None:
+        print(f"[{self.label}] {text}", flush=True)
+
+    def ahead(self, i: int) -> list[str]:
+        """Steps from ``i`` on that will run (not skipped)."""
+        return [s for s in self.steps[i:] if s not in self.skip]
+
+    def run_eta(self, i: int) -> float | None:
+        """Seconds left in the whole run while step ``i`` runs."""
+        prev = self.timings.previous.get(self.steps[i])
+        rest = self.timings.eta(self.ahead(i + 1))
+        if prev is None or rest is None:
+            return None
+        return max(prev - (time.time() - self.t_step), 0.0) + rest
+
+    def start(self, i: int) -> None:
+        from kqlib.runs.progress import fmt_duration
+
+        self.current, self.t_step, self.said_empty = i, time.time(), set()
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.ahead(i)))})")
+
+    def skipped(self, i: int, why: str) -> None:
+        self.bar.step()
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: {why}")
+
+    def done(self, i: int, seconds: float) -> None:
+        from kqlib.runs.progress import fmt_duration
+
+        self.timings.record(self.steps[i], seconds)
+        self.bar.step()
+        self.current = None
+        rest = self.timings.eta(self.ahead(i + 1))
+        self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: done in {seconds:.1f} s "
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(rest)})")
+
+    def update(self, record: Mapping[str, Any]) -> None:
+        """One update from inside the running chapter (a JSON record of the progress channel)."""
+        from kqlib.runs.progress import fmt_duration
+
+        if record.get("event") == "close" or not record.get("text"):
+            return
+        if not record.get("total"):  # nothing to do (all cached): said once per step name and chapter
+            if record.get("desc") in self.said_empty:
+                return
+            self.said_empty.add(record.get("desc"))
+        i = self.current
+        where = f"{i + 1}/{len(self.steps)} {self.steps[i]}" if i is not None else "chapter"
+        eta = f" | run ETA {fmt_duration(self.run_eta(i))}" if i is not None else ""
+        self.line(f"{where} | {record.get('desc')}: {record['text']}{eta}")
+
+
+class _ChannelTail:
+    """A thread that follows the progress channel file while the chapter executes and hands every complete
+    JSON line to ``sink``; ``stop()`` reads what is left and joins."""
+
+    def __init__(self, path: Path, sink, every: float = 0.5):
+        import threading
+
+        self.path, self.sink, self.every, self.pos = path, sink, every, 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kq-progress-tail", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # only complete lines; the rest is read next time
+        self.pos += end
+        for raw in data[:end].splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            try:
+                self.sink(record)
+            except Exception:  # noqa: BLE001 - the display never stops the run
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._read()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self._read()
