@@ -16,7 +16,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from tiny import tiny_lm  # noqa: E402
 
-from kqlib.paper import pararel  # noqa: E402
+from kqlib.paper import pararel, pararel_files  # noqa: E402
 from kqlib.errors import DataError, OfflineError, ParameterError  # noqa: E402
 from kqlib.paper.pararel import Fact, Pattern  # noqa: E402
 
@@ -379,14 +379,14 @@ def test_pararel_root_downloads_into_cache(upstream_server, tmp_path, monkeypatc
     url, _, _ = upstream_server
     monkeypatch.delenv("KQLIB_PARAREL", raising=False)
     monkeypatch.setenv("KQLIB_CACHE", str(tmp_path / "kqcache"))
-    monkeypatch.setattr(pararel, "_shared_candidates", lambda: [])
-    monkeypatch.setattr(pararel, "PARAREL_BASE_URL", url)
+    monkeypatch.setattr(pararel_files, "_shared_candidates", lambda: [])
+    monkeypatch.setattr(pararel_files, "PARAREL_BASE_URL", url)
     with pytest.raises(DataError, match="download=False"):
         pararel.pararel_root(download=False)
     root = pararel.pararel_root()
     assert root == tmp_path / "kqcache" / "pararel" / pararel.PARAREL_COMMIT
     assert len(pararel.available_relations()) == 39
-    monkeypatch.setattr(pararel, "PARAREL_BASE_URL", "http://127.0.0.1:9")  # cached now: no network needed
+    monkeypatch.setattr(pararel_files, "PARAREL_BASE_URL", "http://127.0.0.1:9")  # cached now: no network needed
     assert pararel.pararel_root() == root
 
 

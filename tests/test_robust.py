@@ -15,7 +15,7 @@ import torch
 
 import kqlib.core.models
 from kqlib import cli
-from kqlib.paper import pararel
+from kqlib.paper import pararel, pararel_files
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pararel"
 needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"ParaRel data not found at {SHARED}")
@@ -220,12 +220,12 @@ def test_truncated_download_is_fetched_again_after_deleting_it(tmp_path, monkeyp
     "relation unknown"."""
     monkeypatch.setenv("KQLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("KQLIB_PARAREL", raising=False)
-    monkeypatch.setattr(pararel, "_shared_candidates", lambda: [])
+    monkeypatch.setattr(pararel_files, "_shared_candidates", lambda: [])
     dest = pararel.cache_dir()
     _pararel(dest, GOOD_PATTERNS, GOOD_TUPLES)
     (dest / "patterns" / "P103.jsonl").write_text('{"pattern": "The native lang')  # truncated
     (dest / pararel.COMPLETE_MARKER).write_text("done\n")
-    monkeypatch.setattr(pararel, "upstream_files",
+    monkeypatch.setattr(pararel_files, "upstream_files",
                         lambda relations=None: [("p", "patterns/P103.jsonl"), ("t", "tuples/P103.jsonl")])
     with pytest.raises(pararel.DataError, match="delete") as info:
         pararel.load_patterns("P103")
@@ -237,7 +237,7 @@ def test_truncated_download_is_fetched_again_after_deleting_it(tmp_path, monkeyp
         _pararel(d, GOOD_PATTERNS, GOOD_TUPLES)
         return d
 
-    monkeypatch.setattr(pararel, "download_pararel", fake_download)
+    monkeypatch.setattr(pararel_files, "download_pararel", fake_download)
     (dest / "patterns" / "P103.jsonl").unlink()
     assert [p.template for p in pararel.load_patterns("P103")] == [r["pattern"] for r in GOOD_PATTERNS]
     assert fetched == [dest]
