@@ -28,7 +28,7 @@ class Command:
 
 COMMANDS: list[Command] = []
 #: Modules whose import registers more subcommands.
-EXTENSIONS = ("kqlib.commands", "kqlib.bench", "kqlib.teaching.assignments")
+EXTENSIONS = ("kqlib.commands", "kqlib.bench", "kqlib.teaching.commands")
 
 
 def register(command: Command) -> Command:
