@@ -52,7 +52,7 @@ import pandas as pd
 
 from kqlib.book import chapter as K
 from kqlib.book import report
-from kqlib.paper import synapses as S
+from kqlib.book import chapter_synapses as S
 
 ch = K.Chapter("04_dynamic_kn_selection", globals())
 assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scaling factors"

@@ -12,7 +12,7 @@ import torch
 
 from kqlib.paper.cas_editing import (ROW_COLUMNS, paired_gains, pick_new_object, run_cas_editing, select_neurons,
                                split_queries, table3)
-from kqlib.paper.consistency import cas_neurons, cas_scores
+from kqlib.paper.cas import cas_neurons, cas_scores
 from kqlib.errors import ParameterError
 from kqlib.paper.pararel import Fact, FactEntry, Query
 from tiny import tiny_lm

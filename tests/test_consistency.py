@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
+from kqlib.paper.cas import cas_neurons, cas_scores
+
 from kqlib.paper.consistency import (
     INTERSECTION_METHOD,
     bootstrap_ci,
-    cas_neurons,
-    cas_scores,
     classify,
     consistency,
     consistency_table,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from kqlib.paper.stats import fmt
+from kqlib.paper.stats import cluster_bootstrap_ci, fmt
 
 
 # -------------------------------------------------------------- chapter 02: sizes, thresholds, sites
@@ -136,7 +137,6 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
               f"by parameters: {by_params[0]} ({sizes[by_params[0]]['parameters'] / 1e6:.0f} M)")
     if len(sizes) < 2:
         return dict(why_not="needs two models (profile cpu or paper)", detail=orders)
-    from kqlib.paper.consistency import intersection_flags
 
     small, large = by_mlp[0], by_mlp[-1]
     a = intersection_flags(cs, p.cs_kind, p.static_threshold, small)
@@ -151,7 +151,7 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
 def violin_numbers(ch, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
                    overlap: pd.DataFrame, site_summary: pd.DataFrame) -> dict[str, Any]:
     """Chapter 02's headline numbers and claims (kept on ``ch``)."""
-    from kqlib.paper.consistency import INTERSECTION_METHOD, below_threshold_claim
+    from kqlib.paper.consistency import INTERSECTION_METHOD
     from kqlib.book.report import finite_or_none, order_by_size
 
     p, sizes = ch.p, ch.sizes()
@@ -199,3 +199,24 @@ def violin_numbers(ch, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFram
              detail=f"K_I (static, {', '.join(p.site_methods)}): post {nums['site_ki_post_text']}, pre "
                     f"{nums['site_ki_pre_text']}; KN-set Jaccard {nums['site_mean_jaccard_text']}")
     return nums
+
+
+def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:
+    """Per fact of ``model``: K_I under every method at the static ``threshold`` (the ∩ column of
+    :func:`ki_share_table`: facts present for every method, K_none facts left out)."""
+    part = cs[cs.model == model]
+    if "union_size" in part.columns:
+        part = part[part.union_size > 0]
+    wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
+    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
+
+
+def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
+                          seed: int = 0) -> dict:
+    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
+
+    part = cs[cs.model == model]
+    below = (part[kind] < threshold).astype(float).to_numpy()
+    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
+    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
+                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")

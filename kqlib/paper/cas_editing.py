@@ -12,7 +12,7 @@ Neuron selections (all from the same cached per-query attribution scores s_q ``[
 * ``"N_i"`` — the KNs of ONE edited query (the first of E by pattern index): {n : s_q(n) > t·max s_q};
 * ``"N_g"`` — the union of the KNs of all edited queries: ∪_{q∈E} N_q;
 * ``"cas"`` — Consistency-Aware Score over E (Eq. 7): a_q = s_q / max s_q, μ = mean_q a_q, σ = std_q a_q,
-  CAS = β1·μ − β2·σ, selected by :func:`kqlib.paper.consistency.cas_neurons` (``cas_method="static"``:
+  CAS = β1·μ − β2·σ, selected by :func:`kqlib.paper.cas.cas_neurons` (``cas_method="static"``:
   CAS > ``cas_threshold``·max CAS; ``"otsu"``: Otsu's split of the positive CAS values).
 
 Each selection is then erased (value vectors → 0) and updated (Dai's rule, o → o', o' another object of the same
@@ -36,7 +36,8 @@ import pandas as pd
 
 from kqlib.paper import editing
 from kqlib.attribution import knowledge_neurons
-from kqlib.paper.consistency import bootstrap_ci, cas_neurons, cas_scores
+from kqlib.paper.cas import cas_neurons, cas_scores
+from kqlib.paper.stats import bootstrap_ci
 from kqlib.paper.edit_loop import FactEdit, first_queries, object_resolver, pick_new_object, run_edits  # noqa: F401
 from kqlib.errors import ParameterError
 from kqlib.paper.localization import query_scores

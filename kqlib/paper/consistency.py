@@ -21,16 +21,14 @@ Typical use::
 from __future__ import annotations
 
 import math
-import warnings
 from itertools import combinations
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from kqlib.errors import ParameterError
-from kqlib.paper.stats import WelchResult, bootstrap_ci, cluster_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
+from kqlib.paper.stats import WelchResult, welch_t, bootstrap_ci, cluster_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
 
 CS_KINDS = ("cs1", "cs2", "pairwise")
 INTERSECTION_METHOD = "∩"  # the method label of the "inconsistent under all methods" rows
@@ -170,30 +168,6 @@ def share_inconsistent(cs_values, threshold: float) -> float:
     ki = classify(cs_values, threshold)
     return float(ki.mean()) if ki.size else math.nan
 
-
-
-def welch_t(a, b) -> WelchResult:
-    """Welch's unequal-variance t-test of mean(a) vs mean(b): t = (ā − b̄)/sqrt(s_a²/n_a + s_b²/n_b),
-    two-sided p from ``scipy.stats.ttest_ind(a, b, equal_var=False)``.
-
-    Returns ``(t, p)`` (a :class:`WelchResult`); when a group has < 2 members or both have zero variance,
-    t and/or p are NaN and ``.note`` says why."""
-    from scipy import stats
-
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.size < 2 or b.size < 2:
-        return WelchResult(math.nan, math.nan, f"Welch test needs >= 2 values per group (got {a.size} and {b.size})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_ind(a, b, equal_var=False)
-    t, p = float(res.statistic), float(res.pvalue)
-    note = ""
-    if a.var() == 0 and b.var() == 0:
-        note = "both groups have zero variance (t = ±inf when the means differ, NaN when equal)"
-    elif math.isnan(p):
-        note = "test undefined"
-    return WelchResult(t, p, note)
 
 
 # ---------------------------------------------------------------------------------------- tables
@@ -382,72 +356,6 @@ def ki_share_table(cs_df: pd.DataFrame, kind: str = "cs2", static: float | Seque
     return pd.DataFrame(rows, columns=cols)
 
 
-# ----------------------------------------------------------------------------------------- CAS
-
-
-def cas_scores(per_query_scores, beta1: float = 1.0, beta2: float = 1.0, normalize: str | None = "max") -> torch.Tensor:
-    """Consistency-Aware Score (Eq. 7): CAS = β1·μ − β2·σ, shape ``[L, N]``.
-
-    ``per_query_scores``: ``[k, L, N]`` attribution (or activation) scores of one fact's k queries (a tensor,
-    array, or list of k ``[L, N]`` tensors).
-    a_i = s_i / max(s_i) per query (``normalize="max"``; a query without a positive score contributes zeros),
-    ``"absmax"`` divides by max|s_i|, ``None``/``"none"`` keeps raw scores. μ = mean_i a_i, σ = population std
-    sqrt(mean_i (a_i − μ)²).
-    """
-    scores = per_query_scores
-    if isinstance(scores, (list, tuple)) and scores and isinstance(scores[0], torch.Tensor):
-        per_query_scores = torch.stack([t.detach() for t in scores])
-    s = torch.as_tensor(per_query_scores)
-    if s.dim() != 3 or s.shape[0] < 1:
-        raise ParameterError(
-            f"per_query_scores must have shape [k, n_layers, n_neurons] with k >= 1, got {tuple(s.shape)}"
-        )
-    s = s.detach().to(torch.float64)
-    if normalize in (None, "none"):
-        a = s
-    elif normalize in ("max", "absmax"):
-        flat = s.reshape(s.shape[0], -1)
-        top = flat.abs().amax(dim=1) if normalize == "absmax" else flat.amax(dim=1)
-        ok = torch.isfinite(top) & (top > 0)
-        scale = torch.where(ok, 1.0 / torch.where(ok, top, torch.ones_like(top)), torch.zeros_like(top))
-        a = s * scale.view(-1, 1, 1)
-    else:
-        raise ParameterError(f"normalize must be 'max', 'absmax' or None, got {normalize!r}")
-    mu = a.mean(dim=0)
-    sigma = a.std(dim=0, correction=0)
-    return (beta1 * mu - beta2 * sigma).to(torch.float32)
-
-
-def cas_neurons(cas, threshold: float = 0.3, method: str = "static", bins: int = 256) -> set[tuple[int, int]]:
-    """Neurons selected by CAS ``[L, N]``: ``{(layer, neuron)}``.
-
-    ``"static"``: CAS > threshold · max CAS (empty when max CAS ≤ 0). ``"otsu"``: the high class of Otsu's
-    split of the positive CAS values, i.e. CAS ≥ θ with θ = ``otsu_threshold(positive, position="edge")``
-    (``threshold`` unused); with fewer than 2 distinct positive values, all positive neurons are selected.
-    """
-    c = torch.as_tensor(cas).detach().to(torch.float64)
-    if c.dim() != 2:
-        raise ParameterError(f"cas must have shape [n_layers, n_neurons], got {tuple(c.shape)}")
-    if method == "static":
-        if not 0.0 <= threshold <= 1.0:
-            raise ParameterError(f"threshold must be in [0, 1] (a fraction of max CAS), got {threshold}")
-        top = float(c.max())
-        if not math.isfinite(top) or top <= 0:
-            return set()
-        mask = c > threshold * top
-    elif method == "otsu":
-        positive = c[c > 0]
-        if positive.numel() == 0:
-            return set()
-        if torch.unique(positive).numel() < 2:
-            mask = c > 0
-        else:
-            mask = c >= otsu_threshold(positive.cpu().numpy(), bins, position="edge")
-    else:
-        raise ParameterError(f"method must be 'static' or 'otsu', got {method!r}")
-    return {(int(l), int(i)) for l, i in torch.nonzero(mask, as_tuple=False).tolist()}
-
-
 # ------------------------------------------------------------------------- chapter tables (Table 1)
 
 
@@ -531,27 +439,6 @@ def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> 
                 below_theta=(kind, lambda v: float((v < threshold).mean()))))
     tab["CS2 floor 1/k"] = 1 / tab["queries_per_fact"]
     return tab
-
-
-def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:
-    """Per fact of ``model``: K_I under every method at the static ``threshold`` (the ∩ column of
-    :func:`ki_share_table`: facts present for every method, K_none facts left out)."""
-    part = cs[cs.model == model]
-    if "union_size" in part.columns:
-        part = part[part.union_size > 0]
-    wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
-    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
-
-
-def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
-                          seed: int = 0) -> dict:
-    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
-
-    part = cs[cs.model == model]
-    below = (part[kind] < threshold).astype(float).to_numpy()
-    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
-    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
-                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
 
 
 def class_label_series(cs: pd.DataFrame, theta: Mapping[tuple[str, str], float] | float, kind: str = "cs2") -> pd.Series:

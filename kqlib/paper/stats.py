@@ -331,3 +331,27 @@ def ci_cell(value, low, high, spec: str = ".2f") -> str:
     if low is not None and np.isfinite(low) and high > low:
         return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
     return f"{value:{spec}}"
+
+
+def welch_t(a, b) -> WelchResult:
+    """Welch's unequal-variance t-test of mean(a) vs mean(b): t = (ā − b̄)/sqrt(s_a²/n_a + s_b²/n_b),
+    two-sided p from ``scipy.stats.ttest_ind(a, b, equal_var=False)``.
+
+    Returns ``(t, p)`` (a :class:`WelchResult`); when a group has < 2 members or both have zero variance,
+    t and/or p are NaN and ``.note`` says why."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.size < 2 or b.size < 2:
+        return WelchResult(math.nan, math.nan, f"Welch test needs >= 2 values per group (got {a.size} and {b.size})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
+    t, p = float(res.statistic), float(res.pvalue)
+    note = ""
+    if a.var() == 0 and b.var() == 0:
+        note = "both groups have zero variance (t = ±inf when the means differ, NaN when equal)"
+    elif math.isnan(p):
+        note = "test undefined"
+    return WelchResult(t, p, note)
