@@ -191,3 +191,19 @@ def test_smollm_attention_path_exact_and_synapses_matter(smollm):
     control = A.random_non_synapses(scores.shape, syn, len(syn), seed=0)
     p0 = torch.softmax(base[0, -1], -1)[t].item()
     assert p0 - p_target(A.synapse_entries(syn)) > 2 * abs(p0 - p_target(A.synapse_entries(control)))
+
+
+def test_the_family_table_decides_how_attention_is_reached():
+    """One per-family table: attention access is the family's ``attention_probs_module`` (kqlib.core.architectures),
+    not a second table keyed by family name in attention.py (which ignored a changed entry)."""
+    import dataclasses
+
+    lm = tiny_lm("gpt_neo")
+    ids = lm.encode(PROMPT)
+    with A.capture_attention(lm) as probs:  # through the table's module: GPT-Neo's attn_dropout
+        lm.model(ids)
+    assert len(probs) == lm.n_layers
+    lm.family = dataclasses.replace(lm.family, attention_probs_module="")  # the entry now says: the interface
+    with A.capture_attention(lm) as probs:  # GPT-Neo never calls the interface: nothing is reached
+        lm.model(ids)
+    assert probs == {}

@@ -148,3 +148,19 @@ def test_table3_empty_group_is_nan():
     t3 = table3(df, classes={("m", "a"): "K_C"}, n_boot=50)
     ki = t3[t3.group == "K_I"].iloc[0]
     assert ki.facts == 0 and math.isnan(ki.avg) and math.isnan(ki.avg_low)
+
+
+def test_a_fact_without_queries_is_skipped_by_both_edit_loops(tmp_path):
+    """The two editing loops are one loop now: a fact with no query (possible in a hand-built dataset) is
+    skipped by both (run_cas_editing raised ValueError from min() of an empty sequence before)."""
+    from kqlib.paper.kl_editing import run_single_query_edits
+
+    lm = tiny_lm("llama")
+    data = _dataset(lm) + [FactEntry(Fact("P36", "spain", "madrid", "uuid-empty"), [])]
+    cas = run_cas_editing(lm, data, steps=3, tasks=("erase",), selections=("N_i",), n_unrelated=2, objects=OBJECTS,
+                          ppl_texts=None, attribution_cache=tmp_path, progress=False)
+    assert "uuid-empty" not in set(cas.fact_id) and len(cas.fact_id.unique()) == len(FACTS)
+    kn = {(f"uuid{n}", i): {(0, 1)} for n in range(len(FACTS)) for i in range(3)}
+    kl = run_single_query_edits(lm, data, kn, tasks=("erase",), n_unrelated=2, objects=OBJECTS, ppl_texts=None,
+                                progress=False)
+    assert "uuid-empty" not in set(kl.fact_id)
