@@ -28,16 +28,9 @@ import torch
 from kqlib.errors import DataError, ParameterError
 from kqlib.runs.progress import Progress
 from kqlib.paper.pararel_files import (  # noqa: F401 (re-exported: the ParaRel API in one place)
-    Pattern, Fact, Query, _shared_candidates, _looks_complete, cache_dir, pararel_root, _layout_hint, upstream_files, download_pararel, _repair_advice, _read_jsonl, available_relations, _require_relations, _check_relation, load_patterns, load_facts, usable_patterns, relations, fact_queries, shuffled_facts, sample_facts, RELATIONS, RELATIONS_WITHOUT_PATTERNS, MULTI_TOKEN_POLICIES, _TRAILING)
+    Pattern, Fact, Query, _shared_candidates, _looks_complete, cache_dir, pararel_root, _layout_hint, upstream_files, download_pararel, _repair_advice, _read_jsonl, available_relations, _require_relations, _check_relation, load_patterns, load_facts, usable_patterns, relations, fact_queries, shuffled_facts, sample_facts, RELATIONS, RELATIONS_WITHOUT_PATTERNS, MULTI_TOKEN_POLICIES, _TRAILING,
+    PARAREL_REPO, PARAREL_COMMIT, PARAREL_BASE_URL, UPSTREAM_PATTERNS, UPSTREAM_TUPLES, ENV_VAR, COMPLETE_MARKER)
 
-PARAREL_REPO = "yanaiela/pararel"
-PARAREL_COMMIT = "cb5554678457beb5ac163d888f1ce8cf174b3f0b"
-#: Raw-file server; the URL of a file is ``{PARAREL_BASE_URL}/{commit}/{upstream path}``.
-PARAREL_BASE_URL = "https://raw.githubusercontent.com/yanaiela/pararel"
-UPSTREAM_PATTERNS = "data/pattern_data/graphs_json/{relation}.jsonl"
-UPSTREAM_TUPLES = "data/trex_lms_vocab/{relation}.jsonl"
-ENV_VAR = "KQLIB_PARAREL"
-COMPLETE_MARKER = "kqlib-complete"
 
 # ------------------------------------------------------------------------------------------ model scoring
 

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from kqlib.errors import KqError
 
-BEGIN = re.compile(r"^(?P<indent>\s*)### BEGIN SOLUTION(?:\s+(?P<qid>[A-Za-z][\w.-]*))?\s*$")
-END = re.compile(r"^\s*### END SOLUTION\s*$")
-CHECK = re.compile(r"^#\s*check:\s*(?P<qid>[A-Za-z][\w.-]*)\s*\(\s*(?P<points>\d+(?:\.\d+)?)\s*points?\s*\)\s*$")
-STUB = re.compile(r"(?P<qid>[A-Za-z][\w.-]*): your code here")
-CHECK_TAG, HIDDEN_TAG = "check", "hidden-check"
-RESULT_PREFIX = "KQ-GRADE-RESULT "
-ANSWER_HERE = "*YOUR ANSWER HERE ({qid})*"
 
 
 from kqlib.teaching.assignments import (AssignmentError, NotebookNotFoundError, RESULT_PREFIX, STUB, find_assignment, is_check_cell)
