@@ -40,6 +40,7 @@ relations = ["P36", "P103"]
 # facts the model answers per relation; 0 means all
 n_facts_per_relation = 1
 steps = 4  # Riemann steps of the attribution path
+rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 methods = ["ig", "sig", "amig"]
 t_threshold = 0.2  # per-query KN threshold: score > t * max score
 cs_kind = "cs2"  # consistency score used to classify facts: "cs1" | "cs2" | "pairwise"

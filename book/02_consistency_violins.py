@@ -38,6 +38,7 @@ relations = ["P36", "P103"]
 # facts the model answers per relation; 0 means all
 n_facts_per_relation = 1
 steps = 4
+rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 methods = ["ig", "sig", "amig"]
 t_threshold = 0.2  # per-query KN threshold of the violins
 cs_kind = "cs2"
@@ -84,6 +85,10 @@ cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 # $\mathrm{CS}_2$ of every fact, per relation (all methods pooled, one dot per fact and method), one panel per
 # model; the dashed line is $\theta = 0.3$. Remember the floor: a fact with $k$ queries has
 # $\mathrm{CS}_2 \ge 1/k$, so relations with two paraphrases sit at 0.5 or above by construction.
+#
+# How to read a violin: its width at a height is the density of facts with that $\mathrm{CS}_2$; the dots are the
+# facts themselves. A violin mostly below the dashed line is a relation whose facts are mostly $K_I$ at the
+# paper's example threshold.
 
 # %%
 ch.save(K.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "violins")

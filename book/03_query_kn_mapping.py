@@ -34,6 +34,7 @@ relations = ["P36", "P103"]
 # facts the model answers per relation; 0 means all
 n_facts_per_relation = 2
 steps = 4  # Riemann steps of the attribution path (as in chapter 1: the attributions come from the cache)
+rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 methods = ["ig"]  # localization methods (the cpu and paper profiles use all three)
 t_threshold = 0.2  # per-query KN threshold: score > t * max score
 cs_kind = "cs2"  # consistency score that classifies facts (as in chapter 1)

@@ -314,5 +314,5 @@ def test_kq_run_refuses_out_of_range_parameters_before_running(tmp_path, capsys)
 
     root = _book(tmp_path, {"01_test.py": CHAPTER})
     status, err = run_kq(["run", "01", "--root", str(root), "--profile", "smoke", "-p", "steps=0"], capsys)
-    assert status == 2 and "steps=0" in err and ">= 2" in err
+    assert status == 2 and "steps=0" in err and ">= 1" in err
     assert not (root / "_build" / "tmp").exists()

@@ -65,7 +65,8 @@ class Chapter:
         # where attributions run: values the book runner passes next to ``profile`` (not chapter parameters)
         self.executor = namespace.get("executor", "local")
         self.ray_address = namespace.get("ray_address")
-        self.p = SimpleNamespace(**self.params, executor=self.executor, ray_address=self.ray_address)
+        self.p = SimpleNamespace(**{"rule": "riemann", **self.params}, executor=self.executor,
+                                ray_address=self.ray_address)  # rule: riemann unless the chapter declares it
         self.lms: list = []
         self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
@@ -104,7 +105,7 @@ class Chapter:
             t0 = time.time()
             ds = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None, seed=p.seed, progress=False)
             datasets[lm.name] = ds
-            locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold,
+            locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries, {len(ds.relations())} relations; "

@@ -169,7 +169,8 @@ def _methods(v):
 #: Value rules of parameters the chapters share: name -> check(value) -> problem or None. A value that means
 #: something else (``steps=0``, ``t_threshold=1.5``, a repeated relation) is refused before any chapter runs.
 VALUE_RULES = {
-    "steps": lambda v: None if v >= 2 else "must be >= 2 (Riemann steps along the path)",
+    "steps": lambda v: None if v >= 1 else "must be >= 1 (path points; 1 = attribution patching)",
+    "rule": _one_of(("riemann", "gauss")),
     "n_facts_per_relation": lambda v: None if v >= 0 else "must be >= 0 (0 = every fact)",
     "t_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1) (score > t * max; 1 keeps none)",
     "cas_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)",
