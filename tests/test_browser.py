@@ -239,6 +239,15 @@ def built_book(tmp_path_factory) -> Path:
         dest = root / "_build" / "executed" / chapter.relative_to(REPO).with_suffix(".ipynb")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(found, dest)
+        # the rest of what that execution wrote: its results JSON and its tidy data (the page links them)
+        other_build = found.parent.parent.parent  # <book>/_build (found: _build/executed/book/NN.ipynb)
+        for sub in (Path("results") / f"{chapter.stem}.json", Path("data") / chapter.stem):
+            src = other_build / sub
+            if src.is_file():
+                (root / "_build" / sub).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, root / "_build" / sub)
+            elif src.is_dir():
+                shutil.copytree(src, root / "_build" / sub, dirs_exist_ok=True)
     kq = Path(sys.executable).with_name("kq")
     cmd = [str(kq), "book", "--profile", PROFILE, "--root", str(root)]
     cmd += [a for p in missing for a in ("--only", p)] if missing else ["--no-execute"]
