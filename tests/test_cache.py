@@ -94,7 +94,7 @@ def test_ctrl_c_in_a_real_process_leaves_only_complete_entries(tmp_path):
     while len(AttributionCache(tmp_path)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    proc.wait(timeout=180)
     assert proc.returncode != 0  # interrupted, not finished
     assert not list(tmp_path.rglob(".tmp-*"))
     cache = AttributionCache(tmp_path)
