@@ -274,8 +274,11 @@ def _common_arguments(p) -> None:
 def with_executor(params: Mapping[str, Any], args, profile: Mapping[str, Any]) -> dict:
     """The chapter's parameters plus where its attributions run, passed as values (like ``profile``):
     ``executor`` (``--executor``, else the profile's, else local) and ``ray_address``."""
-    return {**params, "executor": args.executor or profile.get("executor") or "local",
-            "ray_address": args.address or profile.get("address") or None}
+    executor = args.executor or profile.get("executor") or "local"
+    address = args.address or profile.get("address") or None
+    if executor == "local" and address is None:  # the chapters' default: pass nothing (papermill warns on extras)
+        return dict(params)
+    return {**params, "executor": executor, "ray_address": address}
 
 
 def add_book_arguments(p) -> None:
