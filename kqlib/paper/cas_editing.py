@@ -38,14 +38,13 @@ from kqlib.paper import editing
 from kqlib.attribution import knowledge_neurons
 from kqlib.paper.cas import cas_neurons, cas_scores
 from kqlib.paper.stats import bootstrap_ci
-from kqlib.paper.edit_loop import FactEdit, first_queries, object_resolver, pick_new_object, run_edits  # noqa: F401
+from kqlib.paper.edit_loop import (QUERY_FILTERS, TASKS, FactEdit, check_edit_options,  # noqa: F401 (re-exported)
+                                   first_queries, object_resolver, pick_new_object, run_edits)
 from kqlib.errors import ParameterError
 from kqlib.paper.localization import query_scores
 
 SELECTIONS = ("cas", "N_i", "N_g")
-TASKS = ("erase", "update")
 METRICS = ("rel", "gen", "loc", "avg", "dppl")
-QUERY_FILTERS = ("correct", "all")
 SPLITS = ("random", "last")
 
 ROW_COLUMNS = ["model", "fact_id", "relation", "subject", "obj", "selection", "task", "beta1", "beta2",
@@ -139,11 +138,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, rule: s
     for sel in selections:
         if sel not in SELECTIONS:
             raise ParameterError(f"unknown selection {sel!r}; choose from {SELECTIONS}")
-    for task in tasks:
-        if task not in TASKS:
-            raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
-    if query_filter not in QUERY_FILTERS:
-        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    check_edit_options(tasks, query_filter)
     name = model_name or getattr(lm, "name", "model")
     entries = sorted(dataset, key=lambda e: e.fact.fact_id)
 

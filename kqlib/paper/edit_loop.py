@@ -20,10 +20,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from kqlib.errors import ParameterError
 from kqlib.paper import editing
 from kqlib.runs.progress import Progress
 
 TASKS = ("erase", "update")
+QUERY_FILTERS = ("correct", "all")  # "correct": only queries the unedited model answers top-1; "all": every query
 RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
                "dprob_new", "ppl_before", "ppl_after")
 
@@ -73,6 +75,15 @@ def object_resolver(objects=None) -> Callable[[str], list[str]]:
         return cache[rel]
 
     return objects_for
+
+
+def check_edit_options(tasks: Sequence[str], query_filter: str) -> None:
+    """Refuse an unknown task or query filter (before any edit)."""
+    for task in tasks:
+        if task not in TASKS:
+            raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
+    if query_filter not in QUERY_FILTERS:
+        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
 
 
 def first_queries(entries) -> dict:

@@ -35,10 +35,10 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from kqlib.paper import editing
-from kqlib.paper.edit_loop import RESULT_KEYS, TASKS, FactEdit, first_queries, run_edits  # noqa: F401 (re-exported)
+from kqlib.paper.edit_loop import (QUERY_FILTERS, RESULT_KEYS, TASKS, FactEdit,  # noqa: F401 (re-exported)
+                                   check_edit_options, first_queries, run_edits)
 from kqlib.errors import ParameterError
 
-QUERY_FILTERS = ("correct", "all")
 METRICS = ("rel", "gen", "loc", "avg", "dppl")
 
 ROW_COLUMNS = ["model", "fact_id", "relation", "subject", "obj", "selection", "task", "n_queries",
@@ -80,11 +80,7 @@ def run_single_query_edits(lm, dataset, kn_sets: Mapping[tuple[str, int], set], 
     or not. Columns: :data:`ROW_COLUMNS` (``selection`` is always ``"N_i"``). ``progress``: edits done, rate
     and ETA (:class:`kqlib.runs.progress.Progress`).
     """
-    for task in tasks:
-        if task not in TASKS:
-            raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
-    if query_filter not in QUERY_FILTERS:
-        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    check_edit_options(tasks, query_filter)
     name = model_name or getattr(lm, "name", "model")
     entries = sorted(dataset, key=lambda e: e.fact.fact_id)
     wanted = None if fact_ids is None else set(fact_ids)
