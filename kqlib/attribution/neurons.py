@@ -40,10 +40,6 @@ class InvalidAttributionError(KqError, RuntimeError):
     """The computed scores are not a valid attribution (non-finite, or all zero while p(target) > 0)."""
 
 
-def _check(method: str, steps: int, site: str, rule: str = "riemann") -> AttributionConfig:
-    return AttributionConfig(method=method, steps=steps, rule=rule, site=site)
-
-
 def check_batch_size(batch_size) -> None:
     if batch_size is None:
         return
@@ -93,7 +89,7 @@ def _baseline_for(lm, method, baseline, site):
 def attribute_reference(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, site: str = "post",
                         rule: str = "riemann", baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Plain implementation: for every layer and path point, rerun the whole prompt. ``[L, N]`` float32."""
-    _check(method, steps, site, rule)
+    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
     with torch.no_grad(), capture(lm, site) as acts:
@@ -150,7 +146,7 @@ def attribute(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, s
     (bytes; 512 MiB on CPU, 8 GiB on CUDA), counting the prompt length. Raises
     :class:`InvalidAttributionError` instead of returning non-finite or all-zero scores.
     """
-    _check(method, steps, site, rule)
+    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
     check_batch_size(batch_size)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)

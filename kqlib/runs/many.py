@@ -13,13 +13,6 @@ from kqlib.runs.progress import Progress
 from kqlib.runs.queries import query_prompt_target
 
 
-def attribution_key(lm, prompt: str, target_id: int, method: str, steps: int, site: str,
-                    baseline: torch.Tensor | None, rule: str = "riemann") -> str:
-    """The cache key of one neuron attribution (:meth:`AttributionConfig.key`)."""
-    return AttributionConfig(method=method, steps=steps, rule=rule, site=site).key(lm.fingerprint, prompt,
-                                                                                   target_id, baseline)
-
-
 def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
                    rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,

@@ -200,7 +200,7 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
     ``num_cpus``: CPUs of a local Ray instance started by this call.
     """
     ray = _ray()
-    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values before any work
+    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values before any work
     check_batch_size(batch_size)
     queries = list(queries)
     name, lm = _model_name(model)
@@ -262,7 +262,6 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
         for t in targets:
             if not 0 <= t < info["vocab"]:
                 raise ParameterError(f"target token id {t} is out of range: the vocabulary has ids 0..{info['vocab'] - 1}")
-        config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)
         keys = [config.key_with_digest(info["fingerprint"], p, t, info["baseline_digest"])
                 for (p, _), t in zip(pairs, targets)]
         out_dtype = torch.float64 if info["dtype"] == "float64" else torch.float32
