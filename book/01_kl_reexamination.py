@@ -51,7 +51,7 @@ n_boot = 2000  # bootstrap resamples for the confidence intervals
 edit_method = "ig"  # the localization method whose KNs are edited in Table 2
 # facts edited per model; 0 means all
 n_edit_facts = 0
-edit_queries = "correct"  # queries usable in Table 2: "correct" (answered top-1 before the edit) | "all"
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 n_unrelated = 4  # unrelated queries per edit (locality)
 n_ppl_texts = 4  # held-out sentences for the perplexity change
 seed = 0
@@ -105,9 +105,11 @@ assert edit_method in methods, f"edit_method {edit_method!r} must be one of meth
 # %% [markdown]
 # ## Data and knowledge neurons
 #
-# For each model: ParaRel facts it answers (the answer's first token is its top-1 next token on at least one
-# query), with all their usable paraphrases as neighbor queries; then every query attributed with every
-# method. Attributions are cached on disk, so the next chapters reuse them for free. The table counts, per
+# For each model: ParaRel facts it answers (the answer's first token is its top-1 next token on at least two
+# phrasings). **One answer filter for the whole book**, `query_filter = "correct"`: only the phrasings the
+# model answers enter consistency, the classes, the interventions of chapters 3–4 and the edits, so Tables
+# 1–3 cover the same facts and queries (the sensitivity table below shows Table 1 with every phrasing).
+# Every query is then attributed with every method. Attributions are cached on disk, so the next chapters reuse them for free. The table counts, per
 # model and method, the queries, their mean number of knowledge neurons and the queries without any.
 
 # %%
@@ -169,6 +171,15 @@ per_relation.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "K
                            "K_I (otsu)": "{:.0%}"}).hide(axis="index")
 
 # %% [markdown]
+# **Sensitivity: the answer filter.** The same facts, method `edit_method`, static $\theta$: the $K_I$ share
+# over the book's queries and over every phrasing of each fact, answered or not (the wrong phrasings are
+# attributed for this table only). A paraphrase the model gets wrong may well use other neurons, so the share
+# can rise when they are counted; the paper does not say which queries it used.
+
+# %%
+K.filter_sensitivity(ch, data, edit_method)
+
+# %% [markdown]
 # ## Figure 1: a consistent and an inconsistent fact
 #
 # The paper's Figure 1 shows neuron activations for two neighbor queries of a consistent fact and of an
@@ -186,8 +197,8 @@ pd.DataFrame(fig1_info).T
 # ## Table 2: editing through the knowledge neurons of one query
 #
 # For every fact, take the knowledge neurons $\mathcal N_{q_e}$ (method `edit_method`) of **one** query
-# $q_e$, its first usable query (`edit_queries = "correct"`: only the queries the model answers top-1 are
-# usable, so that a change is caused by the edit), and
+# $q_e$, its first query (under the book's answer filter every query is answered top-1 before the edit, so
+# that a change is caused by the edit), and
 #
 # * **erase** the fact: zero the value vectors of $\mathcal N_{q_e}$ (their columns of the MLP output
 #   projection), $v_{l,i} \leftarrow 0$;
@@ -215,7 +226,7 @@ edits[["model", "relation", "subject", "obj", "new_obj", "task", "cs", "n_neuron
                                      "dppl": "{:+.3g}"}).hide(axis="index")
 
 # %% [markdown]
-# With `edit_queries = "correct"` every measured query is answered correctly before the edit (the
+# With `query_filter = "correct"` every measured query is answered correctly before the edit (the
 # `rel_before` / `gen_before` columns of `edits` are 0 for erasure), so an erasure success is a change made by
 # the edit. Read ΔPPL next to Rel/Gen: Dai et al.'s $\lambda_2 = 8$ was chosen for BERT, and when ΔPPL
 # explodes (and Loc drops) the update has damaged the model as a whole rather than rewritten one fact, so its

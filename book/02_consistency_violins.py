@@ -40,6 +40,7 @@ n_facts_per_relation = 1
 steps = 4
 rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 methods = ["ig", "sig", "amig"]
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 t_threshold = 0.2  # per-query KN threshold of the violins
 cs_kind = "cs2"
 static_threshold = 0.3

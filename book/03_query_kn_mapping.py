@@ -36,6 +36,7 @@ n_facts_per_relation = 2
 steps = 4  # Riemann steps of the attribution path (as in chapter 1: the attributions come from the cache)
 rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 methods = ["ig"]  # localization methods (the cpu and paper profiles use all three)
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 t_threshold = 0.2  # per-query KN threshold: score > t * max score
 cs_kind = "cs2"  # consistency score that classifies facts (as in chapter 1)
 static_threshold = 0.3  # static θ: K_I iff CS is below θ

@@ -34,6 +34,7 @@ n_facts_per_relation = 1
 steps = 4  # Riemann steps of both attributions (neurons, as in chapter 1, and attention)
 rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
 kn_method = "ig"  # localization method of the query's knowledge neurons
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 t_threshold = 0.2  # per-query KN threshold: score > t * max score (chapter 1)
 cs_kind = "cs2"  # consistency score of the K_C / K_I labels (chapter 1)
 static_threshold = 0.3

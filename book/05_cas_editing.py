@@ -46,7 +46,7 @@ beta2_grid = [0.0, 0.5, 1.0, 2.0]  # β2 ablation (β1 fixed)
 # query split per fact: n_heldout queries held out for Gen (drawn with the seed, or the last patterns)
 n_heldout = 1
 split = "random"  # "random" | "last"
-query_filter = "correct"  # "correct": use only queries the model answers top-1; "all": every query
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 n_unrelated = 4  # unrelated queries (first queries of other facts) per edit, for Loc
 n_ppl_texts = 4  # held-out sentences for ΔPPL (the first n of kqlib.paper.editing.DEFAULT_PPL_TEXTS)
 lambda1 = 1.0  # Dai et al.'s update rule, norm-scaled

@@ -65,8 +65,10 @@ class Chapter:
         # where attributions run: values the book runner passes next to ``profile`` (not chapter parameters)
         self.executor = namespace.get("executor", "local")
         self.ray_address = namespace.get("ray_address")
-        self.p = SimpleNamespace(**{"rule": "riemann", **self.params}, executor=self.executor,
-                                ray_address=self.ray_address)  # rule: riemann unless the chapter declares it
+        # rule and query_filter: the book's defaults unless the chapter declares them
+        self.p = SimpleNamespace(**{"rule": "riemann", "query_filter": "correct", **self.params},
+                                 executor=self.executor, ray_address=self.ray_address)
+        self._scanned: dict = {}  # model name -> its ParaRel scan (before the query filter)
         self.lms: list = []
         self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
@@ -91,25 +93,35 @@ class Chapter:
     def sizes(self) -> dict[str, dict]:
         return {lm.name: report.model_size(lm) for lm in self.models()}
 
-    def localize(self, methods: Sequence[str] | None = None, verbose: bool = True) -> "Localized":
-        """ParaRel facts each model answers (``relations``, ``n_facts_per_relation``, ``seed``) and the KN sets
-        of all their queries under ``methods`` (default ``p.methods``), with the chapter's ``steps``, ``site``
-        and ``t_threshold`` (attributions come from the on-disk cache when an earlier chapter computed them)."""
+    def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
+                 query_filter: str | None = None) -> "Localized":
+        """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
+        ``p.methods``), with the chapter's ``steps``, ``rule``, ``site`` and ``t_threshold`` (attributions come from
+        the on-disk cache when an earlier chapter computed them).
+
+        The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
+        model answers at least two of its phrasings top-1, for every chapter and either filter; ``query_filter``
+        (default ``p.query_filter``) then says which of its queries enter: ``"correct"`` the answered ones, so
+        consistency, classes, interventions and edits all see the same queries, or ``"all"``."""
         from kqlib.paper.localization import localize
         from kqlib.paper.pararel import build_dataset
 
         p = self.p
         methods = list(methods or p.methods)
+        query_filter = query_filter or p.query_filter
         datasets, locs = {}, {}
         for lm in self.models():
             t0 = time.time()
-            ds = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None, seed=p.seed, progress=False)
+            if lm.name not in self._scanned:
+                self._scanned[lm.name] = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None,
+                                                       seed=p.seed, min_correct=2, progress=False)
+            ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
             locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
-                print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries, {len(ds.relations())} relations; "
-                      f"{len(methods)} method(s) localized in {time.time() - t0:.0f} s")
+                print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "
+                      f"{len(ds.relations())} relations; {len(methods)} method(s) localized in {time.time() - t0:.0f} s")
         return Localized(self.models(), datasets, locs, methods)
 
     # --------------------------------------------------------------------------------- claims, results

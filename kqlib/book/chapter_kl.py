@@ -58,7 +58,7 @@ def one_query_edits(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
         t0 = time.time()
         df = kl_editing.run_single_query_edits(
             lm, data.datasets[lm.name], data.locs[lm.name].sets(p.edit_method, model=lm.name),
-            query_filter=p.edit_queries, n_unrelated=p.n_unrelated, fact_ids=list(mine.fact_id),
+            query_filter=p.query_filter, n_unrelated=p.n_unrelated, fact_ids=list(mine.fact_id),
             n_facts=p.n_edit_facts or None, seed=p.seed, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
         frames.append(df.merge(mine[["model", "fact_id", p.cs_kind]].rename(columns={p.cs_kind: "cs"}),
                                on=["model", "fact_id"], how="left"))
@@ -183,3 +183,25 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
         ch.claim("welch_separation", lm.name, **welch_claim(shares, lm.name))
         ch.claim("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", p))
     return nums
+
+
+def filter_sensitivity(ch, data, method: str) -> pd.DataFrame:
+    """Table 1's K_I share (static θ, Wilson 95 % interval over facts) of ``method`` on the same facts under
+    both answer filters: the book's ``p.query_filter`` (the queries in ``data``) and the other one, the
+    sensitivity row (its extra queries are attributed with ``method`` only)."""
+    from kqlib.paper import consistency as C
+    from kqlib.paper.pararel import QUERY_FILTERS
+
+    p = ch.p
+    other = next(f for f in QUERY_FILTERS if f != p.query_filter)
+    rows = []
+    for name, loc in ((p.query_filter, data), (other, ch.localize([method], verbose=False, query_filter=other))):
+        cs = loc.consistency(p.cs_kind)
+        share = C.ki_share_table(cs[cs.method == method], kind=p.cs_kind, static=p.static_threshold, otsu=False,
+                                 n_boot=p.n_boot, seed=p.seed)
+        n_q = loc.facts.groupby("model").size()
+        for r in share[share.method == method].itertuples():
+            rows.append({"model": r.model, "query_filter": name + (" (the book's)" if name == p.query_filter else ""),
+                         "facts": int(r.n_facts), "queries": int(n_q.get(r.model, 0)),
+                         "K_I share [95 % CI]": ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%")})
+    return pd.DataFrame(rows)

@@ -5,7 +5,9 @@ Both editing experiments are this loop with different *plans*: Table 2 (:mod:`kq
 edited queries). A :class:`FactEdit` says which queries are edited (Rel), which are its neighbours (Gen) and
 which neuron set each selection edits. For every plan the loop draws, the same way for every selection:
 
-* unrelated queries (Loc): the first queries of ``n_unrelated`` other facts, ``random.Random(f"{seed}-{fact_id}")``;
+* unrelated queries (Loc): the first queries of ``n_unrelated`` other facts, ``random.Random(f"{seed}-{fact_id}")``,
+  drawn from :func:`locality_pool`: facts that share no entity with the edited fact (not its object, not its
+  subject, not its inverse such as P36 France→Paris vs P1376 Paris→France), since an edit may rightly change them;
 * the new object o' of an update: :func:`pick_new_object` on the first edited query,
   ``random.Random(f"{seed}-{fact_id}-new")`` over the relation's other objects;
 
@@ -22,10 +24,10 @@ from typing import Callable, Sequence
 
 from kqlib.errors import ParameterError
 from kqlib.paper import editing
+from kqlib.paper.pararel import QUERY_FILTERS  # "correct": only queries the unedited model answers; "all": every one
 from kqlib.runs.progress import Progress
 
 TASKS = ("erase", "update")
-QUERY_FILTERS = ("correct", "all")  # "correct": only queries the unedited model answers top-1; "all": every query
 RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
                "dprob_new", "ppl_before", "ppl_after")
 
@@ -86,6 +88,19 @@ def check_edit_options(tasks: Sequence[str], query_filter: str) -> None:
         raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
 
 
+def _entities(subject: str, obj: str) -> set[str]:
+    return {subject.strip().casefold(), obj.strip().casefold()}
+
+
+def locality_pool(fact, firsts: dict) -> list:
+    """The candidate unrelated queries of ``fact``: the queries of ``firsts`` (``{fact_id: query}``) of other facts
+    whose {subject, object} is disjoint from the fact's (case-insensitive). That excludes facts with the same
+    object (two random P30 facts share it 56 % of the time), the same subject, and inverse facts (subject and
+    object swapped, e.g. P36 / P1376)."""
+    mine = _entities(fact.subject, fact.obj)
+    return [q for fid, q in firsts.items() if fid != fact.fact_id and not (_entities(q.subject, q.obj) & mine)]
+
+
 def first_queries(entries) -> dict:
     """``{fact_id: its first query by pattern index}`` for the entries that have queries (in entry order)."""
     return {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
@@ -108,7 +123,7 @@ def run_edits(lm, plans: Sequence[FactEdit], firsts: dict, *, tasks: Sequence[st
     rows = []
     for plan in plans:
         fact = plan.fact
-        others = [q for fid, q in firsts.items() if fid != fact.fact_id]
+        others = locality_pool(fact, firsts)
         unrel = random.Random(f"{seed}-{fact.fact_id}").sample(others, min(len(others), int(n_unrelated)))
         unrelated = [(q.prompt, q.target_id) for q in unrel if q.target_id is not None]
         edited = [(q.prompt, q.target_id) for q in plan.edited]

@@ -100,6 +100,9 @@ def score_queries(lm, queries: Sequence[Query], top_k: int = 1, batch_size: int 
 # ------------------------------------------------------------------------------------------ dataset
 
 
+QUERY_FILTERS = ("correct", "all")  # which queries of a kept fact enter an analysis (Dataset.with_queries)
+
+
 @dataclass
 class FactEntry:
     """A kept fact with its scored queries."""
@@ -136,6 +139,19 @@ class Dataset:
 
     def relations(self) -> list[str]:
         return list(dict.fromkeys(e.fact.relation for e in self.facts))
+
+    def with_queries(self, query_filter: str) -> "Dataset":
+        """The same facts with the queries ``query_filter`` keeps: ``"correct"`` only the queries the model
+        answers (rank <= top_k), ``"all"`` every query. The book applies one filter to every chapter
+        (:data:`QUERY_FILTERS`); facts left with no query are dropped (counted in ``params``)."""
+        if query_filter not in QUERY_FILTERS:
+            raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+        if query_filter == "all":
+            return replace(self, params={**self.params, "query_filter": "all"})
+        facts = [FactEntry(e.fact, [q for q in e.queries if q.correct]) for e in self.facts]
+        kept = [e for e in facts if e.queries]
+        params = {**self.params, "query_filter": "correct", "dropped_no_correct_query": len(facts) - len(kept)}
+        return replace(self, facts=kept, params=params)
 
     def to_frame(self):
         """Tidy DataFrame: one row per query (fact columns repeated)."""
