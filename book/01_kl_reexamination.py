@@ -211,7 +211,8 @@ pd.DataFrame(fig1_info).T
 #
 # Then **Rel** = success on $q_e$ (erase: the top-1 token is no longer $o$; update: it is $o'$),
 # **Gen** = the same on the fact's other usable (neighbor) queries, **Loc** = share of unrelated queries
-# (first queries of `n_unrelated` other facts) whose top-1 prediction is unchanged,
+# (first queries of `n_unrelated` other facts that share neither subject nor object with the edited
+# fact, so no inverse fact such as P1376 Paris→France for P36 France→Paris) whose top-1 prediction is unchanged,
 # **Avg** = (Rel + Gen + Loc)/3 and **ΔPPL** = perplexity change on held-out sentences. Weights are restored
 # bit-exactly after each edit. If KL held for every fact, Gen would not depend on the class; the paper
 # reports that it is much lower for $K_I$ facts. The loop is `kqlib.paper.kl_editing.run_single_query_edits`

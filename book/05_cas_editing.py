@@ -47,7 +47,7 @@ beta2_grid = [0.0, 0.5, 1.0, 2.0]  # β2 ablation (β1 fixed)
 n_heldout = 1
 split = "random"  # "random" | "last"
 query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
-n_unrelated = 4  # unrelated queries (first queries of other facts) per edit, for Loc
+n_unrelated = 4  # unrelated queries (first queries of facts sharing no entity) per edit, for Loc
 n_ppl_texts = 4  # held-out sentences for ΔPPL (the first n of kqlib.paper.editing.DEFAULT_PPL_TEXTS)
 lambda1 = 1.0  # Dai et al.'s update rule, norm-scaled
 lambda2 = 8.0
@@ -106,7 +106,8 @@ ch = K.Chapter("05_cas_editing", globals())
 # **Metrics** (fractions; $\mathrm{top1}'$ = top-1 token after the edit):
 # erase — $\mathrm{Rel} = \mathrm{mean}_{q \in E}[\mathrm{top1}'(q) \ne o]$, $\mathrm{Gen}$ = the same over
 # $H$; update — $\mathrm{Rel} = \mathrm{mean}_{q\in E}[\mathrm{top1}'(q) = o']$, Gen the same over $H$;
-# $\mathrm{Loc}$ = share of `n_unrelated` queries of *other* facts whose top-1 prediction is unchanged;
+# $\mathrm{Loc}$ = share of `n_unrelated` queries of *other* facts whose top-1 prediction is unchanged (facts
+# sharing the edited fact's subject or object, or its inverse, are never drawn: an edit may rightly move them);
 # $\mathrm{Avg} = (\mathrm{Rel} + \mathrm{Gen} + \mathrm{Loc})/3$; $\Delta\mathrm{PPL}$ = perplexity after −
 # before on held-out sentences (lower is better). All selections of a fact are measured on the same $E$, $H$
 # and unrelated queries. Note that $\mathcal N_i$ only looks at one query of $E$ but is scored on all of

@@ -159,7 +159,8 @@ class Chapter:
 
     def export_localization(self, data: "Localized", cs) -> None:
         """The three frames the fact explorer reads: every query, every knowledge neuron, every fact's CS."""
-        self.export("queries", data.facts, description="every query of every fact, with the model's p(answer) and rank")
+        self.export("queries", data.facts, description="every query of every fact that enters the book (after the "
+                    "answer filter), with the model's p(answer) and rank")
         self.export("kn_sets", data.neurons, description="knowledge neurons of every (model, method, query)")
         self.export("consistency", cs, description="one row per (model, method, fact): KN-set sizes and consistency scores")
 
