@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from kqlib.core.hooks import scale_neurons
+from kqlib.runs.progress import Progress
 
 CONDITIONS = ("own", "union", "intersection", "random")
 OPERATIONS = {"suppress": 0.0, "enhance": 2.0}
@@ -61,10 +62,13 @@ def answer_prob(lm, prompt: str, target_id: int) -> tuple[float, int]:
 
 
 def run_mapping(lm, queries: Iterable[MappingQuery], *, site: str = "post", seed: int = 0,
-                operations: dict[str, float] = OPERATIONS, meta: Sequence[dict] | None = None) -> pd.DataFrame:
-    """One row per (query, condition, operation): n_neurons, p_before, p_after, d_prob, flipped."""
+                operations: dict[str, float] = OPERATIONS, meta: Sequence[dict] | None = None,
+                desc: str = "interventions", progress: bool = True) -> pd.DataFrame:
+    """One row per (query, condition, operation): n_neurons, p_before, p_after, d_prob, flipped (with a
+    progress line per query: each one is 1 + conditions × operations forward passes)."""
     rows = []
     queries = list(queries)
+    bar = Progress(len(queries), desc, "query", enabled=progress)
     for n, q in enumerate(queries):
         p0, top0 = answer_prob(lm, q.prompt, q.target_id)
         sets = condition_neurons(q, lm.n_layers, lm.n_neurons, seed)
@@ -82,6 +86,8 @@ def run_mapping(lm, queries: Iterable[MappingQuery], *, site: str = "post", seed
                 rows.append({**(meta[n] if meta else {}), "condition": cond, "operation": op,
                              "n_neurons": len(neurons), "p_before": p0, "p_after": p1,
                              "d_prob": (p1 - p0) / p0 if p0 > 0 else float("nan"), "flipped": bool(flipped)})
+        bar.step()
+    bar.close()
     return pd.DataFrame(rows)
 
 
@@ -153,7 +159,8 @@ def run_chapter_mapping(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
                 t0 = time.time()
                 if idx:
                     frames.append(run_mapping(lm, [qs[i] for i in idx], site=p.site, seed=p.seed,
-                                              operations=operations, meta=[meta[i] for i in idx]))
+                                              operations=operations, meta=[meta[i] for i in idx],
+                                              desc=f"interventions {lm.name} {method} {group}"))
                 print(f"{lm.name} {method} {group}: {len(idx)} queries in {time.time() - t0:.1f} s")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MAPPING_COLUMNS)
 
