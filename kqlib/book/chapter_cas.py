@@ -316,6 +316,8 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
     nums["update_dppl_median_text"] = fmt(nums["update_dppl_median"], ".3g",
                                           "infinite (overflow)" if len(upd) else "no update edit")
     nums["update_ppl_before_text"] = fmt(nums["update_ppl_before"], ".3g", "no update edit")
+    nums["lambda2"] = float(ch.p.lambda2)
+    nums["lambda2_text"] = f"{float(ch.p.lambda2):g}"
     for k in ("avg_erase_cas_model0", "avg_erase_N_i_model0", "avg_erase_N_g_model0", "avg_update_cas_model0",
               "avg_update_N_i_model0", "avg_update_N_g_model0", "best_beta2", "avg_beta2_0", "avg_beta2_main"):
         nums[k + "_text"] = fmt(nums[k], ".2f" if not k.startswith("best") else "g")
