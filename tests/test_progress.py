@@ -125,3 +125,21 @@ def test_runner_prints_chapter_updates_with_the_run_eta(tmp_path, capsys):
     assert sum("m sig" in ln for ln in lines) == 1 and len(lines) == 3
     skip = RunnerProgress(timings, ["book/01.py", "book/02.py"], "kq book", skip={"book/02.py"})
     assert skip.run_eta(0) == pytest.approx(100.0, abs=2.0)  # the skipped chapter is not in the run's ETA
+
+
+def test_a_fresh_build_takes_its_eta_from_the_shipped_measurement(tmp_path):
+    """No _build/timings.json yet (a fresh clone): the cpu profile's ETA comes from measured_timings.json; a
+    step this build has timed overrides it; a missing or broken measurement file leaves the ETA unknown."""
+    from kqlib.book.run_progress import MEASURED, Timings
+
+    shipped = json.loads(MEASURED.read_text())["cpu"]
+    steps = [s for s in shipped if s != "html"]
+    fresh = Timings(tmp_path, "cpu")
+    assert fresh.eta(steps) == pytest.approx(sum(shipped[s] for s in steps))
+    fresh.record(steps[0], 1.0)
+    again = Timings(tmp_path, "cpu")
+    assert again.eta(steps[:1]) == pytest.approx(1.0)
+    broken = tmp_path / "broken.json"
+    broken.write_text("[not an object")
+    assert Timings(tmp_path / "other", "cpu", measured=broken).eta(steps) is None
+    assert Timings(tmp_path / "other", "smoke").eta(["book/01_kl_reexamination.py"]) is None

@@ -16,17 +16,29 @@ from kqlib.book.toc import BUILD
 # ------------------------------------------------------------------------------------------- timing
 
 
-class Timings:
-    """``_build/timings.json``: ``{profile: {step: seconds}}``; steps are chapter paths and ``"html"``."""
+MEASURED = Path(__file__).with_name("measured_timings.json")  # a measured cpu run, shipped: the first run's ETA
 
-    def __init__(self, root: Path, profile: str):
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Timings:
+    """``_build/timings.json``: ``{profile: {step: seconds}}``; steps are chapter paths and ``"html"``.
+
+    ``previous`` (the ETA's source) is this build's last time per step, else the shipped measurement of
+    :data:`MEASURED` (so a fresh clone's first ``make book`` has an ETA too)."""
+
+    def __init__(self, root: Path, profile: str, measured: Path = MEASURED):
         self.path = root / BUILD / "timings.json"
         self.profile = profile
-        try:
-            self.all = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.all = {}
-        self.previous = dict(self.all.get(profile, {}))
+        self.all = _read_json(self.path)
+        shipped = _read_json(measured).get(profile, {})
+        self.previous = {**(shipped if isinstance(shipped, dict) else {}), **self.all.get(profile, {})}
 
     def eta(self, steps: list[str]) -> float | None:
         if any(s not in self.previous for s in steps):
