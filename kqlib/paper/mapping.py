@@ -249,23 +249,23 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
     lm0, method0 = lms[0].name, p.methods[0]
     S = summary.set_index(["model", "method", "group", "condition", "operation"])
     T = tests.set_index(["model", "method", "group", "operation", "b"])
-    notes: dict[str, str] = {}
+    notes: dict[str, str] = {}  # number name -> why it is None (the same key as in nums)
 
-    def avg_of(group, cond, op="average", col="mean"):
+    def avg_of(name, group, cond, op="average", col="mean"):
         key = (lm0, method0, group, cond, op)
         if key not in S.index or S.loc[key, "n"] == 0:
-            notes[f"{group}_{cond}_{op}"] = f"no {group} queries for {lm0} / {method0}"
+            notes[name] = f"no {group} queries for {lm0} / {method0}"
             return None
         return finite_or_none(S.loc[key, col])
 
-    def p_of(group, b, op="average"):
+    def p_of(name, group, b, op="average"):
         key = (lm0, method0, group, op, b)
         if key not in T.index:
-            notes[f"p_{group}_own_vs_{b}"] = f"no {group} queries for {lm0} / {method0}"
+            notes[name] = f"no {group} queries for {lm0} / {method0}"
             return None
         pv = finite_or_none(T.loc[key, "p"])
         if pv is None:
-            notes[f"p_{group}_own_vs_{b}"] = T.loc[key, "note"]
+            notes[name] = T.loc[key, "note"]
         return pv
 
     nums: dict[str, Any] = {"n_models": len(lms), "model0": lm0, "method0": method0,
@@ -277,10 +277,11 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
         nums[f"n_facts_{key}"] = int(part.fact_id.nunique())
         for cond in CONDITIONS:
             for op, short in (("average", "avg"), ("suppress", "sup"), ("enhance", "enh")):
-                nums[f"{short}_{cond}_{key}"] = avg_of(g, cond, op)
-            nums[f"avg_{cond}_{key}_ci"] = [avg_of(g, cond, col="ci_low"), avg_of(g, cond, col="ci_high")]
+                nums[f"{short}_{cond}_{key}"] = avg_of(f"{short}_{cond}_{key}", g, cond, op)
+            nums[f"avg_{cond}_{key}_ci"] = [avg_of(f"avg_{cond}_{key}_ci", g, cond, col="ci_low"),
+                                             avg_of(f"avg_{cond}_{key}_ci", g, cond, col="ci_high")]
         for b in ("union", "intersection", "random"):
-            nums[f"p_own_vs_{b}_{key}"] = p_of(g, b)
+            nums[f"p_own_vs_{b}_{key}"] = p_of(f"p_own_vs_{b}_{key}", g, b)
         own, inter = nums[f"avg_own_{key}"], nums[f"avg_intersection_{key}"]
         nums[f"gap_own_inter_{key}"] = None if own is None or inter is None else own - inter
         sup = part[part.operation == "suppress"]
