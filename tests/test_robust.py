@@ -309,6 +309,18 @@ def test_chapter_parameters_that_mean_something_else_are_refused(tmp_path, overr
     assert expected in str(info.value)
 
 
+def test_an_unknown_answer_filter_is_refused_before_any_chapter_runs():
+    from pathlib import Path
+
+    from kqlib.errors import ParameterError
+    from kqlib.book.profiles import parameters_for
+
+    chapter = Path(__file__).resolve().parents[1] / "book" / "01_kl_reexamination.py"
+    with pytest.raises(ParameterError, match="must be one of correct, all"):
+        parameters_for(chapter, "smoke", {"query_filter": "answered"})
+    assert parameters_for(chapter, "smoke", {"query_filter": "all"})["query_filter"] == "all"
+
+
 def test_kq_run_refuses_out_of_range_parameters_before_running(tmp_path, capsys):
     from test_book import CHAPTER, _book
 
