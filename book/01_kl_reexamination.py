@@ -109,8 +109,9 @@ assert edit_method in methods, f"edit_method {edit_method!r} must be one of meth
 # phrasings). **One answer filter for the whole book**, `query_filter = "correct"`: only the phrasings the
 # model answers enter consistency, the classes, the interventions of chapters 3–4 and the edits, so Tables
 # 1–3 cover the same facts and queries (the sensitivity table below shows Table 1 with every phrasing).
-# Every query is then attributed with every method. Attributions are cached on disk, so the next chapters reuse them for free. The table counts, per
-# model and method, the queries, their mean number of knowledge neurons and the queries without any.
+# Every query is then attributed with every method. Attributions are cached on disk, so the next chapters
+# reuse them for free. The table counts, per model and method, the queries, their mean number of knowledge
+# neurons and the queries without any.
 
 # %%
 lms = ch.models()
