@@ -84,6 +84,13 @@ def test_ctrl_c_in_a_real_process_leaves_only_complete_entries(tmp_path):
         import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
         import kqlib
         from tiny import tiny_lm
+        import time
+        import kqlib.runs.many as many
+        real = many.attribute
+        def slow(*a, **k):  # >= 10 s for the 200 queries: an idle machine must not finish before the Ctrl-C
+            time.sleep(0.05)
+            return real(*a, **k)
+        many.attribute = slow
         lm = tiny_lm("llama")
         queries = [("the capital of france is", w) for w in ["paris", "berlin", "rome", "london", "madrid"] * 40]
         queries = [(p + " " * i, w) for i, (p, w) in enumerate(queries)]
