@@ -100,8 +100,11 @@ def test_ctrl_c_in_a_real_process_leaves_only_complete_entries(tmp_path):
     deadline = time.time() + 300  # a loaded CI machine imports torch slowly
     while len(AttributionCache(tmp_path)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    finished_first = proc.poll() == 0
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=180)
+    if finished_first:  # seen on an idle fresh-clone CI run: nothing was left to interrupt
+        pytest.skip("the child finished all attributions before the Ctrl-C could be sent")
     assert proc.returncode != 0  # interrupted, not finished
     assert not list(tmp_path.rglob(".tmp-*"))
     cache = AttributionCache(tmp_path)
