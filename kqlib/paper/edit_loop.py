@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from kqlib.errors import ParameterError
 from kqlib.paper import editing
-from kqlib.paper.pararel import QUERY_FILTERS  # "correct": only queries the unedited model answers; "all": every one
+from kqlib.paper.pararel import QUERY_FILTERS, check_query_filter  # noqa: F401 (QUERY_FILTERS re-exported)
 from kqlib.runs.progress import Progress
 
 TASKS = ("erase", "update")
@@ -84,8 +84,7 @@ def check_edit_options(tasks: Sequence[str], query_filter: str) -> None:
     for task in tasks:
         if task not in TASKS:
             raise ParameterError(f"unknown task {task!r}; choose from {TASKS}")
-    if query_filter not in QUERY_FILTERS:
-        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    check_query_filter(query_filter)
 
 
 def _entities(subject: str, obj: str) -> set[str]:

@@ -37,7 +37,6 @@ import pandas as pd
 from kqlib.paper import editing
 from kqlib.paper.edit_loop import (QUERY_FILTERS, RESULT_KEYS, TASKS, FactEdit,  # noqa: F401 (re-exported)
                                    check_edit_options, first_queries, run_edits)
-from kqlib.errors import ParameterError
 
 METRICS = ("rel", "gen", "loc", "avg", "dppl")
 
@@ -50,8 +49,7 @@ ROW_COLUMNS = ["model", "fact_id", "relation", "subject", "obj", "selection", "t
 def usable_queries(entry, query_filter: str = "correct") -> list:
     """The fact's queries that can be edited/measured, sorted by pattern index: those with an answer token
     and, for ``query_filter="correct"``, answered top-1 by the unedited model."""
-    if query_filter not in QUERY_FILTERS:
-        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+    check_edit_options((), query_filter)
     qs = [q for q in entry.queries if q.target_id is not None]
     if query_filter == "correct":
         qs = [q for q in qs if q.correct]

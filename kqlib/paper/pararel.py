@@ -103,6 +103,12 @@ def score_queries(lm, queries: Sequence[Query], top_k: int = 1, batch_size: int 
 QUERY_FILTERS = ("correct", "all")  # which queries of a kept fact enter an analysis (Dataset.with_queries)
 
 
+def check_query_filter(query_filter: str) -> None:
+    """Refuse a query filter that is not one of :data:`QUERY_FILTERS` (the one check, used by every caller)."""
+    if query_filter not in QUERY_FILTERS:
+        raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+
+
 @dataclass
 class FactEntry:
     """A kept fact with its scored queries."""
@@ -144,8 +150,7 @@ class Dataset:
         """The same facts with the queries ``query_filter`` keeps: ``"correct"`` only the queries the model
         answers (rank <= top_k), ``"all"`` every query. The book applies one filter to every chapter
         (:data:`QUERY_FILTERS`); facts left with no query are dropped (counted in ``params``)."""
-        if query_filter not in QUERY_FILTERS:
-            raise ParameterError(f"query_filter must be one of {QUERY_FILTERS}, got {query_filter!r}")
+        check_query_filter(query_filter)
         if query_filter == "all":
             return replace(self, params={**self.params, "query_filter": "all"})
         facts = [FactEntry(e.fact, [q for q in e.queries if q.correct]) for e in self.facts]
