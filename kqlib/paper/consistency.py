@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from kqlib.errors import ParameterError
-from kqlib.paper.stats import WelchResult, welch_t, bootstrap_ci, cluster_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
+from kqlib.paper.chance import CHANCE_COLUMNS, N_DRAWS, chance_table
+from kqlib.paper.stats import (WelchResult, welch_t, bootstrap_ci, cluster_bootstrap_ci, otsu_threshold,  # noqa: F401
+                              wilson_ci)  # (re-exported)
 
 CS_KINDS = ("cs1", "cs2", "pairwise")
 INTERSECTION_METHOD = "∩"  # the method label of the "inconsistent under all methods" rows
@@ -97,49 +99,6 @@ def consistency(sets: Sequence[set], kind: str = "cs2") -> float:
 # ------------------------------------------------------------------------------ thresholds, stats
 
 
-def _finite_1d(values, what: str = "values") -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0:
-        raise ParameterError(f"{what} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ParameterError(f"{what} contains NaN or infinite entries; drop them first")
-    return arr
-
-
-def otsu_threshold(values, bins: int = 256, position: str = "center") -> float:
-    """Otsu's threshold of ``values`` (any shape, flattened).
-
-    Histogram with ``bins`` equal bins on [min, max], bin centres x_b. For each split after bin t:
-    ω0 = Σ_{b≤t} h_b, ω1 = Σ_{b>t} h_b, μ0, μ1 the class means of x_b; return the centre x_t of the split
-    maximising the between-class variance ω0·ω1·(μ0 − μ1)² (first maximum on ties).
-
-    ``position="center"``: θ = x_t, the same algorithm and result as
-    ``skimage.filters.threshold_otsu(values, nbins=bins)``. ``"edge"``: θ = the upper edge of bin t, so that
-    ``values < θ`` is exactly the histogram's low class (values inside bin t above its centre stay low; matters
-    only for few values). All values equal -> that value.
-    """
-    arr = _finite_1d(values)
-    if int(bins) < 2:
-        raise ParameterError(f"bins must be >= 2, got {bins}")
-    if position not in ("center", "edge"):
-        raise ParameterError(f"position must be 'center' or 'edge', got {position!r}")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo == hi:
-        return lo
-    hist, edges = np.histogram(arr, bins=int(bins), range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    hist = hist.astype(np.float64)
-    w0 = np.cumsum(hist)
-    w1 = np.cumsum(hist[::-1])[::-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mu0 = np.cumsum(hist * centres) / w0
-        mu1 = (np.cumsum((hist * centres)[::-1]) / w1[::-1])[::-1]
-    between = w0[:-1] * w1[1:] * (mu0[:-1] - mu1[1:]) ** 2
-    between = np.nan_to_num(between, nan=-1.0)
-    best = int(np.argmax(between))
-    return float(centres[best] if position == "center" else edges[best + 1])
-
-
 def classify(cs_values, threshold: float) -> np.ndarray:
     """Boolean array, True = inconsistent (K_I): CS < threshold; False = consistent (K_C)."""
     arr = np.asarray(cs_values, dtype=np.float64)
@@ -182,7 +141,8 @@ def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
         raise ParameterError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
-def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min_queries: int = 2) -> pd.DataFrame:
+def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min_queries: int = 2,
+                      n_null: int = N_DRAWS, seed: int = 0) -> pd.DataFrame:
     """Per-fact consistency scores from a tidy knowledge-neuron frame.
 
     ``kn``: one row per knowledge neuron, columns [model, method, fact_id, pattern_index, layer, neuron]
@@ -192,6 +152,8 @@ def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min
 
     Returns one row per (model, method, fact_id) [+ relation]: n_queries, mean_set_size, union_size,
     intersection_size, cs1, cs2, pairwise. Facts with fewer than ``min_queries`` (≥ 2) queries get NaN scores.
+    With a relation column, also the chance-corrected consistency of :func:`kqlib.paper.chance.chance_table`
+    (``delta_j``, ``p_null``, ``null_reason``, ...; ``n_null`` seeded pseudo-facts per fact, 0 = not computed).
     """
     _require(kn, KN_COLUMNS, "the KN frame")
     if min_queries < 2:
@@ -238,7 +200,13 @@ def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min
         rows.append(row)
     out_cols = FACT_KEYS + (["relation"] if has_rel else []) + [
         "n_queries", "mean_set_size", "union_size", "intersection_size", *CS_KINDS]
-    return pd.DataFrame(rows, columns=out_cols)
+    out = pd.DataFrame(rows, columns=out_cols)
+    if has_rel and int(n_null) > 0 and len(out):
+        null = chance_table(all_q.merge(out[FACT_KEYS + ["relation"]], on=FACT_KEYS, suffixes=("_q", "")),
+                            neurons, n_draws=n_null, seed=seed)
+        return out.merge(null, on=FACT_KEYS, how="left")
+    why = "no relation column" if not has_rel else "not computed (n_null = 0)"
+    return out.assign(**{c: (why if c == "null_reason" else math.nan) for c in CHANCE_COLUMNS})
 
 
 def _threshold_specs(values: np.ndarray, static, otsu: bool, bins: int) -> list[tuple[str, float]]:

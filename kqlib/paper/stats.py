@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kqlib.errors import ParameterError
+from kqlib.paper.intervals import holm, newcombe_ci, two_level_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
 
 
 def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 2000, level: float = 0.95,
@@ -198,28 +199,6 @@ def with_average(df: pd.DataFrame, unit: Sequence[str], column: str, value: str,
 # were independent makes intervals too narrow and p-values too small (tests/test_stats.py shows both).
 
 
-def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n: (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
-
-    Unlike a bootstrap of 0/1 values it does not collapse at k = 0 or k = n (16/16 -> [0.81, 1]).
-    (nan, nan) for n = 0."""
-    from scipy.stats import norm
-
-    if not 0.0 < level < 1.0:
-        raise ParameterError(f"level must be in (0, 1), got {level}")
-    n, k = int(n), int(k)
-    if n <= 0:
-        return (math.nan, math.nan)
-    if not 0 <= k <= n:
-        raise ParameterError(f"k must be in [0, n], got k={k}, n={n}")
-    z = float(norm.ppf(0.5 + level / 2.0))
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def cluster_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 0.95,
                          seed: int = 0) -> tuple[float, float]:
     """Percentile CI of the pooled mean of ``values`` when whole ``clusters`` (e.g. facts) are resampled with
@@ -355,3 +334,49 @@ def welch_t(a, b) -> WelchResult:
     elif math.isnan(p):
         note = "test undefined"
     return WelchResult(t, p, note)
+
+
+# ------------------------------------------------------------------------------------------ Otsu
+
+
+def _finite_1d(values, what: str = "values") -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ParameterError(f"{what} is empty")
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"{what} contains NaN or infinite entries; drop them first")
+    return arr
+
+
+def otsu_threshold(values, bins: int = 256, position: str = "center") -> float:
+    """Otsu's threshold of ``values`` (any shape, flattened).
+
+    Histogram with ``bins`` equal bins on [min, max], bin centres x_b. For each split after bin t:
+    ω0 = Σ_{b≤t} h_b, ω1 = Σ_{b>t} h_b, μ0, μ1 the class means of x_b; return the centre x_t of the split
+    maximising the between-class variance ω0·ω1·(μ0 − μ1)² (first maximum on ties).
+
+    ``position="center"``: θ = x_t, the same algorithm and result as
+    ``skimage.filters.threshold_otsu(values, nbins=bins)``. ``"edge"``: θ = the upper edge of bin t, so that
+    ``values < θ`` is exactly the histogram's low class (values inside bin t above its centre stay low; matters
+    only for few values). All values equal -> that value.
+    """
+    arr = _finite_1d(values)
+    if int(bins) < 2:
+        raise ParameterError(f"bins must be >= 2, got {bins}")
+    if position not in ("center", "edge"):
+        raise ParameterError(f"position must be 'center' or 'edge', got {position!r}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        return lo
+    hist, edges = np.histogram(arr, bins=int(bins), range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    hist = hist.astype(np.float64)
+    w0 = np.cumsum(hist)
+    w1 = np.cumsum(hist[::-1])[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0 = np.cumsum(hist * centres) / w0
+        mu1 = (np.cumsum((hist * centres)[::-1]) / w1[::-1])[::-1]
+    between = w0[:-1] * w1[1:] * (mu0[:-1] - mu1[1:]) ** 2
+    between = np.nan_to_num(between, nan=-1.0)
+    best = int(np.argmax(between))
+    return float(centres[best] if position == "center" else edges[best + 1])
