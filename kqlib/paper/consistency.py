@@ -100,11 +100,21 @@ def consistency(sets: Sequence[set], kind: str = "cs2") -> float:
 
 
 def classify(cs_values, threshold: float) -> np.ndarray:
-    """Boolean array, True = inconsistent (K_I): CS < threshold; False = consistent (K_C)."""
+    """Boolean array, True = inconsistent (K_I): CS < threshold; False = consistent (K_C). The book's one
+    K_C / K_I rule: every table, claim and figure classifies through this function (or :func:`class_labels`)."""
     arr = np.asarray(cs_values, dtype=np.float64)
     if np.isnan(arr).any():
         raise ParameterError("cs_values contains NaN (facts with fewer than 2 queries?); drop them first")
+    if math.isfinite(float(threshold)) and not 0.0 <= float(threshold) <= 1.0:
+        raise ParameterError(f"the consistency threshold θ must lie in [0, 1] (scores do), got {threshold}")
     return arr < float(threshold)
+
+
+def can_reach(n_queries, threshold: float, kind: str = "cs2") -> np.ndarray:
+    """Per fact: can its score fall below θ at all? CS2 ≥ 1/k (k = n_queries) whenever some query has a KN,
+    so a fact can be K_I under CS2 only if 1/k < θ (θ = 0.3: k ≥ 4); CS1 and pairwise Jaccard reach 0."""
+    k = np.asarray(n_queries, dtype=np.float64)
+    return 1.0 / k < float(threshold) if kind == "cs2" else np.ones(k.shape, dtype=bool)
 
 
 K_NONE = "K_none"  # a fact none of whose queries has a knowledge neuron: neither consistent nor inconsistent
@@ -141,6 +151,30 @@ def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
         raise ParameterError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
+def query_sets(kn: pd.DataFrame, queries: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[tuple, set]]:
+    """Every (model, method, fact_id, pattern_index) query (+ relation when known) and its KN set
+    ``{(model, method, fact_id, pattern_index): {(layer, neuron), ...}}`` (absent key = empty set); ``kn`` and
+    ``queries`` as in :func:`consistency_table`."""
+    _require(kn, KN_COLUMNS, "the KN frame")
+    qkey = FACT_KEYS + ["pattern_index"]
+    cols = qkey + (["relation"] if "relation" in kn.columns else [])
+    all_q = kn[cols].drop_duplicates(qkey)
+    if queries is not None:
+        _require(queries, ["fact_id", "pattern_index"], "the queries frame")
+        q = queries.copy()
+        for col in ("model", "method"):
+            if col not in q.columns:
+                q = q.merge(kn[[col]].drop_duplicates(), how="cross")
+        q = q[qkey + (["relation"] if "relation" in q.columns else [])]
+        all_q = pd.concat([q, all_q], ignore_index=True).drop_duplicates(qkey)
+    present = kn.dropna(subset=["layer", "neuron"])
+    neurons: dict[tuple, set] = {}
+    for key, layer, neuron in zip(zip(*(present[c] for c in qkey)), present["layer"].astype(int),
+                                  present["neuron"].astype(int)):
+        neurons.setdefault(key, set()).add((layer, neuron))
+    return all_q, neurons
+
+
 def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min_queries: int = 2,
                       n_null: int = N_DRAWS, seed: int = 0) -> pd.DataFrame:
     """Per-fact consistency scores from a tidy knowledge-neuron frame.
@@ -155,30 +189,11 @@ def consistency_table(kn: pd.DataFrame, queries: pd.DataFrame | None = None, min
     With a relation column, also the chance-corrected consistency of :func:`kqlib.paper.chance.chance_table`
     (``delta_j``, ``p_null``, ``null_reason``, ...; ``n_null`` seeded pseudo-facts per fact, 0 = not computed).
     """
-    _require(kn, KN_COLUMNS, "the KN frame")
     if min_queries < 2:
         raise ParameterError(f"min_queries must be >= 2, got {min_queries}")
     has_rel = "relation" in kn.columns or (queries is not None and "relation" in queries.columns)
     qkey = FACT_KEYS + ["pattern_index"]
-
-    # every (model, method, fact, query), with its relation
-    cols = qkey + (["relation"] if "relation" in kn.columns else [])
-    all_q = kn[cols].drop_duplicates(qkey)
-    if queries is not None:
-        _require(queries, ["fact_id", "pattern_index"], "the queries frame")
-        q = queries.copy()
-        for col in ("model", "method"):
-            if col not in q.columns:
-                q = q.merge(kn[[col]].drop_duplicates(), how="cross")
-        q = q[qkey + (["relation"] if "relation" in q.columns else [])]
-        all_q = pd.concat([q, all_q], ignore_index=True).drop_duplicates(qkey)
-
-    present = kn.dropna(subset=["layer", "neuron"])
-    neurons: dict[tuple, set] = {}
-    for key, layer, neuron in zip(
-        zip(*(present[c] for c in qkey)), present["layer"].astype(int), present["neuron"].astype(int)
-    ):
-        neurons.setdefault(key, set()).add((layer, neuron))
+    all_q, neurons = query_sets(kn, queries)
 
     rows = []
     for fact, group in all_q.groupby(FACT_KEYS, sort=True):
@@ -404,7 +419,8 @@ def floor_table(cs: pd.DataFrame, kind: str = "cs2", threshold: float = 0.3) -> 
     """Per model × relation: facts, queries per fact, mean CS, share below θ and the CS2 floor 1/k."""
     tab = (cs.groupby(["model", "relation"])
            .agg(facts=("fact_id", "nunique"), queries_per_fact=("n_queries", "mean"), mean_cs=(kind, "mean"),
-                below_theta=(kind, lambda v: float((v < threshold).mean()))))
+                below_theta=(kind, lambda v: share_inconsistent(v, threshold)),
+                can_reach_theta=("n_queries", lambda k: int(can_reach(k, threshold, kind).sum()))))
     tab["CS2 floor 1/k"] = 1 / tab["queries_per_fact"]
     return tab
 
