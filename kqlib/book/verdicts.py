@@ -6,8 +6,9 @@ estimate with its 95 % interval (a bootstrap over facts) or, for a test, a p-val
 
 * **holds** -- the interval excludes the null on the paper's side (for a test: p < α, effect on that side);
 * **differs** -- the interval excludes the null on the other side (the effect is reversed);
-* **inconclusive** -- neither; the verdict states about how many facts would be needed for the interval to
-  exclude the null at the observed effect and variance, n·(half-width / |estimate − null|)²;
+* **inconclusive** -- neither; where the claim states the paper's effect (claims.toml ``effect``) and the
+  estimate lies on the paper's side, the verdict states about how many units would give 80 % power for that
+  effect (never a post-hoc count at the observed effect);
 * **not measurable here** -- with the reason (e.g. the claim needs two models, or is not testable this way).
 
 Chapters call :func:`claim_row` for each claim they measure, put the rows in their results JSON under
@@ -48,7 +49,14 @@ class Claim:
     headline: int = 0
     format: str = "num"
     untestable: str = ""
+    effect: float | None = None  # the paper's pre-stated effect: "facts needed" only for it (80 % power)
+    share: bool = False  # the estimate is a share: values outside [0, 1] are refused
     extra: dict = field(default_factory=dict)
+
+    @property
+    def primary(self) -> bool:
+        """The one row of a headline result (spec §6) per model; every other claim is secondary."""
+        return self.headline > 0
 
 
 @lru_cache(maxsize=1)
@@ -66,6 +74,8 @@ def _load() -> dict[str, Claim]:
             raise ParameterError(f"{CLAIMS_FILE}: claim {c.id!r} has direction {c.direction!r}")
         if c.direction == "none" and not c.untestable:
             raise ParameterError(f"{CLAIMS_FILE}: claim {c.id!r} is not testable but gives no reason")
+        if c.headline and any(o.headline == c.headline for o in out.values()):
+            raise ParameterError(f"{CLAIMS_FILE}: headline {c.headline} has two primary claims ({c.id!r})")
         out[c.id] = c
     return out
 
@@ -110,6 +120,8 @@ def _z(q: float) -> float:
 
 
 MIN_BOOTSTRAP_N = 5  # below this many units a percentile-bootstrap interval says little (n = 2: two values)
+INTERVALS = ("bootstrap", "wilson", "exact", "newcombe")  # the last three are valid for any n >= 2
+POWER = 0.8  # the power at which "facts needed" is computed for a claim's pre-stated effect
 
 
 def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = None, *, p=None,
@@ -122,12 +134,18 @@ def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = No
     test's p is given too, the test agrees (p < the claim's α); otherwise inconclusive. With a p only: holds /
     differs when p < α with the effect on the paper's / the other side."""
     c = claim(c) if isinstance(c, str) else c
+    if c.share:
+        bad = [x for x in (estimate, low, high) if _finite(x) and not -1e-9 <= float(x) <= 1 + 1e-9]
+        if bad:
+            raise ParameterError(f"claim {c.id!r} measures a share, got {bad} outside [0, 1]")
     if why_not:
         return Verdict(NOT_MEASURABLE, why_not)
     if c.direction == "none":
         return Verdict(NOT_MEASURABLE, c.untestable)
     if not _finite(estimate):
         return Verdict(NOT_MEASURABLE, "no estimate (no units to measure)")
+    if interval not in INTERVALS:
+        raise ParameterError(f"interval must be one of {INTERVALS}, got {interval!r}")
     est, null = float(estimate), float(c.null)
     sign = 1.0 if c.direction == "greater" else -1.0
     if n is not None and int(n) < 2:
@@ -136,40 +154,45 @@ def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = No
     sig = None if not _finite(p) else float(p) < c.alpha
     if _finite(low) and _finite(high):
         lo, hi = float(low), float(high)
-        half, d = (hi - lo) / 2.0, abs(est - null)
-        ratio = half / d if d > 0 else math.inf
+        half = (hi - lo) / 2.0
         if interval == "bootstrap" and n is not None and int(n) < MIN_BOOTSTRAP_N:
-            return _inconclusive(n, ratio, unit, est, null, sign,
+            return _inconclusive(c, n, half, unit, est, sign,
                                  f"{int(n)} {unit}: too few for a bootstrap interval (needs {MIN_BOOTSTRAP_N})",
                                  floor=MIN_BOOTSTRAP_N)
         side = (lo - null) * sign > 0 and (hi - null) * sign > 0
         other = (lo - null) * sign < 0 and (hi - null) * sign < 0
         if (side or other) and sig is False:
-            return _inconclusive(n, ratio, unit, est, null, sign,
+            return _inconclusive(c, n, half, unit, est, sign,
                                  f"the interval excludes the null but the test over {unit} does not ({test})")
         if side:
             return Verdict(HOLDS)
         if other:
             return Verdict(DIFFERS, "the interval excludes the null on the other side")
-        return _inconclusive(n, ratio, unit, est, null, sign, "the interval includes the null")
+        return _inconclusive(c, n, half, unit, est, sign, "the interval includes the null")
     if sig is not None:
         if sig:
             return Verdict(HOLDS) if (est - null) * sign > 0 else Verdict(DIFFERS, "significant, reversed effect")
-        z_obs, z_req = _z(1 - float(p) / 2), _z(1 - c.alpha / 2)
-        return _inconclusive(n, z_req / z_obs if z_obs > 0 else math.inf, unit, est, null, sign,
-                             f"not significant at α = {c.alpha:g} ({test})")
+        return _inconclusive(c, n, None, unit, est, sign, f"not significant at α = {c.alpha:g} ({test})")
     return Verdict(NOT_MEASURABLE, "no interval and no test (too few units)")
 
 
-def _inconclusive(n, ratio: float, unit: str, est: float, null: float, sign: float, why: str,
-                  floor: int = 0) -> Verdict:
+def _inconclusive(c: Claim, n, half, unit: str, est: float, sign: float, why: str, floor: int = 0) -> Verdict:
+    """Inconclusive, with "about N units would be needed" only for the claim's pre-stated effect (claims.toml
+    ``effect``), at :data:`POWER` and the claim's α, from the interval's standard error
+    se = half-width / z_{0.975}: N = n·((z_{1−α/2} + z_{power})·se / |effect − null|)², never when the estimate
+    lies on the other side (or equals the null)."""
+    null = float(c.null)
     side = ("" if (est - null) * sign > 0 else " (the estimate equals the null)" if est == null
             else " (the estimate lies on the other side)")
-    if n is None or not math.isfinite(ratio):
-        return Verdict(INCONCLUSIVE, f"{why}{side}", floor or None)
-    needed = max(int(n) + 1, floor, math.ceil(int(n) * ratio * ratio - 1e-9))
-    return Verdict(INCONCLUSIVE, f"{why}{side}; about {needed} {unit} would be needed at the observed effect "
-                                 f"and variance (n = {int(n)})", needed)
+    if floor:
+        return Verdict(INCONCLUSIVE, f"{why}{side}", floor)
+    if (c.effect is None or side or n is None or half is None or not _finite(half) or half <= 0
+            or float(c.effect) == null):
+        return Verdict(INCONCLUSIVE, f"{why}{side}")
+    se = float(half) / _z(0.975)
+    needed = max(int(n) + 1, math.ceil(int(n) * ((_z(1 - c.alpha / 2) + _z(POWER)) * se / abs(float(c.effect) - null)) ** 2))
+    return Verdict(INCONCLUSIVE, f"{why}; about {needed} {unit} would give {POWER:.0%} power for the paper's "
+                                 f"effect ({float(c.effect):g} against {null:g}; n = {int(n)})", needed)
 
 
 # ------------------------------------------------------------------------------------------ table rows
@@ -219,6 +242,44 @@ def claim_row(claim_id: str, model: str = "all", estimate=None, low=None, high=N
             "this_run": text + (f"; {detail}" if detail else "")}
 
 
+def row_p(row: Mapping[str, Any]) -> float | None:
+    """The two-sided p of a judged row: its test's p, else from its 95 % interval by the normal approximation
+    z = (estimate − null) / se, se = (high − low) / (2·z_{0.975}); None when neither is there."""
+    if _finite(row.get("p")):
+        return float(row["p"])
+    est, lo, hi = row.get("estimate"), row.get("ci_low"), row.get("ci_high")
+    if not (_finite(est) and _finite(lo) and _finite(hi)) or float(hi) <= float(lo):
+        return None
+    se = (float(hi) - float(lo)) / (2 * _z(0.975))
+    from scipy.stats import norm
+
+    return float(2 * norm.sf(abs(float(est) - float(claim(row["claim"]).null)) / se))
+
+
+def holm_family(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with ``role`` ("primary" for the headline claims, else "secondary") and, for the primary rows,
+    ``p_holm``: Holm-adjusted across the primary rows of the same model (:func:`kqlib.paper.stats.holm`; rows
+    judged "not measurable here" do not count) and ``family`` (its size). A primary "holds" or "differs" whose
+    adjusted p is not below the claim's α becomes "inconclusive" (``verdict_unadjusted`` keeps the chapter's)."""
+    from kqlib.paper.stats import holm
+
+    out = [dict(r, role="primary" if claim(r["claim"]).primary else "secondary", p_holm=None, family=None)
+           for r in rows]
+    for model in sorted({r["model"] for r in out}, key=str):
+        fam = [r for r in out if r["role"] == "primary" and r["model"] == model and r["verdict"] != NOT_MEASURABLE]
+        ps = [row_p(r) for r in fam]
+        adj = holm([math.nan if p is None else p for p in ps])
+        m = sum(p is not None for p in ps)
+        for r, a in zip(fam, adj):
+            r["p_holm"], r["family"] = (float(a), m) if math.isfinite(a) else (None, m)
+            r["verdict_unadjusted"] = r["verdict"]
+            if r["verdict"] in (HOLDS, DIFFERS) and (r["p_holm"] is None or r["p_holm"] >= claim(r["claim"]).alpha):
+                r["verdict"] = INCONCLUSIVE
+                r["reason"] = (f"{r['verdict_unadjusted']} before adjustment; Holm-adjusted p = "
+                               f"{fmt_value(r['p_holm'], 'p')} across the {m} primary claims of {model}")
+    return out
+
+
 def shade(value) -> str:
     key = str(value).strip().lower()
     for label, colour in COLOURS.items():
@@ -253,5 +314,5 @@ def table(rows: Sequence[Mapping[str, Any]], link: bool = False):
 def legend() -> str:
     """The verdict vocabulary as one Markdown line."""
     return ("**holds**: the 95 % interval excludes the null on the paper's side; **differs**: it excludes it on "
-            "the other side; **inconclusive**: neither (with the number of facts that would be needed); "
-            "**not measurable here**: with the reason.")
+            "the other side; **inconclusive**: neither (with the units that would give 80 % power for the "
+            "paper's effect, where the paper states one); **not measurable here**: with the reason.")
