@@ -234,7 +234,8 @@ class Localized:
 
 # the chapters' own helpers, reached as K.name from the notebooks
 from kqlib.book.chapter_kl import (  # noqa: E402,F401
-    figure1, one_query_edits, edit_classes, table2, table2_view, table2_figure, gen_gap, kl_numbers, filter_sensitivity)
+    figure1, one_query_edits, edit_classes, table2, table2_view, table2_figure, gen_gap, kl_numbers, filter_sensitivity,
+    chance_views, pair_type_table, pair_type_figure)
 from kqlib.book.chapter_violins import (  # noqa: E402,F401
     size_table, threshold_grid, grid_figure, site_comparison, site_figure, model_order_claim, violin_numbers)
 from kqlib.book.chapter_cas import (  # noqa: E402,F401

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kqlib.book import report
+from kqlib.paper import strata
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.stats import ci_cell, fmt
 
@@ -138,6 +139,7 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
 def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
                classes: Mapping) -> dict[str, Any]:
     """Chapter 01's headline numbers (glued into its prose) and its claims (kept on ``ch``)."""
+    from kqlib.paper import consistency as C
     from kqlib.paper.consistency import INTERSECTION_METHOD, welch_claim
 
     p, lms = ch.p, ch.models()
@@ -161,7 +163,7 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
         "ki_otsu_all_model0": report.finite_or_none(inter.loc[(lm0, "otsu"), "share_ki"]),
         "ki_static_min_method": float(static_pm.share_ki.min()),
         "ki_static_max_method": float(static_pm.share_ki.max()),
-        "share_below_static": float((cs[p.cs_kind] < p.static_threshold).mean()),
+        "share_below_static": float(C.classify(cs[p.cs_kind], p.static_threshold).mean()),
         "mean_cs": float(cs[p.cs_kind].mean()), "n_none_facts": int(shares.n_none.max()),
         "n_welch_p_defined": n_p, "n_welch_tests": int(len(ps)),
         "welch_p_max": float(np.nanmax(ps)) if n_p else None,
@@ -175,9 +177,13 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
     for k in ("ki_static_all_model0", "ki_otsu_all_model0", "ki_static_min_method", "ki_static_max_method",
               "share_below_static"):
         nums[k + "_text"] = fmt(nums[k], ".0%")
+    reach = strata.reach_table(cs, p.static_threshold, p.cs_kind).set_index(["model", "method"])
+    chance = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed).set_index(["model", "method"])
     for lm in lms:
         r = inter.loc[(lm.name, "static")]
+        ch.claim("ki_majority_chance", lm.name, **chance_claim(chance, lm.name))
         ch.claim("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
+                 why_not=reach_why_not(reach, lm.name, p.static_threshold),
                  detail=f"per method {static_pm[static_pm.model == lm.name].share_ki.min():.0%}–"
                         f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}")
         ch.claim("welch_separation", lm.name, **welch_claim(shares, lm.name))
@@ -205,3 +211,80 @@ def filter_sensitivity(ch, data, method: str) -> pd.DataFrame:
                          "facts": int(r.n_facts), "queries": int(n_q.get(r.model, 0)),
                          "K_I share [95 % CI]": ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%")})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------- claim 1 on the fact (chance-corrected)
+
+
+def chance_claim(chance: pd.DataFrame, model: str) -> dict:
+    """Claim 1's measurement for one model from :func:`kqlib.paper.strata.chance_summary` (row "all": each
+    fact's delta_j averaged over methods): the population mean delta_j with its two-level interval; n = the
+    relations (the resampling unit); the share not above chance beside it in the detail."""
+    if (model, "all") not in chance.index:
+        return dict(why_not="no fact has a chance null (too few facts of a relation share its templates)")
+    r = chance.loc[(model, "all")]
+    return dict(estimate=r.mean_delta, low=r.ci_low, high=r.ci_high, n=int(r.n_relations),
+                unit="relations", detail=f"{int(r.n_facts)} facts ({int(r.n_undefined)} without a null); not above "
+                f"chance under every method: {ci_cell(r.share_ki, r.ki_low, r.ki_high, '.0%')}")
+
+
+def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | None:
+    """"not measurable here" for the CS2 share when fewer facts can fall below θ than a "holds" needs."""
+    from kqlib.paper.consistency import INTERSECTION_METHOD
+
+    if (model, INTERSECTION_METHOD) not in reach.index:
+        return None
+    r = reach.loc[(model, INTERSECTION_METHOD)]
+    if r.measurable:
+        return None
+    need = "no count of" if r.needed is None or not np.isfinite(r.needed) else f"{int(r.needed)}"
+    return (f"only {int(r.can_reach)} of {int(r.n_facts)} facts can fall below θ = {threshold:g} at all (CS2 ≥ 1/k: "
+            f"k ≥ {int(np.floor(1 / threshold)) + 1} phrasings needed); 'holds' needs {need} K_I facts")
+
+
+def chance_views(cs: pd.DataFrame, p) -> dict[str, pd.DataFrame]:
+    """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation."""
+    from kqlib.paper.consistency import share_inconsistent
+
+    per_rel = (cs.dropna(subset=["delta_j"]).groupby(["model", "method", "relation"])
+               .agg(facts=("fact_id", "nunique"), k=("k_null", "mean"), mean_delta=("delta_j", "mean"),
+                    not_above_chance=("p_null", lambda v: float((v >= 0.05).mean())),
+                    ki_cs2=(p.cs_kind, lambda v: share_inconsistent(v, p.static_threshold))).reset_index())
+    return dict(chance=strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed), power=strata.power_by_k(cs),
+                reach=strata.reach_table(cs, p.static_threshold, p.cs_kind),
+                by_k=strata.ki_by_k(cs, p.static_threshold, p.cs_kind), per_relation=per_rel)
+
+
+def pair_type_table(ch, data, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """"What do knowledge neurons belong to?": :func:`kqlib.paper.strata.pair_types` on every phrasing of the
+    book's facts (answered or not; ``method``'s KN sets under the "all" filter, attributed once and cached), and
+    the figure's frame."""
+    p = ch.p
+    loc = data if p.query_filter == "all" else ch.localize([method], verbose=False, query_filter="all")
+    q = loc.queries.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
+                          on=["model", "fact_id", "pattern_index"], how="left")
+    q["correct"] = q["correct"].fillna(False).astype(bool)
+    tab = strata.pair_types(loc.neurons[loc.neurons.method == method], q[q.method == method], n_boot=p.n_boot,
+                            seed=p.seed)
+    return tab, loc
+
+
+def pair_type_figure(tab: pd.DataFrame):
+    """Mean KN-set Jaccard per pair type (95 % interval over facts), one panel per model."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(tab.model))
+    fig, axes = plt.subplots(1, max(len(models), 1), figsize=(5.2 * max(len(models), 1), 3.4), squeeze=False,
+                             sharex=True)
+    for ax, m in zip(axes[0], models):
+        part = tab[tab.model == m].iloc[::-1]
+        y = np.arange(len(part))
+        err = np.vstack([part["mean"] - part.ci_low, part.ci_high - part["mean"]]).clip(min=0)
+        ax.errorbar(part["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#34495e", capsize=3)
+        ax.set_yticks(y, [f"{t} ({n})" for t, n in zip(part.pair_type, part.facts)])
+        ax.set_xlabel("mean KN-set Jaccard (95 % CI over facts)")
+        ax.set_title(f"{m}, {part.method.iloc[0] if len(part) else ''}")
+        ax.set_xlim(left=0)
+    fig.suptitle("What do knowledge neurons belong to? (facts per row in brackets)")
+    fig.tight_layout()
+    return fig

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kqlib.paper.stats import cluster_bootstrap_ci, fmt
+from kqlib.paper.consistency import classify
+from kqlib.paper.stats import cluster_bootstrap_ci, fmt, two_level_bootstrap_ci
 
 
 # -------------------------------------------------------------- chapter 02: sizes, thresholds, sites
@@ -131,7 +132,7 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
     most, bootstrap over each model's facts; "not measurable here" with one model. The detail names both
     orderings (MLP neurons and parameters)."""
     from kqlib.book.report import order_by_size
-    from kqlib.paper.stats import share_difference_ci
+    from kqlib.paper.stats import newcombe_ci
 
     by_mlp, by_params = order_by_size(sizes, "mlp_neurons"), order_by_size(sizes, "parameters")
     orders = (f"smallest by MLP neurons: {by_mlp[0]} ({sizes[by_mlp[0]]['mlp_neurons']:,}); "
@@ -144,8 +145,9 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
     b = intersection_flags(cs, p.cs_kind, p.static_threshold, large)
     if not a.size or not b.size:
         return dict(why_not="a model has no classified fact", detail=orders)
-    d, lo, hi = share_difference_ci(a, b, n_boot=p.n_boot, seed=p.seed)
+    d, lo, hi = newcombe_ci(int(a.sum()), a.size, int(b.sum()), b.size)
     return dict(estimate=d, low=lo, high=hi, n=int(min(a.size, b.size)), unit="facts (smaller sample)",
+                interval="newcombe",
                 detail=f"{small} {a.mean():.0%} (n={a.size}) − {large} {b.mean():.0%} (n={b.size}); {orders}")
 
 
@@ -166,7 +168,7 @@ def violin_numbers(ch, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFram
     nums = {
         "n_models": len(sizes), "n_facts": int(cs.drop_duplicates(["model", "fact_id"]).shape[0]),
         "n_relations": int(cs.relation.nunique()),
-        "share_below_static": float((cs[p.cs_kind] < p.static_threshold).mean()),
+        "share_below_static": float(classify(cs[p.cs_kind], p.static_threshold).mean()),
         "median_cs": float(cs[p.cs_kind].median()), "smallest_model": small, "largest_model": large,
         "ki_static_all_smallest": finite_or_none(inter.loc[(small, "static"), "share_ki"]),
         "ki_static_all_largest": finite_or_none(inter.loc[(large, "static"), "share_ki"]),
@@ -209,15 +211,27 @@ def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str
     if "union_size" in part.columns:
         part = part[part.union_size > 0]
     wide = part.pivot_table(index="fact_id", columns="method", values=kind, aggfunc="first").dropna()
-    return (wide < float(threshold)).all(axis=1).to_numpy(bool) if len(wide) else np.array([], dtype=bool)
+    if not len(wide):
+        return np.array([], dtype=bool)
+    return np.column_stack([classify(wide[c], threshold) for c in wide.columns]).all(axis=1)
 
 
 def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: str, n_boot: int = 2000,
                           seed: int = 0) -> dict:
-    """Share of (fact, method) CS values below θ for one model, CI by a cluster bootstrap over facts."""
+    """Share of (fact, method) CS values below θ for one model. CI: a two-level bootstrap over relations
+    (facts within) when there are at least :data:`kqlib.paper.strata.MIN_RELATIONS` relations, else a cluster
+    bootstrap over facts; n counts the resampled unit."""
+    from kqlib.paper.strata import MIN_RELATIONS
 
     part = cs[cs.model == model]
-    below = (part[kind] < threshold).astype(float).to_numpy()
-    lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
-    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
-                n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
+    below = classify(part[kind], threshold).astype(float)
+    n_rel = part.relation.nunique() if "relation" in part else 0
+    if n_rel >= MIN_RELATIONS:
+        per_fact = part.assign(b=below).groupby(["relation", "fact_id"]).b.mean().reset_index()
+        lo, hi = two_level_bootstrap_ci(per_fact.b, per_fact.relation, n_boot=n_boot, seed=seed)
+        n, unit = int(n_rel), "relations"
+    else:
+        lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
+        n, unit = int(part.fact_id.nunique()), "facts"
+    return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi, n=n, unit=unit,
+                detail=f"{below.size} (fact, method) scores")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kqlib.book.data_export import read_manifest, read_table
+from kqlib.paper.consistency import class_labels
 
 SITE = "_site"  # inside the staged book; listed in _config.yml's html_extra_path
 DATA = "data"
@@ -330,8 +331,8 @@ def explorer_data(build: Path, chapters: list[Path]) -> dict:
                 relation=text("relation"), subject=text("subject"), obj=text("obj"),
                 n_queries=int(r["n_queries"]), cs1=_num(r.get("cs1")), cs2=_num(r.get("cs2")),
                 pairwise=_num(r.get("pairwise")), cs_kind=kind,
-                class_static="K_I" if value < static else "K_C", theta_static=static,
-                class_otsu=None if math.isnan(theta_o) else ("K_I" if value < theta_o else "K_C"),
+                class_static=str(class_labels([value], static)[0]), theta_static=static,
+                class_otsu=None if math.isnan(theta_o) else str(class_labels([value], theta_o)[0]),
                 theta_otsu=_num(theta_o), mean_set_size=_num(r.get("mean_set_size")),
                 union_size=_num(r.get("union_size")), intersection_size=_num(r.get("intersection_size")),
                 p_min=_num(float(probs.min())) if len(probs) else None,

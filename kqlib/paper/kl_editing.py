@@ -35,6 +35,7 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from kqlib.paper import editing
+from kqlib.paper.consistency import class_labels
 from kqlib.paper.edit_loop import (QUERY_FILTERS, RESULT_KEYS, TASKS, FactEdit,  # noqa: F401 (re-exported)
                                    check_edit_options, first_queries, run_edits)
 
@@ -115,7 +116,7 @@ def classes_from_cs(cs: pd.DataFrame, threshold: float | Mapping[str, float], ki
     out = {}
     for r in part.itertuples():
         theta = threshold[r.model] if isinstance(threshold, Mapping) else threshold
-        out[(r.model, r.fact_id)] = "K_I" if float(getattr(r, kind)) < float(theta) else "K_C"
+        out[(r.model, r.fact_id)] = str(class_labels([float(getattr(r, kind))], float(theta))[0])
     return out
 
 
