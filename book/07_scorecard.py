@@ -40,6 +40,28 @@ from kqlib.book.chapter import Chapter
 
 ch = Chapter("07_scorecard", globals())
 rows = scorecard.collect(report.results_dir())
+
+# %% [markdown]
+# ## At a glance
+#
+# One primary row per headline result of the paper (the nine of the spec's §6) and model. Because nine
+# claims are judged on the same run, their p-values (the test's, or the interval's by the normal
+# approximation) are **Holm-adjusted across each model's primary family**: a "holds" or "differs" whose
+# adjusted p is not below the claim's α shows as inconclusive here. Every other row is secondary and
+# judged unadjusted in its chapter. The forest plot shows each primary estimate and its 95 % interval
+# against the claim's null (at 0), with the paper's effect marked where the paper states one.
+
+# %%
+scorecard.grid_styled(rows)
+
+# %%
+if any(r.get("estimate") is not None for r in scorecard.headline_rows(rows)):
+    ch.save(scorecard.forest_figure(rows), "07_forest", "forest")
+
+# %% [markdown]
+# ## Every claim
+
+# %%
 ch.glue_display("scorecard_table", scorecard.table(rows))
 print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")
 ch.glue({f"n_{k.split()[0]}": v for k, v in scorecard.counts(rows).items()} | {"n_rows": len(rows)})
@@ -50,4 +72,4 @@ scorecard.table(rows)
 # {glue:text}`n_inconclusive` are inconclusive and {glue:text}`n_not` are not measurable here.
 
 # %%
-ch.finish(scorecard=rows)
+ch.finish(scorecard=rows, headline=scorecard.headline_rows(rows))

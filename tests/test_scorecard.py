@@ -90,4 +90,23 @@ def test_scorecard_notebook_equals_the_results(tmp_path):
     # the file the front page includes is the same table
     page = (root / "_build" / "executed" / "book" / S.TABLE_FILE).read_text()
     assert all(r["this_run"] in page and r["text"] in page for r in got)
-    assert page.count("<tr") == len(got) + 1
+    every = page.split("<h3>Every claim</h3>")[1]  # the headline grid comes first
+    assert every.count("<tr") == len(got) + 1 + sum(bool(r["reason"]) for r in got)  # reasons in rows under
+
+
+def test_headline_grid_forest_and_reason_rows(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _fake_results(tmp_path)
+    rows = S.collect(tmp_path)
+    head = S.headline_rows(rows)
+    assert {r["headline"] for r in head} == set(range(1, 10)) and all(r["role"] == "primary" for r in head)
+    g = S.grid(rows)
+    assert len(g) == 9 and set(g.values.ravel()) <= set(V.VERDICTS) | {"–"}
+    # the 05 rows of the fake run hold nothing: their primary row (cas_vs_ni) is inconclusive for m1
+    assert g.loc[[i for i in g.index if i.startswith("8.")][0], "m1"] == V.INCONCLUSIVE
+    fig = S.forest_figure(rows)
+    assert len(fig.axes[0].get_yticklabels()) == sum(r.get("estimate") is not None for r in head)
+    html = S.reason_rows_html(rows)
+    assert html.count('class="reason"') == sum(bool(r["reason"]) for r in rows)

@@ -138,3 +138,27 @@ def test_write_results_refuses_nested_nan(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
     path = report.write_results("99_x", {"a": 1.0, "table": [{"x": None}]}, {})
     assert json.loads(path.read_text())["numbers"]["table"] == [{"x": None}]
+
+
+def test_newcombe_interval_of_two_shares_does_not_collapse_and_matches_its_wilson_construction():
+    d, lo, hi = stats.newcombe_ci(0, 16, 0, 16)
+    assert d == 0.0 and lo < -0.1 and hi > 0.1  # 0 % vs 0 %: not [0, 0]
+    # Newcombe's hybrid: d − sqrt((p1 − l1)² + (u2 − p2)²), d + sqrt((u1 − p1)² + (p2 − l2)²)
+    k1, n1, k2, n2 = 12, 20, 5, 25
+    l1, u1 = stats.wilson_ci(k1, n1)
+    l2, u2 = stats.wilson_ci(k2, n2)
+    p1, p2 = k1 / n1, k2 / n2
+    d, lo, hi = stats.newcombe_ci(k1, n1, k2, n2)
+    assert d == pytest.approx(p1 - p2)
+    assert lo == pytest.approx(d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2))
+    assert hi == pytest.approx(d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+    assert all(map(math.isnan, stats.newcombe_ci(1, 0, 1, 3)))
+
+
+def test_holm_matches_the_step_down_rule():
+    p = [0.01, 0.04, 0.03, float("nan")]
+    adj = stats.holm(p)
+    # sorted 0.01, 0.03, 0.04 (m = 3): 0.03, max(0.03, 0.06), max(0.06, 0.04)
+    assert adj[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adj[3])
+    with pytest.raises(Exception):
+        stats.holm([1.5])
