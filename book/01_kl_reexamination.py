@@ -195,7 +195,7 @@ per_relation.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "K
 # verdict; the power table gives the per-fact test's power at a shift of 0.05 for each $k$.
 
 # %%
-views = K.chance_views(cs, ch.p)
+views = K.chance_views(cs, ch.p, data)
 ch.export("chance", views["chance"], description="claim 1: population mean delta_j and the share not above chance, two-level bootstrap over relations")
 views["chance"].style.format({"mean_delta": "{:+.3f}", "ci_low": "{:+.3f}", "ci_high": "{:+.3f}", "share_ki": "{:.0%}",
                               "ki_low": "{:.0%}", "ki_high": "{:.0%}"}).hide(axis="index")
@@ -215,6 +215,13 @@ views["by_k"].style.format({"share_ki": "{:.0%}", "ci_low": "{:.0%}", "ci_high":
 
 # %%
 views["reach"].style.format({"share_ki": "{:.0%}"}, na_rep="–").hide(axis="index")
+
+# %% [markdown]
+# **CS2 at matched $k$**: each fact's mean $\mathrm{CS}_2$ over all its subsets of $k_0 = 4$ phrasings, so
+# that facts are compared at the same $k$ (facts with fewer phrasings are counted and left out).
+
+# %%
+views["matched"].style.format({"mean_cs": "{:.3f}"}, na_rep="–").hide(axis="index")
 
 # %%
 views["per_relation"].style.format({"k": "{:.1f}", "mean_delta": "{:+.3f}", "not_above_chance": "{:.0%}",
@@ -236,13 +243,18 @@ ch.save(K.pair_type_figure(pairs), "01_pair_types", "pair_types")
 pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, na_rep="–").hide(axis="index")
 
 # %% [markdown]
-# **Sensitivity: the answer filter.** The same facts, method `edit_method`, static $\theta$: the $K_I$ share
-# over the book's queries and over every phrasing of each fact, answered or not (the wrong phrasings are
-# attributed for this table only). A paraphrase the model gets wrong may well use other neurons, so the share
-# can rise when they are counted; the paper does not say which queries it used.
+# **Sensitivity: the answer filter, like with like.** The same facts and one method, `edit_method` (never
+# ∩ against a single method), under the book's queries and over every phrasing of each fact, answered or
+# not (the wrong phrasings are attributed for this table only). Counting every phrasing raises $k$, and
+# $\mathrm{CS}_2$'s $K_I$ share rises with $k$ by construction; so the table adds the share with every
+# fact's phrasings subsampled to its number of answered phrasings (matched $k$), the chance-corrected
+# $\Delta_J$ under both filters, and a within-template contrast (an answered phrasing's overlap with its
+# fact's other phrasings minus an unanswered one's, on templates answered for some facts and not others),
+# since whether a phrasing is answered depends mostly on its template. The paper does not say which queries
+# it used.
 
 # %%
-K.filter_sensitivity(ch, data, edit_method)
+K.filter_sensitivity(ch, data, edit_method, all_phrasings if query_filter == "correct" else None)
 
 # %% [markdown]
 # ## Figure 1: a consistent and an inconsistent fact

@@ -34,6 +34,10 @@ def test_reach_table_says_when_fewer_facts_can_reach_theta_than_holds_needs():
     tab = strata.reach_table(pd.DataFrame(rows), 0.3).set_index("method")
     assert tab.loc["ig", "can_reach"] == 4 and tab.loc["∩", "n_ki"] == 4 and tab.loc["∩", "n_facts"] == 10
     assert tab.loc["∩", "needed"] == strata.needed_for_holds(10) and not tab.loc["∩", "measurable"]
+    from kqlib.book.chapter_kl import reach_why_not
+
+    why = reach_why_not(tab.assign(model="m").set_index(["model", tab.index]), "m", 0.3)
+    assert "only 4 of 10 facts can fall below θ = 0.3" in why and "k ≥ 4" in why
 
 
 def test_matched_k_is_the_mean_over_k0_subsets():
@@ -68,3 +72,24 @@ def test_pair_types_separate_fact_template_and_relation_overlap():
     assert tab["same fact, both answered"] > tab["other fact, same template"] > tab["same relation, other template"]
     assert tab["same relation, other template"] > tab["other relation"] >= 0
     assert math.isnan(tab["same fact, one or both not answered"])  # every query answered here
+
+
+def test_matched_k_per_fact_and_within_template():
+    sets = {("f", 0): {(0, 1)}, ("f", 1): {(0, 1)}, ("f", 2): {(0, 2)},
+            ("g", 0): {(0, 5)}, ("g", 1): {(0, 5)}, ("g", 2): {(0, 6)}}
+    kn = pd.DataFrame([dict(model="m", method="ig", relation="P1", fact_id=f, pattern_index=t, layer=l, neuron=n)
+                       for (f, t), s in sets.items() for l, n in s])
+    q = kn.drop_duplicates(["fact_id", "pattern_index"]).copy()
+    q["correct"] = q.pattern_index < 2  # templates 0, 1 answered, 2 not, for both facts
+    mk = strata.matched_k(kn, q, k0={("m", "f"): 2, ("m", "g"): 3}).set_index("fact_id")
+    from itertools import combinations
+    ref_f = np.mean([cs2([sets[("f", i)], sets[("f", j)]]) for i, j in combinations(range(3), 2)])
+    assert mk.loc["f", "cs2_matched"] == pytest.approx(ref_f) and mk.loc["g", "cs2_matched"] == pytest.approx(
+        cs2([sets[("g", i)] for i in range(3)]))
+    # no template is answered for some facts and not others: nothing to contrast
+    wt = strata.within_template(kn, q, n_boot=50).iloc[0]
+    assert wt.templates == 0 and math.isnan(wt["diff"])
+    q.loc[(q.fact_id == "g") & (q.pattern_index == 0), "correct"] = False
+    wt = strata.within_template(kn, q, n_boot=50).iloc[0]
+    # template 0: answered f (J with f's others: (1 + 0)/2) vs unanswered g ((1 + 0)/2): diff 0
+    assert wt.templates == 1 and wt["diff"] == pytest.approx(0.0)

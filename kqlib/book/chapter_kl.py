@@ -191,26 +191,52 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
     return nums
 
 
-def filter_sensitivity(ch, data, method: str) -> pd.DataFrame:
-    """Table 1's K_I share (static θ, Wilson 95 % interval over facts) of ``method`` on the same facts under
-    both answer filters: the book's ``p.query_filter`` (the queries in ``data``) and the other one, the
-    sensitivity row (its extra queries are attributed with ``method`` only)."""
+def filter_sensitivity(ch, data, method: str, other_loc=None) -> pd.DataFrame:
+    """The answer filter, like with like: ``method`` alone (no ∩) on the same facts under both filters (the
+    book's ``p.query_filter``, the queries in ``data``, and the other one, attributed with ``method`` only;
+    ``other_loc`` when already localized). Rows per model: the CS2 K_I share at the static θ (Wilson); the
+    same with every fact's phrasings subsampled to its number of answered phrasings (matched k); the
+    population mean delta_j (two-level interval over relations); and, within templates, the Jaccard of an
+    answered phrasing with its fact's others minus that of an unanswered one."""
     from kqlib.paper import consistency as C
     from kqlib.paper.pararel import QUERY_FILTERS
 
     p = ch.p
     other = next(f for f in QUERY_FILTERS if f != p.query_filter)
-    rows = []
-    for name, loc in ((p.query_filter, data), (other, ch.localize([method], verbose=False, query_filter=other))):
+    other_loc = other_loc or ch.localize([method], verbose=False, query_filter=other)
+    locs = {p.query_filter: data, other: other_loc}
+    answered = (locs["correct"].facts.groupby(["model", "fact_id"]).size()).to_dict()
+    cells: dict[tuple, dict] = {}
+
+    def put(model, measure, name, text):
+        cells.setdefault((model, measure), {})[name + (" (the book's)" if name == p.query_filter else "")] = text
+
+    for name, loc in locs.items():
         cs = loc.consistency(p.cs_kind)
-        share = C.ki_share_table(cs[cs.method == method], kind=p.cs_kind, static=p.static_threshold, otsu=False,
-                                 n_boot=p.n_boot, seed=p.seed)
-        n_q = loc.facts.groupby("model").size()
+        cs = cs[cs.method == method]
+        share = C.ki_share_table(cs, kind=p.cs_kind, static=p.static_threshold, otsu=False, n_boot=p.n_boot,
+                                 seed=p.seed)
         for r in share[share.method == method].itertuples():
-            rows.append({"model": r.model, "query_filter": name + (" (the book's)" if name == p.query_filter else ""),
-                         "facts": int(r.n_facts), "queries": int(n_q.get(r.model, 0)),
-                         "K_I share [95 % CI]": ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%")})
-    return pd.DataFrame(rows)
+            put(r.model, f"K_I share, CS2 < θ ({r.n_facts} facts)", name, ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%"))
+        kn, q = loc.neurons[loc.neurons.method == method], loc.queries[loc.queries.method == method]
+        mk = strata.matched_k(kn, q, k0=answered, kind=p.cs_kind).dropna()
+        for model, g in mk.groupby("model"):
+            ki = C.classify(g[f"{p.cs_kind}_matched"], p.static_threshold)
+            lo, hi = C.wilson_ci(int(ki.sum()), len(ki))
+            put(model, "K_I share at the answered k (matched k)", name, ci_cell(float(ki.mean()), lo, hi, ".0%"))
+        summary = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed)
+        for r in summary[summary.method == method].itertuples():
+            put(r.model, "mean delta_j [two-level CI] (relations)", name,
+                ci_cell(r.mean_delta, r.ci_low, r.ci_high, "+.3f") + f" ({r.n_relations})")
+        if name == "all":
+            qa = q.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
+                         on=["model", "fact_id", "pattern_index"], how="left")
+            qa["correct"] = qa["correct"].fillna(False).astype(bool)
+            for r in strata.within_template(kn, qa, n_boot=p.n_boot, seed=p.seed).itertuples():
+                put(r.model, f"within template: J(answered) − J(unanswered) ({r.templates} templates)", name,
+                    ci_cell(r.diff, r.ci_low, r.ci_high, "+.3f"))
+    rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
+    return pd.DataFrame(rows).fillna("–")
 
 
 # ------------------------------------------------------------- claim 1 on the fact (chance-corrected)
@@ -235,15 +261,32 @@ def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | No
     if (model, INTERSECTION_METHOD) not in reach.index:
         return None
     r = reach.loc[(model, INTERSECTION_METHOD)]
-    if r.measurable:
+    if r.measurable or r.needed is None or not np.isfinite(r.needed):  # no count: too few facts, judged as such
         return None
-    need = "no count of" if r.needed is None or not np.isfinite(r.needed) else f"{int(r.needed)}"
     return (f"only {int(r.can_reach)} of {int(r.n_facts)} facts can fall below θ = {threshold:g} at all (CS2 ≥ 1/k: "
-            f"k ≥ {int(np.floor(1 / threshold)) + 1} phrasings needed); 'holds' needs {need} K_I facts")
+            f"k ≥ {int(np.floor(1 / threshold)) + 1} phrasings needed); 'holds' needs {int(r.needed)} K_I facts")
 
 
-def chance_views(cs: pd.DataFrame, p) -> dict[str, pd.DataFrame]:
-    """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation."""
+def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
+    """CS2 at matched k: each fact's mean CS2 over its k0-subsets of phrasings, K_I share at the static θ with
+    its Wilson interval per model × method; facts with fewer than k0 phrasings are counted and left out."""
+    from kqlib.paper.consistency import classify, wilson_ci
+
+    mk = strata.matched_k(data.neurons, data.queries, k0=k0, kind=p.cs_kind)
+    col, rows = f"{p.cs_kind}_k{k0}", []
+    for (model, method), g in mk.groupby(["model", "method"]):
+        ok = g[col].dropna()
+        ki = classify(ok, p.static_threshold)
+        lo, hi = wilson_ci(int(ki.sum()), len(ki))
+        rows.append(dict(model=model, method=method, k0=k0, facts=len(ok), left_out=int(len(g) - len(ok)),
+                         mean_cs=float(ok.mean()) if len(ok) else np.nan,
+                         share_ki=ci_cell(float(ki.mean()) if len(ki) else np.nan, lo, hi, ".0%")))
+    return pd.DataFrame(rows, columns=["model", "method", "k0", "facts", "left_out", "mean_cs", "share_ki"])
+
+
+def chance_views(cs: pd.DataFrame, p, data=None) -> dict[str, pd.DataFrame]:
+    """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation, and
+    (with ``data``) the CS2 at matched k."""
     from kqlib.paper.consistency import share_inconsistent
 
     per_rel = (cs.dropna(subset=["delta_j"]).groupby(["model", "method", "relation"])
@@ -252,7 +295,8 @@ def chance_views(cs: pd.DataFrame, p) -> dict[str, pd.DataFrame]:
                     ki_cs2=(p.cs_kind, lambda v: share_inconsistent(v, p.static_threshold))).reset_index())
     return dict(chance=strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed), power=strata.power_by_k(cs),
                 reach=strata.reach_table(cs, p.static_threshold, p.cs_kind),
-                by_k=strata.ki_by_k(cs, p.static_threshold, p.cs_kind), per_relation=per_rel)
+                by_k=strata.ki_by_k(cs, p.static_threshold, p.cs_kind), per_relation=per_rel,
+                matched=matched_k_table(data, p) if data is not None else None)
 
 
 def pair_type_table(ch, data, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,8 @@ def needed_for_holds(n: int, null: float = 0.5, level: float = 0.95) -> int | No
 
 def reach_table(cs: pd.DataFrame, threshold: float, kind: str = "cs2", null: float = 0.5) -> pd.DataFrame:
     """Per model × method and ∩ (facts of every method): n_facts, can_reach (facts that can fall below θ at all),
-    n_ki, share_ki, needed (K_I facts a "holds" would need), measurable (can_reach ≥ needed)."""
+    n_ki, share_ki, needed (K_I facts a "holds" would need; None when even all would not), measurable
+    (can_reach ≥ needed: False means the floor 1/k alone rules "holds" out)."""
     rows = []
     ok = cs.dropna(subset=[kind])
     if "union_size" in ok:
@@ -94,7 +96,7 @@ def reach_table(cs: pd.DataFrame, threshold: float, kind: str = "cs2", null: flo
             reach, need = int(can_reach(ks, threshold, kind).sum()), needed_for_holds(len(ks), null)
             rows.append(dict(model=model, method=method, n_facts=len(ks), can_reach=reach, n_ki=int(ki.sum()),
                              share_ki=float(ki.mean()) if ki.size else math.nan, needed=need,
-                             measurable=need is not None and reach >= need))
+                             measurable=need is None or reach >= need))
     return pd.DataFrame(rows, columns=["model", "method", "n_facts", "can_reach", "n_ki", "share_ki", "needed",
                                        "measurable"])
 
@@ -111,21 +113,56 @@ def ki_by_k(cs: pd.DataFrame, threshold: float, kind: str = "cs2") -> pd.DataFra
     return pd.DataFrame(rows, columns=["model", "method", "k", "facts", "share_ki", "ci_low", "ci_high", "can_reach"])
 
 
-def matched_k(kn: pd.DataFrame, queries: pd.DataFrame | None = None, k0: int = K0, kind: str = "cs2",
+def matched_k(kn: pd.DataFrame, queries: pd.DataFrame | None = None, k0: int | Mapping = K0, kind: str = "cs2",
               max_subsets: int = 500, seed: int = 0) -> pd.DataFrame:
     """Per fact: the mean ``kind`` over its k0-subsets of phrasings (all of them, or ``max_subsets`` seeded
-    ones), so that facts with different k are compared at the same k; NaN for k < k0 (``n_queries`` says)."""
+    ones), so that facts with different k are compared at the same k; NaN for k < k0 (``n_queries`` says).
+    ``k0``: one k, or ``{(model, fact_id): k}`` per fact (e.g. its number of answered phrasings; a fact not in
+    the mapping gets NaN). The value column is ``f"{kind}_k{k0}"`` for one k, else ``f"{kind}_matched"``."""
     all_q, sets = query_sets(kn, queries)
     rng = np.random.default_rng(seed)
+    col = f"{kind}_k{k0}" if isinstance(k0, int) else f"{kind}_matched"
     rows = []
     for fact, g in all_q.groupby(FACT_KEYS, sort=True):
         qs = [sets.get(tuple(r), set()) for r in g[FACT_KEYS + ["pattern_index"]].itertuples(index=False, name=None)]
-        subs = list(combinations(range(len(qs)), k0)) if len(qs) >= k0 else []
+        k = k0 if isinstance(k0, int) else int(k0.get((fact[0], fact[2]), 0))
+        subs = list(combinations(range(len(qs)), k)) if 2 <= k <= len(qs) else []
         if len(subs) > max_subsets:
             subs = [subs[i] for i in rng.choice(len(subs), max_subsets, replace=False)]
         val = float(np.mean([consistency([qs[i] for i in s], kind) for s in subs])) if subs else math.nan
-        rows.append({**dict(zip(FACT_KEYS, fact)), "n_queries": len(qs), f"{kind}_k{k0}": val})
-    return pd.DataFrame(rows, columns=FACT_KEYS + ["n_queries", f"{kind}_k{k0}"])
+        rows.append({**dict(zip(FACT_KEYS, fact)), "n_queries": len(qs), col: val})
+    return pd.DataFrame(rows, columns=FACT_KEYS + ["n_queries", col])
+
+
+def within_template(kn: pd.DataFrame, queries: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Answered vs unanswered phrasings of the same template: for each query, its mean KN-set Jaccard with the
+    other phrasings of its fact; per template (relation, pattern_index) that has both answered and unanswered
+    queries, mean(answered) − mean(unanswered); then the mean over those templates with a bootstrap over
+    templates. Columns: model, method, templates, diff, ci_low, ci_high, mean_answered, mean_unanswered."""
+    all_q, sets = query_sets(kn, queries)
+    flags = queries.drop_duplicates(FACT_KEYS + ["pattern_index"]).set_index(FACT_KEYS + ["pattern_index"])["correct"]
+    rows = []
+    for (model, method), g in all_q.groupby(["model", "method"], sort=True):
+        per_q = []
+        for fact, gf in g.groupby("fact_id"):
+            keys = [tuple(r) for r in gf[FACT_KEYS + ["pattern_index"]].itertuples(index=False, name=None)]
+            if len(keys) < 2:
+                continue
+            jm = jaccard_matrix([sets.get(k, set()) for k in keys])
+            for i, (k, rel) in enumerate(zip(keys, gf.relation)):
+                per_q.append(dict(template=(rel, k[3]), answered=bool(flags.get(k, False)),
+                                  j=float((jm[i].sum() - jm[i, i]) / (len(keys) - 1))))
+        d = pd.DataFrame(per_q, columns=["template", "answered", "j"])
+        by = d.groupby(["template", "answered"]).j.mean().unstack() if len(d) else pd.DataFrame()
+        both = by.dropna() if {True, False} <= set(by.columns) else pd.DataFrame(columns=[True, False])
+        diff = (both[True] - both[False]).to_numpy(float) if len(both) else np.array([])
+        lo, hi = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
+        rows.append(dict(model=model, method=method, templates=int(diff.size),
+                         diff=float(diff.mean()) if diff.size else math.nan, ci_low=lo, ci_high=hi,
+                         mean_answered=float(both[True].mean()) if len(both) else math.nan,
+                         mean_unanswered=float(both[False].mean()) if len(both) else math.nan))
+    return pd.DataFrame(rows, columns=["model", "method", "templates", "diff", "ci_low", "ci_high", "mean_answered",
+                                       "mean_unanswered"])
 
 
 def pair_types(kn: pd.DataFrame, queries: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
