@@ -62,7 +62,8 @@ def check_claims(root: Path, name: str) -> list[dict]:
     for r in rows:
         assert r["chapter"] == name and r["verdict"] in V.VERDICTS, r
         assert r["model"] in models | {"all"}, r
-        why = r["reason"] if r["verdict"] == V.NOT_MEASURABLE and r["estimate"] is None else None
+        why = r.get("why_not") or (r["reason"] if r["verdict"] == V.NOT_MEASURABLE and r["estimate"] is None
+                                   else None)
         again = V.judge(r["claim"], r["estimate"], r["ci_low"], r["ci_high"], r["n"], p=r["p"], unit=r["unit"],
                         why_not=why, interval=r["interval"])
         assert (again.label, again.reason) == (r["verdict"], r["reason"]), r

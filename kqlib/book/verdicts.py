@@ -239,6 +239,7 @@ def claim_row(claim_id: str, model: str = "all", estimate=None, low=None, high=N
             "source": c.source, "quantity": c.quantity, "model": model, "estimate": _plain(estimate),
             "ci_low": _plain(low), "ci_high": _plain(high), "n": None if n is None else int(n), "unit": unit,
             "p": _plain(p), "interval": interval, "verdict": v.label, "reason": v.reason, "n_needed": v.n_needed,
+            "why_not": why_not or None,
             "this_run": text + (f"; {detail}" if detail else "")}
 
 
