@@ -69,3 +69,25 @@ def test_mass_matched_control_moves_as_much_attention_as_the_synapses():
     assert len(matched) == len(syn) and not matched & syn
     assert abs(mass(matched) - mass(syn)) < 0.25 * mass(syn) < abs(mass(rand) - mass(syn))
     assert matched == mass_matched_non_synapses(row, syn, seed=1)  # seeded
+
+
+def test_gen_gap_is_stratified_by_relation():
+    """Class confounded with the relation (P1 all K_C with high Gen, P2 all K_I with low Gen): a pooled gap of
+    +0.8 would be the relation's, not the class's; within relations there is nothing to compare."""
+    import pandas as pd
+
+    from kqlib.book.chapter_kl import gen_gap
+
+    rows = [dict(model="m", task="erase", relation=r, fact_id=f"{r}_{i}", gen=g)
+            for r, g in (("P1", 0.9), ("P2", 0.1)) for i in range(4)]
+    edits = pd.DataFrame(rows)
+    classes = {("m", f): ("K_C" if f.startswith("P1") else "K_I") for f in edits.fact_id}
+    out = gen_gap(edits, classes, "m")
+    assert "confounded with the relation" in out["why_not"]
+    # both classes within each of 6 relations, K_C 0.2 above K_I everywhere, relations at different levels
+    rows = [dict(model="m", task="erase", relation=f"P{r}", fact_id=f"P{r}_{c}_{i}", gen=r / 10 + (0.2 if c == "C" else 0))
+            for r in range(6) for c in "CI" for i in range(2)]
+    edits = pd.DataFrame(rows)
+    classes = {("m", f): f"K_{f.split('_')[1]}" for f in edits.fact_id}
+    out = gen_gap(edits, classes, "m")
+    assert out["estimate"] == pytest.approx(0.2) and out["n"] == 6 and out["unit"] == "relations"

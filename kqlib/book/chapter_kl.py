@@ -121,19 +121,27 @@ def table2_figure(edits: pd.DataFrame, classes: Mapping, p):
 
 
 def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "erase", p=None) -> dict:
-    """Gen(K_C) − Gen(K_I) over the edited facts of one model and task, with a bootstrap CI over the facts of
-    each class; n = facts of the smaller class."""
-    from kqlib.paper.stats import share_difference_ci
+    """Gen(K_C) − Gen(K_I) of one model and task, stratified by relation (the relation sets k, and with it
+    the class): d_r = mean Gen of its K_C facts − mean Gen of its K_I facts for every relation that has
+    edited facts of both classes; the estimate is the mean of d_r with a bootstrap over those relations
+    (n = relations)."""
+    from kqlib.paper.stats import bootstrap_ci
 
-    part = edits[(edits.model == model) & (edits.task == task)]
-    cls = np.array([classes.get((model, f)) for f in part.fact_id], dtype=object)
-    kc = part.gen[cls == "K_C"].dropna().to_numpy(float)
-    ki = part.gen[cls == "K_I"].dropna().to_numpy(float)
-    if not len(kc) or not len(ki):
-        return dict(why_not=f"a class has no edited fact ({len(kc)} K_C, {len(ki)} K_I)")
-    d, lo, hi = share_difference_ci(kc, ki, n_boot=getattr(p, "n_boot", 2000), seed=getattr(p, "seed", 0))
-    return dict(estimate=d, low=lo, high=hi, n=min(len(kc), len(ki)), unit="facts (smaller class)",
-                detail=f"{len(kc)} K_C / {len(ki)} K_I edited facts")
+    part = edits[(edits.model == model) & (edits.task == task)].dropna(subset=["gen"])
+    part = part.assign(cls=[classes.get((model, f)) for f in part.fact_id])
+    n_kc, n_ki = int((part.cls == "K_C").sum()), int((part.cls == "K_I").sum())
+    if not n_kc or not n_ki:
+        return dict(why_not=f"a class has no edited fact ({n_kc} K_C, {n_ki} K_I)")
+    means = part[part.cls.isin(["K_C", "K_I"])].groupby(["relation", "cls"]).gen.mean().unstack()
+    both = means.dropna() if {"K_C", "K_I"} <= set(means.columns) else means.iloc[:0]
+    if not len(both):
+        return dict(why_not=f"no relation has edited facts of both classes ({n_kc} K_C, {n_ki} K_I facts in "
+                            f"{part.relation.nunique()} relations: the class is confounded with the relation)")
+    d = (both["K_C"] - both["K_I"]).to_numpy(float)
+    lo, hi = bootstrap_ci(d, n_boot=getattr(p, "n_boot", 2000), seed=getattr(p, "seed", 0))
+    return dict(estimate=float(d.mean()), low=lo, high=hi, n=int(d.size), unit="relations",
+                detail=f"within-relation gaps of {d.size} relation(s) with both classes; {n_kc} K_C / {n_ki} K_I "
+                       f"edited facts")
 
 
 def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
