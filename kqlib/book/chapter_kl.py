@@ -187,6 +187,12 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
         nums[k + "_text"] = fmt(nums[k], ".0%")
     reach = strata.reach_table(cs, p.static_threshold, p.cs_kind).set_index(["model", "method"])
     chance = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed).set_index(["model", "method"])
+    c0 = chance.loc[(lm0, "all")] if (lm0, "all") in chance.index else None
+    nums["delta_j_model0_text"] = "not measurable (no fact has a null)" if c0 is None else \
+        ci_cell(c0.mean_delta, c0.ci_low, c0.ci_high, "+.3f") + f" over {int(c0.n_facts)} facts of {int(c0.n_relations)} relations"
+    nums["not_above_chance_model0_text"] = "–" if c0 is None else ci_cell(c0.share_ki, c0.ki_low, c0.ki_high, ".0%")
+    nums["can_reach_model0"] = int(reach.loc[(lm0, INTERSECTION_METHOD), "can_reach"]) \
+        if (lm0, INTERSECTION_METHOD) in reach.index else 0
     for lm in lms:
         r = inter.loc[(lm.name, "static")]
         ch.claim("ki_majority_chance", lm.name, **chance_claim(chance, lm.name))
