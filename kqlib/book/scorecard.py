@@ -54,13 +54,22 @@ def counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def frame(rows: Iterable[Mapping[str, Any]]):
-    """One row per claim × model: headline number, claim, model, the paper's value (source), this run's
-    estimate [95 % CI] (n), verdict with its reason, link to the chapter's "Paper vs this run" section."""
+    """One row per claim × model: headline number, role (primary: the headline claim's row, with its Holm-adjusted
+    p across the model's primary family and the adjusted verdict where it differs; else secondary), claim,
+    model, the paper's value (source), this run's estimate [95 % CI] (n), the chapter's verdict with its
+    reason, link to the chapter's "Paper vs this run" section."""
     import pandas as pd
 
     out = []
-    for r in rows:
+    rows = list(rows)
+    adjusted = V.holm_family(rows)
+    for r, a in zip(rows, adjusted):
+        role = a["role"]
+        if role == "primary" and a.get("p_holm") is not None:
+            role += f" (Holm p = {a['p_holm']:.2g} of {a['family']}" + (
+                f": {a['verdict']})" if a["verdict"] != r["verdict"] else ")")
         out.append({
+            "role": role,
             "#": r["headline"] or "",
             "claim": r["text"],
             "model": r["model"],
@@ -69,7 +78,7 @@ def frame(rows: Iterable[Mapping[str, Any]]):
             "verdict": r["verdict"] + (f": {r['reason']}" if r["reason"] else ""),
             "chapter": f'<a href="{r["chapter"]}.html#paper-vs-this-run">{r["chapter"]}</a>',
         })
-    return pd.DataFrame(out, columns=["#", "claim", "model", "paper", "this run", "verdict", "chapter"])
+    return pd.DataFrame(out, columns=["#", "role", "claim", "model", "paper", "this run", "verdict", "chapter"])
 
 
 def table(rows: Iterable[Mapping[str, Any]]):
