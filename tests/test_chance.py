@@ -145,3 +145,15 @@ def test_two_level_bootstrap_matches_its_exact_variance():
     # a one-level bootstrap over the 30 facts, ignoring the clusters, is far too narrow here
     naive = vals.var() / (R * m)
     assert naive < exact / 2
+
+
+def test_fewer_other_facts_than_templates_repeat_facts_but_leave_their_own_pairs_out():
+    """4 facts per relation asked with 8 templates: a pseudo-fact must reuse the 3 other facts. Under the null
+    delta_j stays ≈ 0; with fact-specific cores delta_j keeps its size (≈ 0.12 as with 12 facts above), which
+    it would not if the reused facts' own pairs entered the null."""
+    null = consistency_table(toy_kn(8, 0.0, n_rel=12, n_facts=4, seed=5), n_null=200)
+    fact = consistency_table(toy_kn(8, 0.9, n_rel=12, n_facts=4, seed=5), n_null=200)
+    assert null.delta_j.notna().all() and fact.delta_j.notna().all()
+    assert (null.k_null >= 6).all() and (null.n_null_facts == 3).all()  # a template may be asked of f alone
+    assert abs(null.delta_j.mean()) < 0.02
+    assert fact.delta_j.mean() > 0.09

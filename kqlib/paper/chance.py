@@ -7,14 +7,15 @@ what knowledge localization asserts (the fact has neurons of its own) compares a
 
 * ``j_obs(f)`` = mean pairwise Jaccard of the KN sets of f's phrasings on its templates t_1..t_m,
   2/(m(m−1)) Σ_{i<j} J(N_{f,t_i}, N_{f,t_j});
-* a pseudo-fact fills the same templates with *other* facts of the same relation, one distinct fact per
-  template (g_i ≠ f, g_i ≠ g_j): ``j_null`` = 2/(m(m−1)) Σ_{i<j} J(N_{g_i,t_i}, N_{g_j,t_j});
+* a pseudo-fact fills the same templates with *other* facts of the same relation (g_i ≠ f), a different one
+  per template where the relation has enough (else repeated as little as possible): ``j_null`` = the mean of
+  J(N_{g_i,t_i}, N_{g_j,t_j}) over its pairs i < j with g_i ≠ g_j (a pair of one other fact would bring that
+  fact's own overlap into the null);
 * ``delta_j(f)`` = j_obs(f) − mean over ``n_draws`` seeded pseudo-facts of j_null (a permutation null from the
   KN sets already computed: no new attribution); ``p_null`` = (1 + #{j_null ≥ j_obs}) / (n_draws + 1), one-sided.
 
 Only f's templates that at least one other fact of the relation was asked with enter (m ≥ 2); with fewer than
-:data:`MIN_OTHER_FACTS` other facts sharing them, or no pseudo-fact with distinct facts, the fact gets NaN and a
-``null_reason``. ``power`` is the per-fact test's power at a shift ``effect`` of the null (j_obs = j_null + δ).
+:data:`MIN_OTHER_FACTS` other facts sharing them the fact gets NaN and a ``null_reason``. ``power`` is the per-fact test's power at a shift ``effect`` of the null (j_obs = j_null + δ).
 
 With few distinct pseudo-facts (small relations, k = 2–3) the per-fact p is coarse and can be liberal: on
 the hub-neuron toy of tests/test_chance.py, 11 % (k = 2) and 9 % (k = 3) of null facts reach p < 0.05, about
@@ -60,21 +61,27 @@ def _upper_mean(jm: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _draw(cands: list[list[int]], n_draws: int, rng) -> np.ndarray:
-    """Up to ``n_draws`` assignments of one distinct candidate per slot ([B, m] candidate ids), by random
-    greedy filling in a random slot order; fewer rows when distinct fillings are hard to find."""
-    out, tries = [], 0
-    while len(out) < n_draws and tries < 20 * n_draws:
-        tries += 1
-        row, used = [0] * len(cands), set()
+    """``n_draws`` fillings of the slots ([B, m] candidate ids): in a random slot order, each slot takes a
+    random candidate not used yet by this filling, or any of its candidates when all are used (a relation
+    with fewer other facts than templates), so facts repeat as little as possible."""
+    out = np.empty((int(n_draws), len(cands)), dtype=np.int64)
+    for b in range(int(n_draws)):
+        used: set = set()
         for slot in rng.permutation(len(cands)):
-            free = [c for c in cands[slot] if c not in used]
-            if not free:
-                break
-            row[slot] = free[int(rng.integers(len(free)))]
-            used.add(row[slot])
-        else:
-            out.append(row)
-    return np.asarray(out, dtype=np.int64).reshape(len(out), len(cands))
+            free = [c for c in cands[slot] if c not in used] or cands[slot]
+            out[b, slot] = free[int(rng.integers(len(free)))]
+            used.add(int(out[b, slot]))
+    return out
+
+
+def _pseudo_means(jm: np.ndarray, idx: np.ndarray, who: np.ndarray) -> np.ndarray:
+    """Mean of J over the pairs i < j of each filling whose two phrasings belong to different facts (``who``:
+    [B, m] fact ids): a pair of the same other fact would carry that fact's own overlap into the null."""
+    iu = np.triu_indices(idx.shape[1], 1)
+    vals = jm[idx[:, iu[0]], idx[:, iu[1]]]
+    keep = who[:, iu[0]] != who[:, iu[1]]
+    n = keep.sum(axis=1)
+    return np.where(n > 0, (vals * keep).sum(axis=1) / np.maximum(n, 1), np.nan)
 
 
 def shift_power(null: np.ndarray, effect: float, alpha: float = 0.05) -> float:
@@ -133,14 +140,12 @@ def chance_table(queries: pd.DataFrame, sets: Mapping[tuple, set], n_draws: int 
                 code = {o: i for i, o in enumerate(others)}
                 cands = [[code[o] for o in by_template[t] if o != f] for t in usable]
                 draws = _draw(cands, int(n_draws), _seed(seed, (model, method, f)))
-                if not len(draws):
-                    row["null_reason"] = "no pseudo-fact with a different fact on every template could be drawn"
-                else:
-                    idx = np.array([[where[(others[c], t)] for c, t in zip(d, usable)] for d in draws])
-                    null = _upper_mean(jm, idx)
-                    obs = float(_upper_mean(jm, np.array([[where[(f, t)] for t in usable]]))[0])
-                    row.update(j_obs=obs, j_null=float(null.mean()), delta_j=obs - float(null.mean()),
-                               p_null=float((1 + np.sum(null >= obs - 1e-12)) / (null.size + 1)),
-                               power=shift_power(null, effect, alpha))
+                idx = np.array([[where[(others[c], t)] for c, t in zip(d, usable)] for d in draws])
+                null = _pseudo_means(jm, idx, draws)
+                null = null[np.isfinite(null)]
+                obs = float(_upper_mean(jm, np.array([[where[(f, t)] for t in usable]]))[0])
+                row.update(j_obs=obs, j_null=float(null.mean()), delta_j=obs - float(null.mean()),
+                           p_null=float((1 + np.sum(null >= obs - 1e-12)) / (null.size + 1)),
+                           power=shift_power(null, effect, alpha))
             rows.append(row)
     return pd.DataFrame(rows, columns=["model", "method", "fact_id"] + CHANCE_COLUMNS)
