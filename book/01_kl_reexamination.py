@@ -32,7 +32,7 @@
 # :::
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "01"); `kq run 01 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "01"); `kq run 01 --profile cpu` passes the cpu
 # profile's values (8 relations x 2 facts, 20 steps, both embedded models).
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -272,7 +272,7 @@ ch.glue(K.kl_numbers(ch, data, cs, shares, edits, static_classes))
 # ## Paper vs this run
 #
 # Items 1, 3 and 5 of the paper's headline results (2 and 4 are checked in chapter 2), generated from
-# `kqlib/claims.toml` and this chapter's numbers by one rule (`kqlib.book.verdicts.judge`): **holds** when the
+# `kqlib/book/claims/claims.toml` and this chapter's numbers by one rule (`kqlib.book.claims.verdicts.judge`): **holds** when the
 # 95 % interval over facts excludes the null on the paper's side, **differs** when it excludes it on the
 # other side, **inconclusive** otherwise (with the number of facts that would be needed at the observed
 # variance), **not measurable here** with the reason. The models of this run are far smaller than the paper's.

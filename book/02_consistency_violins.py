@@ -30,7 +30,7 @@
 # each figure download it (with a one-line schema), so any plot can be redrawn with pandas and seaborn alone.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -171,8 +171,8 @@ ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
 # ## Paper vs this run
 #
 # Items 2 and 4 of the paper's headline results (items 1, 3 and 5 are checked in chapter 1), and two choices
-# the paper leaves open, generated from `kqlib/claims.toml` by the book's one verdict rule
-# (`kqlib.book.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
+# the paper leaves open, generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule
+# (`kqlib.book.claims.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
 # of the model with the fewest and the most MLP neurons, with a bootstrap interval over each model's facts;
 # with one model it is not measurable.
 

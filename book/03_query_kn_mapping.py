@@ -26,7 +26,7 @@
 # This chapter repeats the intervention on the facts of chapter 1, classified exactly as there.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "03"); `kq run 03 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "03"); `kq run 03 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -199,7 +199,7 @@ ch.glue(M.mapping_numbers(ch, mapping, summary, tests))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1):
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1):
 # each claim is judged on the mean over facts of the per-fact difference own − other in Avg, with its 95 %
 # bootstrap interval over facts (the Wilcoxon p over facts is shown beside it). The paper's "smaller gap for
 # $K_C$" is not testable this way: $K_C$ facts are *defined* as those whose queries share their knowledge

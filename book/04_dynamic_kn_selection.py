@@ -24,7 +24,7 @@
 # module contributes to the selection of KNs for answering a query".
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "04"); `kq run 04 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "04"); `kq run 04 --profile cpu` passes the cpu
 # profile's values (40 queries per model).
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -54,7 +54,7 @@ import pandas as pd
 
 from kqlib.book import chapter as K
 from kqlib.book import report
-from kqlib.book import chapter_synapses as S
+from kqlib.book.chapters import ch04_dynamic_kn_selection as S
 
 ch = K.Chapter("04_dynamic_kn_selection", globals())
 assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scaling factors"
@@ -209,7 +209,7 @@ ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1).
 # Each claim is judged on the mean over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$
 # with its 95 % bootstrap interval over facts, and the Wilcoxon test over facts must agree: the mean that is
 # compared is the mean of the quantity that is tested.

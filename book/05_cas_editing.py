@@ -25,7 +25,7 @@
 # chapter "Is knowledge localized?"), with bootstrap confidence intervals.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "05"); `kq run 05 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "05"); `kq run 05 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -244,7 +244,7 @@ ch.glue(K.cas_numbers(ch, edits, t3, gains, abl_table, classes))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1).
 # The gains are paired by fact and pooled over models and tasks, a fact's two tasks averaged first, with a
 # 95 % bootstrap interval over facts. The reviewer's point (a smaller gain for $K_C$ facts) is judged on the
 # difference of the mean gains over $\mathcal N_i$ of the two classes.

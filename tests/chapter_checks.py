@@ -52,8 +52,8 @@ def check_glue(root: Path, name: str) -> nbformat.NotebookNode:
 
 def check_claims(root: Path, name: str) -> list[dict]:
     """The chapter judged every claim claims.toml assigns to it; each stored verdict is what the one rule
-    (kqlib.book.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
-    from kqlib.book import verdicts as V
+    (kqlib.book.claims.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
+    from kqlib.book.claims import verdicts as V
 
     data = results(root, name)
     rows = data["numbers"]["claims"]

@@ -17,14 +17,14 @@ from kqlib.teaching import assignments as asg
 from kqlib import cli
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = sorted((REPO / "assignments").glob("[0-9]*.py"))
+SOURCES = sorted((REPO / "book" / "assignments").glob("[0-9]*.py"))
 NAMES = [p.stem for p in SOURCES]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("assignments")
-    assert cli.main(["assignments", "--out", str(out), "--source", str(REPO / "assignments")]) == 0
+    assert cli.main(["assignments", "--out", str(out), "--source", str(REPO / "book" / "assignments")]) == 0
     return out
 
 
@@ -113,7 +113,7 @@ def test_hidden_checks_absent_from_student_version(built, source):
 
 
 def test_solution_stub_keeps_indentation():
-    a = asg.load_assignment(REPO / "assignments" / "01_consistency.py")
+    a = asg.load_assignment(REPO / "book" / "assignments" / "01_consistency.py")
     nb = asg.render(a, "student")
     cell = next(c for c in nb.cells if c.source.startswith("def cs1("))
     assert '    raise NotImplementedError("q1: your code here")' in cell.source
@@ -155,7 +155,7 @@ def test_malformed_sources_are_reported(tmp_path, capsys, body, message):
 
 
 def test_list_and_help(capsys):
-    status, out, _ = _kq(capsys, "assignments", "--list", "--source", REPO / "assignments")
+    status, out, _ = _kq(capsys, "assignments", "--list", "--source", REPO / "book" / "assignments")
     assert status == 0
     for name in NAMES:
         assert name in out
@@ -180,7 +180,7 @@ def test_grade_input_errors(tmp_path, capsys):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kq_assignment"] = "99_nope"
     nbformat.write(nb, tmp_path / "unknown.ipynb")
-    status, _, err = _kq(capsys, "grade", tmp_path / "unknown.ipynb", "--source", REPO / "assignments")
+    status, _, err = _kq(capsys, "grade", tmp_path / "unknown.ipynb", "--source", REPO / "book" / "assignments")
     assert status == 2 and "Unknown assignment '99_nope'" in err
     status, _, err = _kq(capsys, "assignments")
     assert status == 2 and "--out" in err
@@ -193,7 +193,7 @@ def test_grade_input_errors(tmp_path, capsys):
 @pytest.mark.parametrize("name", NAMES)
 def test_instructor_version_gets_full_score(built, capsys, tmp_path, name):
     report = tmp_path / "grade.json"
-    status, out, err = _kq(capsys, "grade", built / "instructor" / f"{name}.ipynb", "--source", REPO / "assignments",
+    status, out, err = _kq(capsys, "grade", built / "instructor" / f"{name}.ipynb", "--source", REPO / "book" / "assignments",
                            "--json", report)
     assert status == 0, out + err
     result = json.loads(report.read_text())
@@ -205,8 +205,8 @@ def test_instructor_version_gets_full_score(built, capsys, tmp_path, name):
 @pytest.mark.book
 @pytest.mark.parametrize("name", NAMES)
 def test_unsolved_student_version_fails_with_feedback(built, capsys, name):
-    a = asg.find_assignment(name, REPO / "assignments")
-    status, out, err = _kq(capsys, "grade", built / "student" / f"{name}.ipynb", "--source", REPO / "assignments")
+    a = asg.find_assignment(name, REPO / "book" / "assignments")
+    status, out, err = _kq(capsys, "grade", built / "student" / f"{name}.ipynb", "--source", REPO / "book" / "assignments")
     assert status == 1, out + err
     for qid in a.questions:
         line = next((ln for ln in out.splitlines() if ln.strip().startswith(qid + " ")), None)
@@ -233,7 +233,7 @@ def test_partial_submission_is_graded_per_question(built, capsys, tmp_path):
                                               "    return sum(len(s) for s in sets) / len(sets) / len(u) / len(sets) * 2")
     path = tmp_path / "submission.ipynb"
     nbformat.write(nb, path)
-    status, out, _ = _kq(capsys, "grade", path, "--source", REPO / "assignments", "--save", tmp_path / "graded.ipynb")
+    status, out, _ = _kq(capsys, "grade", path, "--source", REPO / "book" / "assignments", "--save", tmp_path / "graded.ipynb")
     assert status == 1
     rows = {ln.split()[0]: ln for ln in out.splitlines() if re.match(r"^  q\d", ln)}
     assert "PASS" in rows["q1"] and "3/3" in rows["q1"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kqlib import bench
+from kqlib.bench import suite as bench
 from kqlib.cli import build_parser
 
 TINY = bench.Case("tiny-gpt2", "gpt2-random", bench.GPT2_PROMPT, site="pre",

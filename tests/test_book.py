@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from kqlib import cli
-from kqlib.book.runner import ChapterFailed, execute_chapter, notebook_chapters, toc_documents
+from kqlib.book.run.runner import ChapterFailed, execute_chapter, notebook_chapters, toc_documents
 from kqlib.errors import ParameterError
 from kqlib.book.report import read_glued
 from kqlib.book.profiles import (declared_parameters, load_profile, parameters_for, parse_overrides, parse_value,
@@ -164,7 +164,7 @@ def test_cli_bad_input_exit_2_no_traceback(tmp_path, capsys):
 
 
 def test_cli_model_shorthand(tmp_path):
-    from kqlib.book.runner import _model_shorthand
+    from kqlib.book.run.runner import _model_shorthand
 
     ch = _chapter(tmp_path)
     assert _model_shorthand(ch, {"model": "gpt2"}) == {"models": ["gpt2"]}

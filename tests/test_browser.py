@@ -53,7 +53,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from kqlib.book.runner import notebook_chapters, toc_documents
+from kqlib.book.run.runner import notebook_chapters, toc_documents
 
 from test_book import REPO
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kqlib.book import chapter as K
-from kqlib.book import verdicts as V
+from kqlib.book.claims import verdicts as V
 from kqlib.paper.consistency import class_labels
 from kqlib.book.report import order_by_size
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from kqlib.book import verdicts as V
+from kqlib.book.claims import verdicts as V
 from kqlib.book.profiles import declared_parameters, load_profile, parameters_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def _code_share(path: Path) -> float:
 
 
 def test_there_are_chapters():
-    assert len(CHAPTERS) >= 7 and CHAPTERS[-1].name == "07_scorecard.py"
+    assert len(CHAPTERS) >= 7 and CHAPTERS[-1].name == "99_scorecard.py"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -43,7 +43,7 @@ def test_chapter_is_thin_and_defines_no_functions(path):
             defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
                                                                ast.ClassDef))]
             assert not [d for d in defs if not isinstance(d, ast.Lambda)], (path.name, cell.source[:80])
-            # no verdict logic in notebooks: verdict words are produced by kqlib.book.verdicts only
+            # no verdict logic in notebooks: verdict words are produced by kqlib.book.claims.verdicts only
             assert not re.search(r"[\"'](holds|differs|inconclusive|reproduced|not reproduced)[\"']", cell.source)
 
 
@@ -84,8 +84,8 @@ def test_toc_lists_the_scorecard_after_the_intro_and_its_data_notebook_last():
     assert toc["root"] == "book/intro" and first == "book/scorecard"
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     notebooks = [f for f in files if (REPO / f"{f}.py").exists()]
-    assert notebooks[-1] == "book/07_scorecard"
-    from kqlib.book.scorecard import TABLE_FILE
+    assert notebooks[-1] == "book/99_scorecard"
+    from kqlib.book.claims.scorecard import TABLE_FILE
 
     assert f":file: {TABLE_FILE}" in (REPO / "book" / "scorecard.md").read_text()
 

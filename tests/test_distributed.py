@@ -221,7 +221,7 @@ def test_executor_is_a_value_never_an_environment_variable(monkeypatch):
     """`kq book/run --executor X` passes X to the chapters as a value; the library reads no KQLIB_EXECUTOR."""
     import argparse
 
-    from kqlib.book.runner import with_executor
+    from kqlib.book.run.runner import with_executor
     from kqlib.book.chapter import Chapter
     from kqlib.errors import ParameterError
     from tiny import tiny_lm

@@ -1,4 +1,4 @@
-"""Data downloads, "reproduce this" and the fact explorer (kqlib.book.data_export, kqlib.book.explorer), on synthetic
+"""Data downloads, "reproduce this" and the fact explorer (kqlib.book.site.data_export, kqlib.book.site.explorer), on synthetic
 chapter data (fast, no model), and on a built book when ``KQ_BROWSER_BOOK`` names one."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from kqlib.paper import consistency as C
-from kqlib.book import data_export
-from kqlib.book import explorer
+from kqlib.book.site import data_export
+from kqlib.book.site import explorer
 from kqlib.book import report
 from kqlib.errors import ParameterError
 from kqlib.book.profiles import parameters_for, parse_overrides
@@ -193,7 +193,7 @@ def test_prepare_site_links_existing_files_and_reproduces_the_run(tmp_path, monk
                                               "git_revision": "deadbeef", "wall_time_s": 1.5, "profile": "smoke",
                                               "device": {"cpu": "Test CPU", "cpu_count": 2}})
     src = root / "_build" / "executed"
-    from kqlib.book.runner import notebook_chapters
+    from kqlib.book.run.runner import notebook_chapters
 
     summary = explorer.prepare_site(root, src, notebook_chapters(root))
     again = explorer.prepare_site(root, src, notebook_chapters(root))  # idempotent: the cells are replaced, not added twice

@@ -106,7 +106,7 @@ def test_editing_loop_reports_edits(tmp_path, monkeypatch):
 
 
 def test_runner_prints_chapter_updates_with_the_run_eta(tmp_path, capsys):
-    from kqlib.book.runner import RunnerProgress, Timings
+    from kqlib.book.run.runner import RunnerProgress, Timings
 
     timings = Timings(tmp_path, "smoke")
     timings.record("book/01.py", 100.0)
@@ -130,7 +130,7 @@ def test_runner_prints_chapter_updates_with_the_run_eta(tmp_path, capsys):
 def test_a_fresh_build_takes_its_eta_from_the_shipped_measurement(tmp_path):
     """No _build/timings.json yet (a fresh clone): the cpu profile's ETA comes from measured_timings.json; a
     step this build has timed overrides it; a missing or broken measurement file leaves the ETA unknown."""
-    from kqlib.book.run_progress import MEASURED, Timings
+    from kqlib.book.run.progress import MEASURED, Timings
 
     shipped = json.loads(MEASURED.read_text())["cpu"]
     steps = [s for s in shipped if s != "html"]

@@ -255,7 +255,7 @@ def test_truncated_download_is_fetched_again_after_deleting_it(tmp_path, monkeyp
     (["--out", "bench.parquet"], ".csv or .md"),
 ])
 def test_bench_refuses_bad_values(argv, expected, capsys, monkeypatch):
-    from kqlib import bench
+    from kqlib.bench import suite as bench
 
     monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("the benchmark ran"))
     status, err = run_kq(["bench", *argv], capsys)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kqlib.book import scorecard as S
-from kqlib.book import verdicts as V
+from kqlib.book.claims import scorecard as S
+from kqlib.book.claims import verdicts as V
 
 
 def _write(results: Path, chapter: str, rows: list[dict], profile: str = "smoke") -> None:
@@ -65,22 +65,22 @@ def test_scorecard_notebook_equals_the_results(tmp_path):
     """The last notebook, executed by `kq run 07`, records and glues exactly what collect() reads."""
     from test_book import REPO, _book
 
-    root = _book(tmp_path, {"07_scorecard.py": (REPO / "book" / "07_scorecard.py").read_text()})
+    root = _book(tmp_path, {"99_scorecard.py": (REPO / "book" / "99_scorecard.py").read_text()})
     _fake_results(root / "_build" / "results")
     kq = Path(sys.executable).with_name("kq")
     proc = subprocess.run([str(kq), "run", "07", "--profile", "smoke", "--root", str(root)],
                           capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((root / "_build" / "results" / "07_scorecard.json").read_text())
+    data = json.loads((root / "_build" / "results" / "99_scorecard.json").read_text())
     expected = S.collect(root / "_build" / "results")
     got = data["numbers"]["scorecard"]
     assert [(r["claim"], r["model"], r["verdict"], r["this_run"]) for r in got] == \
-        [(r["claim"], r["model"], r["verdict"], r["this_run"]) for r in expected if r["chapter"] != "07_scorecard"]
+        [(r["claim"], r["model"], r["verdict"], r["this_run"]) for r in expected if r["chapter"] != "99_scorecard"]
     assert data["numbers"]["n_rows"] == len(got)
     assert data["numbers"]["n_holds"] == sum(r["verdict"] == V.HOLDS for r in got)
     import nbformat
 
-    nb = nbformat.read(root / "_build" / "executed" / "book" / "07_scorecard.ipynb", as_version=4)
+    nb = nbformat.read(root / "_build" / "executed" / "book" / "99_scorecard.ipynb", as_version=4)
     glued = [o for c in nb.cells for o in c.get("outputs", [])
              if o.get("metadata", {}).get("scrapbook", {}).get("name") == "scorecard_table"]
     assert len(glued) == 1

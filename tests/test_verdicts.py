@@ -3,7 +3,7 @@ import tomllib
 
 import pytest
 
-from kqlib.book import verdicts as V
+from kqlib.book.claims import verdicts as V
 
 
 def test_claims_file_lists_the_nine_headline_claims_with_required_fields():

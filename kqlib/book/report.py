@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kqlib.errors import ParameterError
 from kqlib.paper.stats import finite_or_none  # noqa: F401 (the chapters call report.finite_or_none)
-from kqlib.book.verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
+from kqlib.book.claims.verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
 def book_root(start: str | Path | None = None) -> Path | None:
@@ -134,9 +134,9 @@ def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any"
 
 
 def paper_vs_run_table(rows: Iterable[Mapping[str, Any]], link: bool = False):
-    """The "Paper vs this run" table of claim rows (:func:`kqlib.book.verdicts.claim_row`), one vocabulary and one
-    colour scheme (:data:`kqlib.book.verdicts.COLOURS`) for every chapter and the scorecard."""
-    from kqlib.book.verdicts import table
+    """The "Paper vs this run" table of claim rows (:func:`kqlib.book.claims.verdicts.claim_row`), one vocabulary and one
+    colour scheme (:data:`kqlib.book.claims.verdicts.COLOURS`) for every chapter and the scorecard."""
+    from kqlib.book.claims.verdicts import table
 
     return table(list(rows), link=link)
 

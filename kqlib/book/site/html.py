@@ -67,7 +67,7 @@ def stage(root: Path) -> Path:
 def build_html(root: Path) -> Path:
     """``jupyter-book build`` of the staged book; returns ``_build/html/index.html``."""
     src = stage(root)
-    from kqlib.book.explorer import prepare_site  # the data downloads, "reproduce this" and the fact explorer
+    from kqlib.book.site.explorer import prepare_site  # the data downloads, "reproduce this" and the fact explorer
 
     prepare_site(root, src, notebook_chapters(root))
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),

@@ -6,7 +6,7 @@ import csv
 import io
 
 
-from kqlib.bench_cases import COLUMNS
+from kqlib.bench.cases import COLUMNS
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -46,14 +46,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kqlib.errors import ChapterFailed, KqError, ParameterError  # noqa: F401 (ChapterFailed re-exported)
-from kqlib.book.run_progress import (  # noqa: E402,F401 (re-exported)
+from kqlib.book.run.progress import (  # noqa: E402,F401 (re-exported)
     Timings, RunnerProgress, _ChannelTail)
 from kqlib.book.profiles import load_profile, parameters_for, parse_overrides, profile_names
 from kqlib.book.toc import (  # noqa: E402,F401 (re-exported: the runner's API)
     find_root, toc_documents, source_of, notebook_chapters, match_chapter, executed_path, BUILD, EXECUTED, MATHJAX_DEST)
-from kqlib.book.resume import (  # noqa: E402,F401 (re-exported: the runner's API)
+from kqlib.book.run.resume import (  # noqa: E402,F401 (re-exported: the runner's API)
     inputs_path, kqlib_digest, model_identity, model_names, check_models, chapter_inputs, inputs_digest, up_to_date)
-from kqlib.book.site import (  # noqa: E402,F401 (re-exported: the runner's API)
+from kqlib.book.site.html import (  # noqa: E402,F401 (re-exported: the runner's API)
     mathjax_source, stage, build_html, _MATHJAX_SKIP)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -257,7 +257,7 @@ def _model_shorthand(chapter: Path, over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _common_arguments(p) -> None:
-    p.add_argument("--profile", default="cpu", help=f"run profile from kqlib/profiles.toml: {', '.join(profile_names())} "
+    p.add_argument("--profile", default="cpu", help=f"run profile from kqlib/book/profiles.toml: {', '.join(profile_names())} "
                    "(default: cpu)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                    help="override a chapter parameter; VALUE is a Python literal (5, 0.1, True, ['a','b']) or a "

@@ -35,14 +35,15 @@ import os
 import statistics
 import time
 
+from kqlib.cli_args import Command, int_at_least, output_file
 from kqlib.core.threads import free_cores, usable_cores
 
-from kqlib.bench_machine import (  # noqa: E402,F401 (re-exported)
+from kqlib.bench.machine import (  # noqa: E402,F401 (re-exported)
     machine_info, _rss_bytes, _reset_peak, _peak_bytes, word_level_tokenizer, build)
-from kqlib.bench_report import (  # noqa: E402,F401 (re-exported)
+from kqlib.bench.report import (  # noqa: E402,F401 (re-exported)
     _cell, table_rows, format_table, format_markdown, format_csv, verdicts)
 
-from kqlib.bench_cases import (  # noqa: E402,F401 (re-exported)
+from kqlib.bench.cases import (  # noqa: E402,F401 (re-exported)
     Case, IMPLEMENTATIONS, KN_INSTALL, CAPTUM_INSTALL, REFERENCE_POINTS, COMPARED_WITH, GPT2_PROMPT, SMOLLM_PROMPT, PARAREL_PROMPT, LONG_PROMPT, CASES, SKIP, COLUMNS)
 
 
@@ -315,7 +316,6 @@ def _threads_arg(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from kqlib.cli import int_at_least, output_file
 
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma-separated cases among {', '.join(CASES)} (default: all)")
@@ -391,14 +391,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register() -> None:
-    from kqlib.cli import Command, register
-
-    register(Command("bench", "benchmark kqlib's fast attribution vs the naive reference and knowledge-neurons",
-                     add_arguments, run))
-
-
-_register()
+BENCH = Command("bench", "benchmark kqlib's fast attribution vs the naive reference and knowledge-neurons",
+                 add_arguments, run)
 
 __all__ = ["CASES", "Case", "COLUMNS", "IMPLEMENTATIONS", "build", "measure", "run_benchmark", "format_table",
            "format_markdown", "format_csv", "verdicts", "machine_info"]

@@ -16,11 +16,11 @@
 #
 # This last notebook builds the scorecard shown near the front of the book ({doc}`scorecard`). It runs after
 # every chapter, reads the claim rows each chapter wrote into its results file
-# (`_build/results/<chapter>.json`, key `claims`) and lays them out in the order of `kqlib/claims.toml`; nothing
+# (`_build/results/<chapter>.json`, key `claims`) and lays them out in the order of `kqlib/book/claims/claims.toml`; nothing
 # in it is typed by hand. A claim whose chapter has not been run in this build is listed as *not measurable
 # here* with that reason, so the scorecard always has every claim.
 #
-# Each row was judged where it was measured, by the one rule of `kqlib.book.verdicts.judge`:
+# Each row was judged where it was measured, by the one rule of `kqlib.book.claims.verdicts.judge`:
 #
 # * **holds** — the 95 % interval (over facts) excludes the null on the paper's side, and the test over facts
 #   agrees where there is one;
@@ -35,10 +35,10 @@ profile = "smoke"
 
 # %%
 from kqlib.book import report
-from kqlib.book import scorecard
+from kqlib.book.claims import scorecard
 from kqlib.book.chapter import Chapter
 
-ch = Chapter("07_scorecard", globals())
+ch = Chapter("99_scorecard", globals())
 rows = scorecard.collect(report.results_dir())
 ch.glue_display("scorecard_table", scorecard.table(rows))
 print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")

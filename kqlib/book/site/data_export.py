@@ -10,7 +10,7 @@ in full precision, missing values empty) and records it in ``<build dir>/data/<c
 "description", "figures"}}}``. ``schema`` is the one-line summary shown under the download link in the
 book; a column's description comes from ``schema=`` or from :data:`COLUMN_DOCS`.
 
-The book build (:mod:`kqlib.book.explorer`) copies every table, the chapter's results JSON and its executed
+The book build (:mod:`kqlib.book.site.explorer`) copies every table, the chapter's results JSON and its executed
 notebook into the site (``_build/html/data/<chapter>/``), links them under each figure and builds the
 fact explorer from these same files.
 """

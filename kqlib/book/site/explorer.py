@@ -1,8 +1,8 @@
 """What a reader can open and download: the fact explorer, the data under every figure, "reproduce this".
 
-:func:`prepare_site` runs in the book's HTML build (``kqlib.book.runner.build_html``), after the staging and before
+:func:`prepare_site` runs in the book's HTML build (``kqlib.book.run.runner.build_html``), after the staging and before
 Jupyter Book. From the chapters' tidy tables (``_build/data/<chapter>/*.csv``, written by
-:func:`kqlib.book.data_export.write_table`), their results JSON and their executed notebooks it
+:func:`kqlib.book.site.data_export.write_table`), their results JSON and their executed notebooks it
 
 * copies every table, the results JSON, the executed notebook and its ``.py`` source into
   ``<staged book>/_site/data/<chapter>/``; ``_config.yml`` names ``_site`` in ``html_extra_path``, so Sphinx
@@ -33,7 +33,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from kqlib.book.data_export import read_manifest, read_table
+from kqlib.book.site.data_export import read_manifest, read_table
 
 SITE = "_site"  # inside the staged book; listed in _config.yml's html_extra_path
 DATA = "data"

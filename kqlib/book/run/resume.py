@@ -26,7 +26,7 @@ def kqlib_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    base = Path(__file__).resolve().parents[1]  # the kqlib package
+    base = Path(__file__).resolve().parents[2]  # the kqlib package
     for path in sorted(list(base.rglob("*.py")) + list(base.rglob("*.toml"))):
         h.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]

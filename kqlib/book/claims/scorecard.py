@@ -1,11 +1,11 @@
 """The scorecard: one row per claim × model, collected from the chapters' results JSON (never typed by hand).
 
-Every chapter writes its judged claims (:func:`kqlib.book.verdicts.claim_row`) into
+Every chapter writes its judged claims (:func:`kqlib.book.claims.verdicts.claim_row`) into
 ``_build/results/<chapter>.json`` under ``numbers["claims"]``. :func:`collect` reads them back in the order of
-``kqlib/claims.toml``; a claim whose chapter has not been run (or wrote no row for it) gets a row
+``kqlib/book/claims/claims.toml``; a claim whose chapter has not been run (or wrote no row for it) gets a row
 "not measurable here: its chapter has not been run", so the scorecard always lists every claim.
 
-The book's last notebook (``book/07_scorecard.py``) calls :func:`collect`, shows :func:`table` and writes it
+The book's last notebook (``book/99_scorecard.py``) calls :func:`collect`, shows :func:`table` and writes it
 with :func:`write_table` beside the executed chapters; the page ``book/scorecard.md`` near the front includes
 that file (``{raw} html`` with ``:file:``), so Sphinx rebuilds the page whenever the table changes.
 """
@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from kqlib.book import verdicts as V
+from kqlib.book.claims import verdicts as V
 
 
 def chapter_results(results_dir: str | Path) -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""The paper's claims (``kqlib/claims.toml``) and the one rule that turns a measurement into a verdict.
+"""The paper's claims (``kqlib/book/claims/claims.toml``) and the one rule that turns a measurement into a verdict.
 
 A claim says on which side of a null value (``direction``) the paper's effect lies. A measurement is an
 estimate with its 95 % interval (a bootstrap over facts) or, for a test, a p-value; n is the number of units
