@@ -59,11 +59,10 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib.book import chapter as K
-from kqlib.paper import consistency as C
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch02_consistency_violins as K
 
-ch = K.Chapter("02_consistency_violins", globals())
+ch = Chapter("02_consistency_violins", globals())
 
 # %% [markdown]
 # ## Data and knowledge neurons
@@ -75,7 +74,7 @@ ch = K.Chapter("02_consistency_violins", globals())
 lms = ch.models()
 data = ch.localize()
 cs = data.consistency(cs_kind)
-shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot, seed=seed)
+shares = K.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot, seed=seed)
 ch.export("consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
 ch.export("ki_shares", shares, description="K_I share per model, method and threshold")
 cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
@@ -95,7 +94,7 @@ cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
 ch.save(K.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "violins")
 
 # %%
-C.floor_table(cs, cs_kind, static_threshold).style.format(
+K.floor_table(cs, cs_kind, static_threshold).style.format(
     {"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "below_theta": "{:.0%}", "CS2 floor 1/k": "{:.3f}"})
 
 # %% [markdown]
@@ -199,6 +198,6 @@ ch.paper_vs_run()
 #    remain above 0.3?
 
 # %%
-ch.finish(ki_shares=report.records(shares.assign(method=shares.method.astype(str))), grid=report.records(grid),
-          site_summary=report.records(site_summary),
-          per_relation=report.records(C.floor_table(cs, cs_kind, static_threshold).reset_index()))
+ch.finish(ki_shares=K.records(shares.assign(method=shares.method.astype(str))), grid=K.records(grid),
+          site_summary=K.records(site_summary),
+          per_relation=K.records(K.floor_table(cs, cs_kind, static_threshold).reset_index()))

@@ -61,10 +61,10 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib.book import chapter as K
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch05_cas_editing as K
 
-ch = K.Chapter("05_cas_editing", globals())
+ch = Chapter("05_cas_editing", globals())
 
 # %% [markdown]
 # ## Definitions
@@ -279,8 +279,8 @@ ch.paper_vs_run()
 #    updates move, and does the ranking of the selections change?
 
 # %%
-ch.finish(table3=report.records(t3.astype({"selection": str, "group": str})), gains=report.records(gains),
-          beta_ablation=report.records(abl_table), lambda2_sweep=report.records(lambda2_table),
-          edits=report.records(edits),
-          classes=report.records(cs[["model", "fact_id", "relation", "n_queries", cs_kind, "class", "class_otsu"]]),
+ch.finish(table3=K.records(t3.astype({"selection": str, "group": str})), gains=K.records(gains),
+          beta_ablation=K.records(abl_table), lambda2_sweep=K.records(lambda2_table),
+          edits=K.records(edits),
+          classes=K.records(cs[["model", "fact_id", "relation", "n_queries", cs_kind, "class", "class_otsu"]]),
           otsu_theta={m: float(v) for m, v in otsu_theta.items()}, _run={"edit_seconds": round(run.seconds, 1)})

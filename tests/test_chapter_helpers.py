@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from kqlib.book import chapter as K
+from kqlib.book.chapters import ch02_consistency_violins as K
+from kqlib.paper.consistency import class_label_series
 from kqlib.book.claims import verdicts as V
 from kqlib.paper.consistency import class_labels
 from kqlib.book.report import order_by_size
@@ -28,7 +29,7 @@ def test_fact_without_any_knowledge_neuron_is_k_none_not_k_i():
     labels = class_labels([0.0, 0.1, 0.5], 0.3, union_size=[0, 4, 4])
     assert list(labels) == ["K_none", "K_I", "K_C"]
     cs = pd.DataFrame(dict(model="m", method="ig", fact_id=list("abc"), cs2=[0.0, 0.1, 0.5], union_size=[0, 4, 4]))
-    assert list(K.class_labels(cs, 0.3)) == ["K_none", "K_I", "K_C"]
+    assert list(class_label_series(cs, 0.3)) == ["K_none", "K_I", "K_C"]
 
 
 def _cs(model, flags):

@@ -27,10 +27,7 @@ import pandas as pd
 
 from kqlib.book import report
 from kqlib.book.claims import verdicts as V
-from kqlib.paper.consistency import class_label_series as class_labels  # noqa: F401 (chapters: K.class_labels)
 from kqlib.errors import ParameterError
-from kqlib.book.figures import violin_figure  # noqa: F401 (chapter 02: K.violin_figure)
-from kqlib.paper.stats import ci_cell, fmt  # noqa: F401
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -230,12 +227,3 @@ class Localized:
         facts = self.facts.drop_duplicates(["model", "fact_id"])[["model", "fact_id", "subject", "obj"]]
         cs = cs.merge(facts, on=["model", "fact_id"], how="left")
         return cs.dropna(subset=[kind]).reset_index(drop=True)
-
-
-# the chapters' own helpers, reached as K.name from the notebooks
-from kqlib.book.chapters.ch01_kl_reexamination import (  # noqa: E402,F401
-    figure1, one_query_edits, edit_classes, table2, table2_view, table2_figure, gen_gap, kl_numbers, filter_sensitivity)
-from kqlib.book.chapters.ch02_consistency_violins import (  # noqa: E402,F401
-    size_table, threshold_grid, grid_figure, site_comparison, site_figure, model_order_claim, violin_numbers)
-from kqlib.book.chapters.ch05_cas_editing import (  # noqa: E402,F401
-    cas_classes, CasEdits, table3, table3_view, avg_figure, metrics_figure, pooled_per_fact, cas_gains, gains_view, beta_figure, cas_numbers, SEL_ORDER, GROUPS)

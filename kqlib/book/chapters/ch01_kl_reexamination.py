@@ -205,3 +205,8 @@ def filter_sensitivity(ch, data, method: str) -> pd.DataFrame:
                          "facts": int(r.n_facts), "queries": int(n_q.get(r.model, 0)),
                          "K_I share [95 % CI]": ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%")})
     return pd.DataFrame(rows)
+
+
+# What the notebook calls besides this module's own functions (it imports this module and Chapter only).
+from kqlib.book.report import records  # noqa: E402,F401
+from kqlib.paper.consistency import ki_share_table, ordered_shares, per_relation_table, table1, theta_table, welch_table  # noqa: E402,F401

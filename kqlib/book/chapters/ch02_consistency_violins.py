@@ -34,7 +34,6 @@ def size_table(shares: pd.DataFrame, sizes: Mapping[str, Mapping]) -> pd.DataFra
 def threshold_grid(data, p) -> pd.DataFrame:
     """∩ and per-method K_I shares for every (t, θ) of ``p.t_grid`` × ``p.theta_grid`` (KN sets recomputed
     from the cached scores for every t)."""
-    from kqlib.paper.consistency import ki_share_table
     from kqlib.paper.localization import localize
 
     rows = []
@@ -221,3 +220,9 @@ def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: 
     lo, hi = cluster_bootstrap_ci(below, part.fact_id.to_numpy(), n_boot=n_boot, seed=seed)
     return dict(estimate=float(below.mean()) if below.size else None, low=lo, high=hi,
                 n=int(part.fact_id.nunique()), detail=f"{below.size} (fact, method) scores")
+
+
+# What the notebook calls besides this module's own functions (it imports this module and Chapter only).
+from kqlib.book.figures import violin_figure  # noqa: E402,F401
+from kqlib.book.report import records  # noqa: E402,F401
+from kqlib.paper.consistency import floor_table, ki_share_table  # noqa: E402,F401

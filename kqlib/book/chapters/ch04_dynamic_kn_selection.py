@@ -269,3 +269,7 @@ def mean_ci_cluster_by_group(syn: pd.DataFrame, p) -> pd.DataFrame:
 
     return mean_ci_cluster_table(syn, ["model", "alpha", "set", "group"], "d_act", cluster=["fact_id"],
                                  n_boot=p.n_boot, seed=p.seed)
+
+
+# What the notebook calls besides this module's own functions (it imports this module and Chapter only).
+from kqlib.book.report import records  # noqa: E402,F401

@@ -369,3 +369,7 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
                  unit="facts (smaller class)", detail=f"gain over N_i: K_I {ki.mean():+.3f} (n={ki.size}), "
                                                       f"K_C {kc.mean():+.3f} (n={kc.size})")
     return nums
+
+
+# What the notebook calls besides this module's own functions (it imports this module and Chapter only).
+from kqlib.book.report import records  # noqa: E402,F401
