@@ -34,16 +34,15 @@
 profile = "smoke"
 
 # %%
-from kqlib.book import report
-from kqlib.book.claims import scorecard
 from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch99_scorecard as K
 
 ch = Chapter("99_scorecard", globals())
-rows = scorecard.collect(report.results_dir())
-ch.glue_display("scorecard_table", scorecard.table(rows))
-print(f"scorecard written to {scorecard.write_table(rows).name} for the page near the front of the book")
-ch.glue({f"n_{k.split()[0]}": v for k, v in scorecard.counts(rows).items()} | {"n_rows": len(rows)})
-scorecard.table(rows)
+rows = K.collect(K.results_dir())
+ch.glue_display("scorecard_table", K.table(rows))
+print(f"scorecard written to {K.write_table(rows).name} for the page near the front of the book")
+ch.glue({f"n_{k.split()[0]}": v for k, v in K.counts(rows).items()} | {"n_rows": len(rows)})
+K.table(rows)
 
 # %% [markdown]
 # Of the {glue:text}`n_rows` rows, {glue:text}`n_holds` hold, {glue:text}`n_differs` differ,
