@@ -20,7 +20,7 @@ from kqlib.book.report import read_glued
 from kqlib.book.profiles import (declared_parameters, load_profile, parameters_for, parse_overrides, parse_value,
                             profile_names)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CHAPTER = '''\
 # %% [markdown]

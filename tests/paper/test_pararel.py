@@ -12,7 +12,7 @@ import threading
 import pytest
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "helpers"))
 
 from tiny import tiny_lm  # noqa: E402
 
@@ -20,7 +20,7 @@ from kqlib.paper import pararel, pararel_files  # noqa: E402
 from kqlib.errors import DataError, OfflineError, ParameterError  # noqa: E402
 from kqlib.paper.pararel import Fact, Pattern  # noqa: E402
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pararel"
+SHARED = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pararel"
 needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"ParaRel data not found at {SHARED}")
 
 # spec §8: usable patterns per relation after the authors' filter (35 relations, 213 patterns)

@@ -17,7 +17,7 @@ import pytest
 
 from test_book import _book
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "helpers"
 
 # attributes 12 queries of a tiny random model one by one through the on-disk cache, slowly, and records how
 # many it had to compute; the kernel's pid goes to a file so the test can check that the kernel is gone
@@ -54,7 +54,7 @@ N_QUERIES = 12
 
 def _env():
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(
-        [str(TESTS.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        [str(TESTS.parents[1])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     env.pop("KQ_PROGRESS_FILE", None)
     return env
 

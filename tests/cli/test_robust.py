@@ -17,7 +17,7 @@ import kqlib.core.models
 from kqlib import cli
 from kqlib.paper import pararel, pararel_files
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pararel"
+SHARED = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pararel"
 needs_shared = pytest.mark.skipif(not (SHARED / "patterns").is_dir(), reason=f"ParaRel data not found at {SHARED}")
 
 
@@ -315,7 +315,7 @@ def test_an_unknown_answer_filter_is_refused_before_any_chapter_runs():
     from kqlib.errors import ParameterError
     from kqlib.book.profiles import parameters_for
 
-    chapter = Path(__file__).resolve().parents[1] / "book" / "01_kl_reexamination.py"
+    chapter = Path(__file__).resolve().parents[2] / "book" / "01_kl_reexamination.py"
     with pytest.raises(ParameterError, match="must be one of correct, all"):
         parameters_for(chapter, "smoke", {"query_filter": "answered"})
     assert parameters_for(chapter, "smoke", {"query_filter": "all"})["query_filter"] == "all"

@@ -16,7 +16,7 @@ import pytest
 from kqlib.teaching import assignments as asg
 from kqlib import cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted((REPO / "book" / "assignments").glob("[0-9]*.py"))
 NAMES = [p.stem for p in SOURCES]
 

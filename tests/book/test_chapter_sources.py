@@ -12,7 +12,7 @@ import pytest
 from kqlib.book.claims import verdicts as V
 from kqlib.book.profiles import declared_parameters, load_profile, parameters_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted((REPO / "book").glob("[0-9][0-9]_*.py"))
 
 
