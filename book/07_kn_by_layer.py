@@ -87,7 +87,7 @@ ch.save(K.layer_figure(shares, models, methods[0]), "07_kn_by_layer", "layers")
 # little. `n_facts` and `n_queries` are what the numbers rest on.
 
 # %%
-ch.glue(K.layer_numbers(summary, methods[0]))
+ch.glue(K.layer_numbers(summary, models, methods[0]))
 summary.style.format({c: "{:.2f}" for c in ["mean_depth", "depth_low", "depth_high", "top_third", "top_low", "top_high"]}).hide(axis="index")
 
 # %%
@@ -95,6 +95,9 @@ ch.finish(layer_shares=K.records(shares), depth_summary=K.records(summary))
 
 # %% [markdown]
 # ## Summary
+#
+# In this run ({glue:text}`n_models` model(s), method shown first), the mean KN depth of {glue:text}`first_model` is
+# {glue:text}`depth_first:.2f` and {glue:text}`top_third_first:.0%` of its KNs sit in the top third of its layers.
 #
 # - The layer profile says where a model's knowledge neurons sit; the relation rows show whether that place is
 #   the relation's own or common to all facts.

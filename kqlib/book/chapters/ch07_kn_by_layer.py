@@ -100,10 +100,15 @@ def layer_figure(shares: pd.DataFrame, models: Sequence[str], method: str):
     return fig
 
 
-def layer_numbers(summary: pd.DataFrame, method: str) -> dict:
-    """Glued numbers: per model, the mean KN depth and the top-third share of ``method`` (None when absent)."""
-    out = {}
-    for _, r in summary[summary["method"] == method].iterrows():
+def layer_numbers(summary: pd.DataFrame, models: Sequence[str], method: str) -> dict:
+    """Glued numbers of ``method``: per model (``depth_<model>``, ``top_third_<model>``), the first model's under
+    ``depth_first`` / ``top_third_first`` (None when it has no KN), and ``n_models``."""
+    s = summary[summary["method"] == method]
+    first = s[s["model"] == models[0]] if len(models) else s.iloc[:0]
+    out = {"n_models": len(models), "first_model": models[0] if len(models) else None,
+           "depth_first": float(first["mean_depth"].iloc[0]) if len(first) else None,
+           "top_third_first": float(first["top_third"].iloc[0]) if len(first) else None}
+    for _, r in s.iterrows():
         key = str(r["model"]).replace("-", "_").replace(".", "_")
         out[f"depth_{key}"] = float(r["mean_depth"])
         out[f"top_third_{key}"] = float(r["top_third"])
