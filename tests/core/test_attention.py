@@ -168,8 +168,10 @@ class _NoEagerAttention(nn.Module):  # this test module defines no eager_attenti
 
 
 def test_unsupported_attention_module_raises_clear_error():
+    from kqlib.core import hooks as H
+
     with pytest.raises(UnsupportedArchitectureError, match="_NoEagerAttention"):
-        A._family_eager(_NoEagerAttention())
+        H._family_eager(_NoEagerAttention())
 
 
 @pytest.mark.slow
@@ -207,3 +209,20 @@ def test_the_family_table_decides_how_attention_is_reached():
     with A.capture_attention(lm) as probs:  # GPT-Neo never calls the interface: nothing is reached
         lm.model(ids)
     assert probs == {}
+
+
+def test_one_hook_primitive_captures_attention_like_neurons():
+    """site_hooks / capture take site="attention" as they take "post": the same P as capture_attention."""
+    from kqlib.core import hooks as H
+
+    lm = tiny_lm("llama")
+    ids = lm.encode("a b c d")
+    with A.capture_attention(lm, layers=[0, 1]) as probs:
+        lm.model(ids)
+    with H.capture(lm, site="attention", layers=[0, 1], position=-1) as rows, \
+            H.capture(lm, site="attention", layers=[1], position=None) as whole:
+        lm.model(ids)
+    for layer in (0, 1):
+        assert torch.equal(rows[layer], probs[layer][:, :, -1])
+    assert torch.equal(whole[1], probs[1])
+    assert not A._ACTIVE and lm.model.config._attn_implementation == "eager"

@@ -51,7 +51,7 @@ def test_unknown_architecture_names_what_to_add():
     with pytest.raises(UnsupportedArchitectureError) as e:
         family_for("mamba")
     msg = str(e.value)
-    assert "mamba" in msg and "FAMILIES" in msg and "gate_proj" in msg and "tests/test_sites.py" in msg
+    assert "mamba" in msg and "FAMILIES" in msg and "gate_proj" in msg and "tests/core/test_sites.py" in msg and "kqlib/core/architectures.py" in msg
 
 
 def test_wrap_rejects_unsupported_model_clearly():
