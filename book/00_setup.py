@@ -26,7 +26,7 @@ profile = "smoke"
 
 # %%
 from kqlib.book.chapter import Chapter
-from kqlib.book import report
+from kqlib.book.chapters import ch00_setup as K
 
 ch = Chapter("00_setup", globals())
 
@@ -53,16 +53,16 @@ ch.model_table()
 # A fact is a prompt and its answer. A model *knows* it here when the answer's first token is likely as
 # the next token, $p(y_1 \mid x) = \operatorname{softmax}(W_U h_L(x))_{y_1}$, where $h_L(x)$ is the last
 # position's residual stream after the final layer and $W_U$ the unembedding. The five facts below are
-# written by hand (`kqlib.book.report.SETUP_FACTS`); the later chapters use ParaRel instead.
+# written by hand (`kqlib.book.chapters.ch00_setup.SETUP_FACTS`); the later chapters use ParaRel instead.
 
 # %%
-probs = report.fact_probabilities(lms, report.SETUP_FACTS)
+probs = K.fact_probabilities(lms, K.SETUP_FACTS)
 ch.export("fact_probabilities", probs, figure="00_fact_probabilities", description="p(answer) and rank of the hand-written facts per model")
 probs.style.format({"p(answer)": "{:.3f}"}).hide(axis="index")
 
 # %%
-ch.save(report.fact_probability_figure(probs), "00_fact_probabilities", "facts")
-ch.glue(report.setup_numbers(probs, len(lms)))
+ch.save(K.fact_probability_figure(probs), "00_fact_probabilities", "facts")
+ch.glue(K.setup_numbers(probs, len(lms)))
 
 # %% [markdown]
 # With {glue:text}`n_models` model(s), the first model gives *Paris* a probability of

@@ -32,7 +32,7 @@
 # :::
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "01"); `kq run 01 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "01"); `kq run 01 --profile cpu` passes the cpu
 # profile's values (8 relations x 2 facts, 20 steps, both embedded models).
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -60,11 +60,10 @@ profile = "smoke"
 # %%
 import pandas as pd
 
-from kqlib.book import chapter as K
-from kqlib.paper import consistency as C
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch01_kl_reexamination as K
 
-ch = K.Chapter("01_kl_reexamination", globals())
+ch = Chapter("01_kl_reexamination", globals())
 assert edit_method in methods, f"edit_method {edit_method!r} must be one of methods {methods}"
 
 # %% [markdown]
@@ -144,12 +143,12 @@ cs.groupby(["model", "method"])[["n_queries", "mean_set_size", "union_size", "in
 # cell when there are any) and left out of the share.
 
 # %%
-shares = C.ordered_shares(C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot,
+shares = K.ordered_shares(K.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot,
                                            seed=seed), methods)
-C.table1(shares)
+K.table1(shares)
 
 # %%
-C.theta_table(shares)
+K.theta_table(shares)
 
 # %% [markdown]
 # **Welch's t-test** between the CS of the $K_C$ and the $K_I$ group. The groups are *defined* by a
@@ -158,14 +157,14 @@ C.theta_table(shares)
 # two facts.
 
 # %%
-C.welch_table(shares)
+K.welch_table(shares)
 
 # %% [markdown]
 # **Per relation.** The share of $K_I$ facts of each relation, at both thresholds (Otsu's $\theta$ is the one
 # of the whole model × method).
 
 # %%
-per_relation = C.per_relation_table(cs, shares, cs_kind)
+per_relation = K.per_relation_table(cs, shares, cs_kind)
 ch.export("ki_shares", shares, description="Table 1: share of K_I facts per model, method and threshold")
 ch.export("per_relation", per_relation, description="K_I share per relation")
 per_relation.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "K_I (static)": "{:.0%}",
@@ -354,7 +353,7 @@ ch.glue(K.kl_numbers(ch, data, cs, shares, edits, static_classes))
 # is the chance-corrected one; the $\mathrm{CS}_2$ share at $\theta$ is the paper's reading, kept as a
 # secondary row (not measurable when too few facts can fall below $\theta$). Welch's test is listed as not
 # testable: its groups are cut from the tested score. Generated from
-# `kqlib/claims.toml` and this chapter's numbers by one rule (`kqlib.book.verdicts.judge`): **holds** when the
+# `kqlib/book/claims/claims.toml` and this chapter's numbers by one rule (`kqlib.book.claims.verdicts.judge`): **holds** when the
 # 95 % interval over facts excludes the null on the paper's side, **differs** when it excludes it on the
 # other side, **inconclusive** otherwise (with the number of facts that would be needed at the observed
 # variance), **not measurable here** with the reason. The models of this run are far smaller than the paper's.
@@ -388,7 +387,7 @@ ch.paper_vs_run()
 #    share.
 
 # %%
-ch.finish(ki_shares=report.records(shares.assign(method=shares.method.astype(str))),
-          chance=report.records(views["chance"]), pair_types=report.records(pairs),
-          per_relation=report.records(per_relation), table2=report.records(table2),
-          edits=report.records(edits), fig1_facts=fig1_info)
+ch.finish(ki_shares=K.records(shares.assign(method=shares.method.astype(str))),
+          chance=K.records(views["chance"]), pair_types=K.records(pairs),
+          per_relation=K.records(per_relation), table2=K.records(table2),
+          edits=K.records(edits), fig1_facts=fig1_info)

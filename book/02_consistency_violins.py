@@ -30,7 +30,7 @@
 # each figure download it (with a one-line schema), so any plot can be redrawn with pandas and seaborn alone.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -59,11 +59,10 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib.book import chapter as K
-from kqlib.paper import consistency as C
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch02_consistency_violins as K
 
-ch = K.Chapter("02_consistency_violins", globals())
+ch = Chapter("02_consistency_violins", globals())
 
 # %% [markdown]
 # ## Data and knowledge neurons
@@ -75,7 +74,7 @@ ch = K.Chapter("02_consistency_violins", globals())
 lms = ch.models()
 data = ch.localize()
 cs = data.consistency(cs_kind)
-shares = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot, seed=seed)
+shares = K.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=True, n_boot=n_boot, seed=seed)
 ch.export("consistency", cs, figure="02_violins", description="one row per (model, method, fact): consistency scores (the violins)")
 ch.export("ki_shares", shares, description="K_I share per model, method and threshold")
 cs.groupby(["model", "method"])[[cs_kind]].describe().round(3)
@@ -99,7 +98,7 @@ ch.save(K.violin_figure(cs, models, cs_kind, static_threshold), "02_violins", "v
 # $\theta$ at all (`can_reach_theta`: facts with more than $1/\theta$ phrasings).
 
 # %%
-C.floor_table(cs, cs_kind, static_threshold).style.format(
+K.floor_table(cs, cs_kind, static_threshold).style.format(
     {"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "below_theta": "{:.0%}", "CS2 floor 1/k": "{:.3f}"})
 
 # %% [markdown]
@@ -175,8 +174,8 @@ ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
 # ## Paper vs this run
 #
 # Items 2 and 4 of the paper's headline results (items 1, 3 and 5 are checked in chapter 1), and two choices
-# the paper leaves open, generated from `kqlib/claims.toml` by the book's one verdict rule
-# (`kqlib.book.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
+# the paper leaves open, generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule
+# (`kqlib.book.claims.verdicts.judge`; see chapter 1). Claim 2 is measured as the difference of the ∩ static $K_I$ shares
 # of the model with the fewest and the most MLP neurons, with Newcombe's interval for a difference of two
 # shares (built from the two Wilson intervals, so 0 % against 0 % is not the empty interval [0, 0]); with one
 # model it is not measurable. The share of scores below 0.3 resamples relations (facts within) once there are
@@ -205,6 +204,6 @@ ch.paper_vs_run()
 #    remain above 0.3?
 
 # %%
-ch.finish(ki_shares=report.records(shares.assign(method=shares.method.astype(str))), grid=report.records(grid),
-          site_summary=report.records(site_summary),
-          per_relation=report.records(C.floor_table(cs, cs_kind, static_threshold).reset_index()))
+ch.finish(ki_shares=K.records(shares.assign(method=shares.method.astype(str))), grid=K.records(grid),
+          site_summary=K.records(site_summary),
+          per_relation=K.records(K.floor_table(cs, cs_kind, static_threshold).reset_index()))

@@ -26,7 +26,7 @@
 # This chapter repeats the intervention on the facts of chapter 1, classified exactly as there.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "03"); `kq run 03 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "03"); `kq run 03 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -50,11 +50,10 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib.book import chapter as K
-from kqlib.paper import mapping as M
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch03_query_kn_mapping as K
 
-ch = K.Chapter("03_query_kn_mapping", globals())
+ch = Chapter("03_query_kn_mapping", globals())
 assert threshold_kind in ("static", "otsu"), f"threshold_kind must be 'static' or 'otsu', got {threshold_kind!r}"
 assert enhance_factor > 1, "enhance_factor must be > 1"
 
@@ -101,7 +100,7 @@ assert enhance_factor > 1, "enhance_factor must be > 1"
 # %%
 lms = ch.models()
 data = ch.localize()
-cs = M.classify_facts(data.consistency(cs_kind), ch.p)
+cs = K.classify_facts(data.consistency(cs_kind), ch.p)
 ch.export("consistency", cs, description="one row per (model, method, fact): consistency score, θ and class")
 (cs.groupby(["model", "method", "group"])
  .agg(facts=("fact_id", "size"), mean_cs=(cs_kind, "mean"), theta=("theta", "first"),
@@ -116,7 +115,7 @@ ch.export("consistency", cs, description="one row per (model, method, fact): con
 # (query, condition, operation).
 
 # %%
-mapping = M.run_chapter_mapping(lms, data, cs, ch.p)
+mapping = K.run_chapter_mapping(lms, data, cs, ch.p)
 ch.export("mapping", mapping, figure="03_fig4_query_kn_mapping", description="one row per (query, condition, operation): p(answer) before/after and ΔProb")
 print(f"{len(mapping)} interventions")
 mapping.head()
@@ -127,7 +126,7 @@ mapping.head()
 # nothing that $q$ could use).
 
 # %%
-sizes = M.set_sizes(mapping)
+sizes = K.set_sizes(mapping)
 sizes
 
 # %% [markdown]
@@ -140,13 +139,13 @@ sizes
 # independent would give intervals that are too narrow (`tests/test_stats.py` shows by how much).
 
 # %%
-long = M.with_avg(mapping)
-summary = M.summary_table(long, mapping, ch.p)
+long = K.with_avg(mapping)
+summary = K.summary_table(long, mapping, ch.p)
 ch.export("summary", summary, figure="03_fig4_query_kn_mapping", description="Figure 4: mean ΔProb with 95 % CI over facts and flip rate")
-ch.save(M.fig4(summary, models, methods[0]), "03_fig4_query_kn_mapping", "fig4")
+ch.save(K.fig4(summary, models, methods[0]), "03_fig4_query_kn_mapping", "fig4")
 
 # %%
-M.summary_view(summary)
+K.summary_view(summary)
 
 # %% [markdown]
 # **Top-1 flips**: the share of queries whose prediction leaves the answer when a set is suppressed (only
@@ -169,7 +168,7 @@ M.summary_view(summary)
 # paired difference is zero.
 
 # %%
-tests = M.fact_tests(long, ch.p)
+tests = K.fact_tests(long, ch.p)
 ch.export("tests", tests, description="Wilcoxon signed-rank tests over facts: own vs the neighbors' sets")
 tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}", "diff": "{:+.3f}", "diff_low": "{:+.3f}", "diff_high": "{:+.3f}"},
@@ -179,7 +178,7 @@ tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:
 # ## Headline numbers
 
 # %%
-ch.glue(M.mapping_numbers(ch, mapping, summary, tests))
+ch.glue(K.mapping_numbers(ch, mapping, summary, tests))
 
 # %% [markdown]
 # For {glue:text}`model0` and method {glue:text}`method0` ({glue:text}`n_queries_ki` queries of
@@ -199,7 +198,7 @@ ch.glue(M.mapping_numbers(ch, mapping, summary, tests))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1):
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1):
 # each claim is judged on the mean over facts of the per-fact difference own − other in Avg, with its 95 %
 # bootstrap interval over facts (the Wilcoxon p over facts is shown beside it). The paper's "smaller gap for
 # $K_C$" is not testable this way: $K_C$ facts are *defined* as those whose queries share their knowledge
@@ -238,4 +237,4 @@ ch.paper_vs_run()
 #    equally query-specific?
 
 # %%
-ch.finish(summary=report.records(summary), tests=report.records(tests), set_sizes=report.records(sizes.reset_index()))
+ch.finish(summary=K.records(summary), tests=K.records(tests), set_sizes=K.records(sizes.reset_index()))

@@ -24,7 +24,7 @@
 # module contributes to the selection of KNs for answering a query".
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "04"); `kq run 04 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "04"); `kq run 04 --profile cpu` passes the cpu
 # profile's values (40 queries per model).
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -52,11 +52,10 @@ profile = "smoke"
 # %%
 import pandas as pd
 
-from kqlib.book import chapter as K
-from kqlib.book import report
-from kqlib.book import chapter_synapses as S
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch04_dynamic_kn_selection as K
 
-ch = K.Chapter("04_dynamic_kn_selection", globals())
+ch = Chapter("04_dynamic_kn_selection", globals())
 assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scaling factors"
 
 # %% [markdown]
@@ -98,7 +97,7 @@ assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scal
 
 # %%
 lms = ch.models()
-chosen, kn_sets, metas = S.choose_queries(ch, ch.p)
+chosen, kn_sets, metas = K.choose_queries(ch, ch.p)
 
 # %% [markdown]
 # ## Scaling the synapses
@@ -107,9 +106,9 @@ chosen, kn_sets, metas = S.choose_queries(ch, ch.p)
 # forward pass per (set, α); one row per (query, set, α).
 
 # %%
-syn = S.run_chapter_synapses(lms, chosen, kn_sets, metas, ch.p)
+syn = K.run_chapter_synapses(lms, chosen, kn_sets, metas, ch.p)
 ch.export("synapses", syn, figure="04_fig5_distributions", description="one row per (query, scaled set, α): ΔAct and ΔProb")
-S.per_model_overview(syn)
+K.per_model_overview(syn)
 
 # %% [markdown]
 # **Two controls.** The random control draws its entries uniformly among all non-synapse entries of every layer,
@@ -121,7 +120,7 @@ S.per_model_overview(syn)
 # (summed attention probability of the scaled entries at the last position) per set.
 
 # %%
-S.mass_table(syn)
+K.mass_table(syn)
 
 # %%
 syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates()
@@ -135,7 +134,7 @@ syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates
 # intervention, after scaling its synapses by α, and after scaling as many random non-synapses by α.
 
 # %%
-fig, heat_info = S.heatmap(lms[0], syn, chosen, kn_sets, ch.p)
+fig, heat_info = K.heatmap(lms[0], syn, chosen, kn_sets, ch.p)
 if fig is not None:
     ch.save(fig, "04_fig5_heatmap", "heatmap")
 pd.Series(heat_info or {"note": "no query with a defined ΔAct"})
@@ -147,7 +146,7 @@ pd.Series(heat_info or {"note": "no query with a defined ΔAct"})
 # panels per model.
 
 # %%
-ch.save(S.distribution_figure(syn, models), "04_fig5_distributions", "distributions")
+ch.save(K.distribution_figure(syn, models), "04_fig5_distributions", "distributions")
 
 # %% [markdown]
 # Means over queries of the signed measures and of their sizes ($|\Delta\mathrm{Act}|$, $|\Delta\mathrm{Prob}|$, the
@@ -156,9 +155,9 @@ ch.save(S.distribution_figure(syn, models), "04_fig5_distributions", "distributi
 # whose top-1 answer flips (α < 1: away from the answer; α > 1: to the answer).
 
 # %%
-summary = S.summary_table(syn, ch.p)
+summary = K.summary_table(syn, ch.p)
 ch.export("summary", summary, figure="04_fig5_distributions", description="mean ΔAct/ΔProb with 95 % CIs over facts and flip rate")
-S.summary_view(summary)
+K.summary_view(summary)
 
 # %% [markdown]
 # ## Paired test: synapses vs control
@@ -171,7 +170,7 @@ S.summary_view(summary)
 # cancel a large effect of either sign). A missing p-value comes with its reason.
 
 # %%
-tests = S.fact_tests(syn, ch.p)
+tests = K.fact_tests(syn, ch.p)
 ch.export("tests", tests, description="Wilcoxon signed-rank tests over facts: synapses vs control")
 tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}", "diff": "{:+.3f}", "diff_low": "{:+.3f}", "diff_high": "{:+.3f}"},
@@ -184,7 +183,7 @@ tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.
 # asks whether *which* attention entries are scaled matters, once *how much* attention is scaled is equal.
 
 # %%
-ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
+ch.glue(K.synapse_numbers(ch, syn, summary, tests, heat_info))
 
 # %% [markdown]
 # For {glue:text}`model0` ({glue:text}`n_queries` queries of {glue:text}`n_facts` facts, on average
@@ -209,7 +208,7 @@ ch.glue(S.synapse_numbers(ch, syn, summary, tests, heat_info))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1).
 # Each claim is judged on the mean over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$
 # with its 95 % bootstrap interval over facts, and the Wilcoxon test over facts must agree: the mean that is
 # compared is the mean of the quantity that is tested.
@@ -243,5 +242,5 @@ ch.paper_vs_run()
 #    neurons interact differently for consistent facts?
 
 # %%
-ch.finish(heat_query=heat_info, summary=report.records(summary), tests=report.records(tests),
-          by_group=report.records(S.mean_ci_cluster_by_group(syn, ch.p)))
+ch.finish(heat_query=heat_info, summary=K.records(summary), tests=K.records(tests),
+          by_group=K.records(K.mean_ci_cluster_by_group(syn, ch.p)))

@@ -25,7 +25,7 @@
 # chapter "Is knowledge localized?"), with bootstrap confidence intervals.
 
 # %% tags=["parameters"]
-# Defaults = the smoke profile (kqlib/profiles.toml, chapter "05"); `kq run 05 --profile cpu` passes the cpu
+# Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "05"); `kq run 05 --profile cpu` passes the cpu
 # profile's values.
 models = ["smollm2-135m"]
 # relations: [] means every ParaRel relation with at least 2 usable patterns
@@ -61,10 +61,10 @@ seed = 0
 profile = "smoke"
 
 # %%
-from kqlib.book import chapter as K
-from kqlib.book import report
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch05_cas_editing as K
 
-ch = K.Chapter("05_cas_editing", globals())
+ch = Chapter("05_cas_editing", globals())
 
 # %% [markdown]
 # ## Definitions
@@ -244,7 +244,7 @@ ch.glue(K.cas_numbers(ch, edits, t3, gains, abl_table, classes))
 # %% [markdown]
 # ## Paper vs this run
 #
-# Generated from `kqlib/claims.toml` by the book's one verdict rule (`kqlib.book.verdicts.judge`, see chapter 1).
+# Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1).
 # The gains are paired by fact and pooled over models and tasks, a fact's two tasks averaged first, with a
 # 95 % bootstrap interval over facts. The reviewer's point (a smaller gain for $K_C$ facts) is judged on the
 # difference of the mean gains over $\mathcal N_i$ of the two classes.
@@ -279,8 +279,8 @@ ch.paper_vs_run()
 #    updates move, and does the ranking of the selections change?
 
 # %%
-ch.finish(table3=report.records(t3.astype({"selection": str, "group": str})), gains=report.records(gains),
-          beta_ablation=report.records(abl_table), lambda2_sweep=report.records(lambda2_table),
-          edits=report.records(edits),
-          classes=report.records(cs[["model", "fact_id", "relation", "n_queries", cs_kind, "class", "class_otsu"]]),
+ch.finish(table3=K.records(t3.astype({"selection": str, "group": str})), gains=K.records(gains),
+          beta_ablation=K.records(abl_table), lambda2_sweep=K.records(lambda2_table),
+          edits=K.records(edits),
+          classes=K.records(cs[["model", "fact_id", "relation", "n_queries", cs_kind, "class", "class_otsu"]]),
           otsu_theta={m: float(v) for m, v in otsu_theta.items()}, _run={"edit_seconds": round(run.seconds, 1)})

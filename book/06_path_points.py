@@ -124,7 +124,7 @@ report.glue_numbers({k: v for k, v in numbers.items() if k != "summary"})
 # Jaccard index of at least {glue:text}`baseline_mean_jaccard:.3f`. The cheapest setting that is at least as
 # accurate on every model (median error no larger, mean Jaccard no smaller) is
 # **{glue:text}`cheapest_rule` with {glue:text}`cheapest_points` points**.
-# The `cpu` profile uses the setting this page reports for the profile's own run (see `kqlib/profiles.toml`);
+# The `cpu` profile uses the setting this page reports for the profile's own run (see `kqlib/book/profiles.toml`);
 # the `paper` profile keeps Riemann-20.
 #
 # Where this matters. The paper makes no claim about integration accuracy, so this page has no

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from kqlib.cli import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least, register
+from kqlib.cli_args import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least
 from kqlib.errors import ParameterError
 
 
@@ -174,7 +174,7 @@ def _attribute_run(args) -> int:
     return 0
 
 
-register(Command("data", "ParaRel statistics per relation for a model (patterns, single-token objects, "
-                 "facts answered)", _data_args, _data_run))
-register(Command("attribute", "knowledge-neuron attribution of ParaRel facts; saves a tidy table",
-                 _attribute_args, _attribute_run))
+DATA = Command("data", "ParaRel statistics per relation for a model (patterns, single-token objects, "
+                 "facts answered)", _data_args, _data_run)
+ATTRIBUTE = Command("attribute", "knowledge-neuron attribution of ParaRel facts; saves a tidy table",
+                 _attribute_args, _attribute_run)

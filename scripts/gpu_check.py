@@ -35,7 +35,7 @@ def build(device: str, layers: int, shape: dict, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     import kqlib
-    from kqlib.bench import word_level_tokenizer
+    from kqlib.bench.suite import word_level_tokenizer
 
     cfg = LlamaConfig(num_hidden_layers=layers, **shape)
     words = [w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(PROMPT)]

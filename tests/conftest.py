@@ -6,7 +6,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+# tests mirror the package (tests/core, attribution, runs, paper, book, chapters, cli); shared helpers
+# (tiny models, chapter checks) are in tests/helpers; a test module may import another's fixtures by name
+TESTS = pathlib.Path(__file__).parent
+for _folder in [TESTS / "helpers", *sorted(p for p in TESTS.iterdir() if p.is_dir() and p.name != "helpers")]:
+    sys.path.insert(0, str(_folder))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -11,7 +11,7 @@ import pytest
 
 KQLIB = pathlib.Path(__file__).resolve().parents[1] / "kqlib"
 RANK = {"errors": 0, "core": 1, "attribution": 2, "runs": 3, "paper": 4, "book": 5, "teaching": 5}
-TOP = 6  # kqlib/cli.py, commands.py, bench*.py and the package's __init__
+TOP = 6  # kqlib/cli.py, cli_args.py, commands.py, kqlib/bench/ and the package's __init__
 
 
 def _module(path: pathlib.Path) -> str:
@@ -57,7 +57,6 @@ def test_imports_go_downward(path):
 
 
 def test_no_import_cycle():
-    # (kqlib.cli imports itself on purpose: `python -m kqlib.cli` runs as __main__ and shares the registry)
     graph = {_module(p): {t for t in _imports(p) if t not in ("kqlib", "<relative>", _module(p))} for p in FILES}
     state: dict[str, int] = {}
 
@@ -79,3 +78,62 @@ def test_no_import_cycle():
 def test_no_module_over_450_lines(path):
     n = len(path.read_text().splitlines())
     assert n <= 450, f"{path.relative_to(KQLIB)} has {n} lines: split it by idea"
+
+
+# ------------------------------------------------------------------------------- rooms inside kqlib.book
+# run/ (runner, resume, progress) is the top of the book layer; site/ (HTML build, explorer, data export) and
+# the notebook API (chapter.py) sit below it; chapters/ (one module per notebook) is imported by notebooks only;
+# claims/ (claims.toml, verdicts, scorecard) sits below everything that judges or shows a claim.
+BOOK_ROOMS_NOT_IMPORTING = {
+    "kqlib.book.claims": ("kqlib.book.run", "kqlib.book.site.html", "kqlib.book.chapters", "kqlib.book.chapter"),
+    "kqlib.book.chapters": ("kqlib.book.run", "kqlib.book.site.html", "kqlib.book.chapter"),
+    "kqlib.book.site.html": ("kqlib.book.run", "kqlib.book.chapters"),
+    "kqlib.book.chapter": ("kqlib.book.run", "kqlib.book.chapters"),
+    "kqlib.book.report": ("kqlib.book.run", "kqlib.book.site.html", "kqlib.book.chapters"),
+    "kqlib.book.figures": ("kqlib.book.run", "kqlib.book.site.html", "kqlib.book.chapters"),
+}
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(KQLIB)))
+def test_book_rooms(path):
+    me = _module(path)
+    for room, banned in BOOK_ROOMS_NOT_IMPORTING.items():
+        if _in(me, room):
+            bad = sorted(t for t in _imports(path) for b in banned if _in(t, b))
+            assert not bad, f"{me} (room {room}) imports {bad}: see the rooms above"
+    if _in(me, "kqlib.book.chapters"):  # a chapter module never imports another chapter's module
+        others = sorted(t for t in _imports(path) if _in(t, "kqlib.book.chapters") and t != me)
+        assert not others, f"{me} imports another chapter's module {others}: move what they share below chapters/"
+
+
+def test_only_notebooks_import_chapter_modules():
+    for path in FILES:
+        me = _module(path)
+        if _in(me, "kqlib.book.chapters"):
+            continue
+        users = sorted(t for t in _imports(path) if _in(t, "kqlib.book.chapters"))
+        assert not users, f"{me} imports {users}: chapter modules belong to their notebooks"
+
+
+@pytest.mark.parametrize("path", sorted((KQLIB / "paper").glob("*.py")), ids=lambda p: p.name)
+def test_paper_layer_has_no_figures_and_no_claims(path):
+    text = path.read_text()
+    for banned in ("matplotlib", "seaborn", ".claim("):
+        assert banned not in text, f"kqlib/paper/{path.name} uses {banned!r}: figures and claims live in the chapter modules"
+
+
+NOTEBOOKS = sorted((KQLIB.parent / "book").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_imports_only_chapter_and_its_own_module(path):
+    """A notebook imports Chapter and its own chapter module (kqlib/book/chapters/chNN_<notebook name>.py)."""
+    own = f"kqlib.book.chapters.ch{path.stem}"
+    assert (KQLIB / "book" / "chapters" / f"ch{path.stem}.py").exists(), f"{path.name} has no chapter module {own}"
+    for target in _imports(path):
+        assert target in ("kqlib.book.chapter", "kqlib.book.chapters", own), (
+            f"book/{path.name} imports {target}: a notebook imports only Chapter and {own}")

@@ -34,7 +34,7 @@ def test_reach_table_says_when_fewer_facts_can_reach_theta_than_holds_needs():
     tab = strata.reach_table(pd.DataFrame(rows), 0.3).set_index("method")
     assert tab.loc["ig", "can_reach"] == 4 and tab.loc["∩", "n_ki"] == 4 and tab.loc["∩", "n_facts"] == 10
     assert tab.loc["∩", "needed"] == strata.needed_for_holds(10) and not tab.loc["∩", "measurable"]
-    from kqlib.book.chapter_kl import reach_why_not
+    from kqlib.book.chapters.ch01_kl_reexamination import reach_why_not
 
     why = reach_why_not(tab.assign(model="m").set_index(["model", tab.index]), "m", 0.3)
     assert "only 4 of 10 facts can fall below θ = 0.3" in why and "k ≥ 4" in why

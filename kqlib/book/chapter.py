@@ -26,11 +26,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from kqlib.book import report
-from kqlib.book import verdicts as V
-from kqlib.paper.consistency import class_label_series as class_labels  # noqa: F401 (chapters: K.class_labels)
+from kqlib.book.claims import verdicts as V
 from kqlib.errors import ParameterError
-from kqlib.book.figures import violin_figure  # noqa: F401 (chapter 02: K.violin_figure)
-from kqlib.paper.stats import ci_cell, fmt  # noqa: F401
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -127,7 +124,7 @@ class Chapter:
     # --------------------------------------------------------------------------------- claims, results
 
     def claim(self, claim_id: str, model: str = "all", estimate=None, low=None, high=None, n=None, **kw) -> dict:
-        """Judge one claim of ``claims.toml`` (:func:`kqlib.book.verdicts.claim_row`) and keep the row."""
+        """Judge one claim of ``claims.toml`` (:func:`kqlib.book.claims.verdicts.claim_row`) and keep the row."""
         row = V.claim_row(claim_id, model, estimate, low, high, n, **kw)
         if row["chapter"] != self.name:
             raise ParameterError(f"claim {claim_id!r} belongs to chapter {row['chapter']}, not {self.name}")
@@ -152,8 +149,8 @@ class Chapter:
 
     def export(self, name: str, df, figure=None, description: str = "") -> None:
         """Write the tidy frame behind a figure/table to ``_build/data/<chapter>/<name>.csv`` (linked from the page
-        with its schema; :func:`kqlib.book.data_export.write_table`)."""
-        from kqlib.book.data_export import write_table
+        with its schema; :func:`kqlib.book.site.data_export.write_table`)."""
+        from kqlib.book.site.data_export import write_table
 
         write_table(self.name, name, df, figure=figure, description=description)
 
@@ -230,13 +227,3 @@ class Localized:
         facts = self.facts.drop_duplicates(["model", "fact_id"])[["model", "fact_id", "subject", "obj"]]
         cs = cs.merge(facts, on=["model", "fact_id"], how="left")
         return cs.dropna(subset=[kind]).reset_index(drop=True)
-
-
-# the chapters' own helpers, reached as K.name from the notebooks
-from kqlib.book.chapter_kl import (  # noqa: E402,F401
-    figure1, one_query_edits, edit_classes, table2, table2_view, table2_figure, gen_gap, kl_numbers, filter_sensitivity,
-    chance_views, pair_type_table, pair_type_figure)
-from kqlib.book.chapter_violins import (  # noqa: E402,F401
-    size_table, threshold_grid, grid_figure, site_comparison, site_figure, model_order_claim, violin_numbers)
-from kqlib.book.chapter_cas import (  # noqa: E402,F401
-    cas_classes, CasEdits, table3, table3_view, avg_figure, metrics_figure, pooled_per_fact, cas_gains, gains_view, beta_figure, cas_numbers, SEL_ORDER, GROUPS)

@@ -1,4 +1,4 @@
-"""Run profiles (``kqlib/profiles.toml``) and the parameters a chapter receives from them.
+"""Run profiles (``kqlib/book/profiles.toml``) and the parameters a chapter receives from them.
 
 A chapter declares its parameters, with defaults, in the notebook cell tagged ``parameters``. The
 parameters passed to it are: the profile's common defaults, then the profile's overrides for that chapter

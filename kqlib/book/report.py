@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kqlib.errors import ParameterError
 from kqlib.paper.stats import finite_or_none  # noqa: F401 (the chapters call report.finite_or_none)
-from kqlib.book.verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
+from kqlib.book.claims.verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
 def book_root(start: str | Path | None = None) -> Path | None:
@@ -108,35 +108,10 @@ def model_table(lms: Sequence) -> "Any":
     return pd.DataFrame(rows).set_index("model")
 
 
-def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any":
-    """Next-token probability and rank of each fact's answer (its first token) for each model."""
-    import pandas as pd
-    import torch
-
-    rows = []
-    for lm in lms:
-        for prompt, answer in facts:
-            logits = lm.next_token_logits(prompt)
-            probs = torch.softmax(logits, dim=-1)
-            target = lm.answer_token_ids(prompt, answer)[0]
-            top = int(probs.argmax())
-            rows.append(
-                {
-                    "model": lm.name,
-                    "prompt": prompt,
-                    "answer": answer,
-                    "p(answer)": float(probs[target]),
-                    "rank": int((probs > probs[target]).sum()) + 1,
-                    "top-1": lm.tokenizer.decode([top]),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def paper_vs_run_table(rows: Iterable[Mapping[str, Any]], link: bool = False):
-    """The "Paper vs this run" table of claim rows (:func:`kqlib.book.verdicts.claim_row`), one vocabulary and one
-    colour scheme (:data:`kqlib.book.verdicts.COLOURS`) for every chapter and the scorecard."""
-    from kqlib.book.verdicts import table
+    """The "Paper vs this run" table of claim rows (:func:`kqlib.book.claims.verdicts.claim_row`), one vocabulary and one
+    colour scheme (:data:`kqlib.book.claims.verdicts.COLOURS`) for every chapter and the scorecard."""
+    from kqlib.book.claims.verdicts import table
 
     return table(list(rows), link=link)
 
@@ -283,37 +258,3 @@ def read_glued(notebook: str | Path) -> dict[str, Any]:
                 except (ValueError, SyntaxError, TypeError):
                     out[meta["name"]] = text
     return out
-
-
-# ------------------------------------------------------------------------------- chapter 00 (setup)
-
-#: Hand-written facts of the setup chapter: (prompt, answer).
-SETUP_FACTS = [
-    ("The capital of France is", "Paris"),
-    ("Paris is the capital of", "France"),
-    ("The capital of Japan is", "Tokyo"),
-    ("The native language of Jean Rouaud is", "French"),
-    ("The Eiffel Tower is located in the city of", "Paris"),
-]
-
-
-def fact_probability_figure(probs):
-    """Bar chart of p(answer) per prompt and model (the frame of :func:`fact_probabilities`)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    sns.barplot(data=probs, y="prompt", x="p(answer)", hue="model", ax=ax)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("next-token probability of the answer's first token")
-    ax.set_ylabel("")
-    ax.set_title("Hand-written facts")
-    fig.tight_layout()
-    return fig
-
-
-def setup_numbers(probs, n_models: int) -> dict[str, Any]:
-    france = probs[probs.prompt == "The capital of France is"]
-    return {"n_models": n_models, "p_paris": float(france["p(answer)"].iloc[0]),
-            "mean_p_answer": float(probs["p(answer)"].mean()), "top1_accuracy": float((probs["rank"] == 1).mean()),
-            "n_facts": int(probs[["prompt", "answer"]].drop_duplicates().shape[0])}

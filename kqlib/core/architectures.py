@@ -115,10 +115,10 @@ def family_for(model_type: str) -> Family:
     known = sorted(t for f in FAMILIES for t in f.model_types)
     raise UnsupportedArchitectureError(
         f"kqlib has no site entry for model_type={model_type!r}. Supported: {', '.join(known)}.\n"
-        "To add one, append a Family(...) to kqlib/sites.py:FAMILIES naming: the decoder-layer list "
+        "To add one, append a Family(...) to kqlib/core/architectures.py:FAMILIES naming: the decoder-layer list "
         "(e.g. 'model.layers'), the modules after the last layer (final norm), the attention module of a "
         "layer, the MLP output projection (whose INPUT is the 'post' neuron site) and the module whose OUTPUT "
-        "is the 'pre' site (e.g. 'mlp.gate_proj'); then add a tiny-config test in tests/test_sites.py."
+        "is the 'pre' site (e.g. 'mlp.gate_proj'); then add a tiny-config test in tests/core/test_sites.py."
     )
 
 

@@ -23,7 +23,8 @@ How ``P`` is reached (the family's ``attention_probs_module`` in :mod:`kqlib.cor
 * Families with their own attention code route ``P`` through a dropout module (GPT-Neo: ``_attn`` applies
   ``attn_dropout`` right after its softmax): a forward hook on that module replaces its output.
 
-Hooks and the implementation switch are always undone when the ``with`` block exits, also after an exception.
+The mechanism itself (the ``kq_eager`` function, the switch and the module hooks) is part of the one hook
+primitive, :func:`kqlib.core.hooks.site_hooks` with ``site="attention"``. Hooks and the implementation switch are always undone when the ``with`` block exits, also after an exception.
 
     with kqlib.core.attention.capture_attention(lm) as probs:     # probs[layer] -> [batch, heads, q, k]
         lm.model(ids)
@@ -35,121 +36,24 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 from collections import defaultdict
 from typing import Callable, Iterable, Iterator
 
 import torch
 
-from kqlib.errors import ParameterError, UnsupportedArchitectureError
-from kqlib.core.architectures import get_module
+from kqlib.errors import ParameterError
+from kqlib.core.hooks import KQ_ATTENTION, _ACTIVE, site_hooks  # noqa: F401 (KQ_ATTENTION, _ACTIVE: inspected by tests)
+from kqlib.core.hooks import check_layers as _check_layers
 
 ProbsFn = Callable[[torch.Tensor], "torch.Tensor | None"]
-
-KQ_ATTENTION = "kq_eager"
-
-# attention module -> hooks active on it, applied in registration order (nested contexts compose)
-_ACTIVE: dict[torch.nn.Module, list[ProbsFn]] = {}
-
-
-# ------------------------------------------------------------------------------ registered function
-
-
-def _family_eager(module) -> Callable:
-    """The eager attention function the module's own modeling file defines (what ``"eager"`` would run)."""
-    if getattr(module, "reorder_and_upcast_attn", False):  # GPT-2 option: eager takes the module's own path
-        return lambda m, q, k, v, mask, **kw: m._upcast_and_reordered_attn(q, k, v, mask)
-    fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
-    if fn is None:
-        raise UnsupportedArchitectureError(
-            f"{type(module).__name__} calls the attention interface but its modeling file defines no "
-            "eager_attention_forward; kqlib cannot reach its attention probabilities."
-        )
-    return fn
-
-
-def _repeat_heads(value: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """``[b, kv_heads, k, d]`` -> ``[b, n_heads, k, d]`` (grouped-query attention: each kv head serves a group)."""
-    b, kv, k, d = value.shape
-    if kv == n_heads:
-        return value
-    return value[:, :, None].expand(b, kv, n_heads // kv, k, d).reshape(b, n_heads, k, d)
-
-
-def _kq_attention(module, query, key, value, attention_mask, **kwargs):
-    """Eager attention of the module's family, then the active hooks on its probabilities ``P``."""
-    out, probs = _family_eager(module)(module, query, key, value, attention_mask, **kwargs)
-    changed = False
-    for fn in _ACTIVE.get(module, ()):
-        new = fn(probs)
-        if new is not None:
-            probs, changed = new, True
-    if changed:
-        v = _repeat_heads(value, probs.shape[1])
-        out = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).contiguous()
-    return out, probs
-
-
-_registered = False
-
-
-def _register() -> None:
-    global _registered
-    if _registered:
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(KQ_ATTENTION, _kq_attention)
-    AttentionMaskInterface.register(KQ_ATTENTION, eager_mask)  # without it no causal mask is built, silently
-    _registered = True
-
-
-# ------------------------------------------------------------------------------------------- hooks
-
-
-def _check_layers(lm, layers: Iterable[int]) -> list[int]:
-    out = []
-    for layer in layers:
-        if not -lm.n_layers <= int(layer) < lm.n_layers:
-            raise ParameterError(f"layer {layer} out of range for a model with {lm.n_layers} layers")
-        out.append(int(layer) % lm.n_layers)
-    return out
 
 
 @contextlib.contextmanager
 def attention_hooks(lm, fns: dict[int, ProbsFn]) -> Iterator[None]:
-    """Run ``fns[layer](P)`` on the attention probabilities ``P [batch, heads, q, k]`` of each listed layer;
-    a returned tensor replaces ``P`` (it may carry gradients), ``None`` leaves it unchanged."""
-    layers = _check_layers(lm, fns)
-    module_path = lm.family.attention_probs_module or None
-    handles: list = []
-    added: list[tuple[torch.nn.Module, ProbsFn]] = []
-    config = lm.model.config
-    previous = config._attn_implementation
-    try:
-        if module_path is None:
-            _register()
-            config._attn_implementation = KQ_ATTENTION
-            for layer, fn in zip(layers, fns.values()):
-                module = lm.attention_module(layer)
-                _ACTIVE.setdefault(module, []).append(fn)
-                added.append((module, fn))
-        else:
-            for layer, fn in zip(layers, fns.values()):
-                site = get_module(lm.attention_module(layer), module_path)
-                handles.append(site.register_forward_hook(lambda _m, _a, out, fn=fn: fn(out)))
+    """Run ``fns[layer](P)`` on the attention probabilities ``P [batch, heads, q, k]`` of each listed layer:
+    :func:`kqlib.core.hooks.site_hooks` with ``site="attention"`` (the one hook primitive)."""
+    with site_hooks(lm, fns, "attention"):
         yield
-    finally:
-        for h in handles:
-            h.remove()
-        for module, fn in reversed(added):
-            active = _ACTIVE[module]
-            active.remove(fn)
-            if not active:
-                del _ACTIVE[module]
-        if module_path is None:
-            config._attn_implementation = previous
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ throttled to one every ``every`` seconds (plus the first and the last). An updat
 * stderr, as a plain line (``[kqlib] ig attribution: 12/40  2.10 s/query  elapsed 0:25  ETA 0:59``), when
   ``enabled`` and no runner channel is set;
 * the book runner's channel, when there is one: JSON lines appended to a file. ``kq book`` / ``kq run``
-  (:mod:`kqlib.book.runner`) set :data:`CHANNEL_ENV` (``KQ_PROGRESS_FILE``) in the environment of the chapter's
+  (:mod:`kqlib.book.run.runner`) set :data:`CHANNEL_ENV` (``KQ_PROGRESS_FILE``) in the environment of the chapter's
   kernel and print each update on the terminal as it comes. Inside a chapter run by the runner, progress
   therefore never reaches the cell outputs (the rendered page), whatever ``enabled`` says, and the runner
   still shows it. ``KQ_PROGRESS_FILE`` is the runner's channel, read here and nowhere else; it is not a

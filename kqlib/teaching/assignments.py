@@ -1,6 +1,6 @@
 """Classroom assignments: build student / instructor notebooks from marked sources and grade submissions.
 
-Sources are jupytext percent files ``assignments/NN_name.py`` (one per assignment; the file stem is the
+Sources are jupytext percent files ``book/assignments/NN_name.py`` (one per assignment; the file stem is the
 assignment's name). The marking convention:
 
 * **Solution regions.** Inside a code cell, the lines between ``### BEGIN SOLUTION qID`` and
@@ -105,16 +105,16 @@ class Assignment:
 
 
 def default_source_dir() -> Path:
-    """``$KQ_ASSIGNMENTS``, else ``assignments/`` beside the book's ``_toc.yml`` (cwd or above), else the one
+    """``$KQ_ASSIGNMENTS``, else ``book/assignments/`` beside the book's ``_toc.yml`` (cwd or above), else the one
     beside the kqlib package (an editable install of this repository)."""
     env = os.environ.get("KQ_ASSIGNMENTS")
     if env:
         return Path(env)
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
-        if (folder / "_toc.yml").exists() and (folder / "assignments").is_dir():
-            return folder / "assignments"
-    return Path(__file__).resolve().parents[2] / "assignments"
+        if (folder / "_toc.yml").exists() and (folder / "book" / "assignments").is_dir():
+            return folder / "book" / "assignments"
+    return Path(__file__).resolve().parents[2] / "book" / "assignments"
 
 
 def source_paths(source_dir: Path | None = None) -> list[Path]:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from kqlib.cli import Command, check_output_file, check_writable_folder, register
+from kqlib.cli_args import Command, check_output_file, check_writable_folder
 from kqlib.errors import ParameterError
 
 
@@ -67,7 +67,7 @@ def _grade_run(args) -> int:
     return 0 if report.passed else 1
 
 
-register(Command("assignments", "write the student and instructor notebooks of the classroom assignments",
-                 _assignments_args, _assignments_run))
-register(Command("grade", "execute an assignment notebook and grade it with the assignment's (hidden) checks",
-                 _grade_args, _grade_run))
+ASSIGNMENTS = Command("assignments", "write the student and instructor notebooks of the classroom assignments",
+                 _assignments_args, _assignments_run)
+GRADE = Command("grade", "execute an assignment notebook and grade it with the assignment's (hidden) checks",
+                 _grade_args, _grade_run)

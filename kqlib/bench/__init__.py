@@ -1,0 +1,1 @@
+"""`kq bench`: the benchmark suite, its cases, the machine description and the report."""

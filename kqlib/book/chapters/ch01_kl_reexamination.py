@@ -1,0 +1,353 @@
+"""Chapter 01 (KL re-examination): Figure 1, the one-query edits of Table 2 and the chapter's numbers.
+
+The chapter notebook calls these through :mod:`kqlib.book.chapter` (``K.name``); ``ch`` is its
+:class:`~kqlib.book.chapter.Chapter`, ``p`` its parameters, ``data`` its :class:`~kqlib.book.chapter.Localized`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from kqlib.book import report
+from kqlib.paper import strata
+from kqlib.paper.consistency import class_label_series as class_labels
+from kqlib.paper.stats import ci_cell, fmt
+
+
+# ----------------------------------------------------------------------- chapter 01: Figure 1, Table 2
+
+
+def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
+    """The data-chosen Figure 1: the most and the least consistent fact of ``lm`` under ``method`` (ties by
+    fact id), two queries each, their attribution heatmaps over the same top neurons per layer."""
+    import matplotlib.pyplot as plt
+
+    from kqlib.book.figures import query_heatmaps
+    from kqlib.paper.localization import query_scores
+
+    kind = p.cs_kind
+    pool = cs[(cs.model == lm.name) & (cs.method == method)].sort_values([kind, "fact_id"])
+    chosen = {"most consistent": pool.iloc[-1], "least consistent": pool.iloc[0]} if len(pool) else {}
+    by_fact = {e.fact.fact_id: e for e in data.datasets[lm.name].facts}
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.6), sharey=True)
+    info, image = {}, None
+    for col, (label, row) in enumerate(chosen.items()):
+        two = sorted(by_fact[row.fact_id].queries, key=lambda q: q.pattern_index)[:2]
+        sc = query_scores(lm, two, method=method, steps=p.steps, site=p.site, rule=p.rule)
+        image = query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
+                               [f"{label} ({kind} = {row[kind]:.2f})\n“{q.prompt} …”" for q in two])
+        f = by_fact[row.fact_id].fact
+        info[label] = dict(subject=f.subject, relation=f.relation, obj=f.obj, cs=float(row[kind]),
+                           prompts=[q.prompt for q in two])
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="attribution / max")
+    fig.suptitle(f"{lm.name}, {method}: two neighbor queries of the most and the least consistent fact", y=1.04)
+    return fig, info
+
+
+def one_query_edits(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
+    """Table 2's edits: each fact edited through the KNs of one query (``kqlib.paper.kl_editing``), with its CS."""
+    from kqlib.paper import editing
+    from kqlib.paper import kl_editing
+
+    frames = []
+    for lm in lms:
+        mine = cs[(cs.model == lm.name) & (cs.method == p.edit_method)]
+        t0 = time.time()
+        df = kl_editing.run_single_query_edits(
+            lm, data.datasets[lm.name], data.locs[lm.name].sets(p.edit_method, model=lm.name),
+            query_filter=p.query_filter, n_unrelated=p.n_unrelated, fact_ids=list(mine.fact_id),
+            n_facts=p.n_edit_facts or None, seed=p.seed, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
+        frames.append(df.merge(mine[["model", "fact_id", p.cs_kind]].rename(columns={p.cs_kind: "cs"}),
+                               on=["model", "fact_id"], how="left"))
+        print(f"{lm.name}: {df.fact_id.nunique()} of {len(mine)} facts edited ({len(df)} edits) in "
+              f"{time.time() - t0:.0f} s")
+    return pd.concat(frames, ignore_index=True)
+
+
+def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, p, tk: str) -> dict[tuple[str, str], str]:
+    """``{(model, fact_id): "K_C" | "K_I" | "K_none"}`` under ``p.edit_method`` at threshold kind ``tk``."""
+    from kqlib.paper.consistency import thetas
+
+    theta = thetas(shares)
+    part = cs[cs.method == p.edit_method]
+    labels = class_labels(part, {(m, p.edit_method): theta[(m, p.edit_method, tk)] for m in part.model.unique()},
+                          p.cs_kind)
+    return {(m, f): c for m, f, c in zip(part.model, part.fact_id, labels)}
+
+
+def table2(edits: pd.DataFrame, cs: pd.DataFrame, shares: pd.DataFrame, p) -> pd.DataFrame:
+    """Mean Rel/Gen/Loc/Avg/ΔPPL with bootstrap CIs over facts per (model, threshold kind, task, class)."""
+    from kqlib.paper import kl_editing
+
+    out = pd.concat([kl_editing.table2(edits, edit_classes(cs, shares, p, tk), n_boot=p.n_boot, seed=p.seed)
+                     .assign(threshold_kind=tk) for tk in ("static", "otsu")], ignore_index=True)
+    return out[out.group != "all"].rename(columns={"group": "cls"}).reset_index(drop=True)
+
+
+def table2_view(t2: pd.DataFrame):
+    view = t2[["model", "threshold_kind", "task", "cls", "facts"]].copy()
+    for m, label, spec in (("rel", "Rel", ".2f"), ("gen", "Gen", ".2f"), ("loc", "Loc", ".2f"),
+                           ("avg", "Avg", ".2f"), ("dppl", "ΔPPL", "+.3g")):
+        view[label] = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], spec) for _, r in t2.iterrows()]
+    return view.rename(columns={"cls": "class"}).style.hide(axis="index")
+
+
+def table2_figure(edits: pd.DataFrame, classes: Mapping, p):
+    """Rel/Gen/Loc bars per class for erase and update (static θ)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = (edits.assign(cls=[classes.get((m, f)) for m, f in zip(edits.model, edits.fact_id)])
+            .melt(id_vars=["model", "fact_id", "task", "cls"], value_vars=["rel", "gen", "loc"], var_name="metric"))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, task in zip(axes, ("erase", "update")):
+        part = long[long.task == task].dropna(subset=["value"])
+        if len(part):
+            sns.barplot(data=part, x="metric", y="value", hue="cls", hue_order=["K_C", "K_I"],
+                        order=["rel", "gen", "loc"], ax=ax, errorbar=("ci", 95), seed=p.seed, legend=ax is axes[0])
+        ax.set_title(f"{task} ({part.fact_id.nunique()} facts)")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("")
+        ax.set_ylabel("mean over facts (95 % CI)")
+    fig.suptitle(f"One-query edits by class (static θ = {p.static_threshold:g}, {p.edit_method} KNs)")
+    fig.tight_layout()
+    if axes[0].get_legend() is not None:
+        sns.move_legend(axes[0], "upper left", bbox_to_anchor=(2.05, 1.0), title="class", frameon=False)
+    return fig
+
+
+def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "erase", p=None) -> dict:
+    """Gen(K_C) − Gen(K_I) of one model and task, stratified by relation (the relation sets k, and with it
+    the class): d_r = mean Gen of its K_C facts − mean Gen of its K_I facts for every relation that has
+    edited facts of both classes; the estimate is the mean of d_r with a bootstrap over those relations
+    (n = relations)."""
+    from kqlib.paper.stats import bootstrap_ci
+
+    part = edits[(edits.model == model) & (edits.task == task)].dropna(subset=["gen"])
+    part = part.assign(cls=[classes.get((model, f)) for f in part.fact_id])
+    n_kc, n_ki = int((part.cls == "K_C").sum()), int((part.cls == "K_I").sum())
+    if not n_kc or not n_ki:
+        return dict(why_not=f"a class has no edited fact ({n_kc} K_C, {n_ki} K_I)")
+    means = part[part.cls.isin(["K_C", "K_I"])].groupby(["relation", "cls"]).gen.mean().unstack()
+    both = means.dropna() if {"K_C", "K_I"} <= set(means.columns) else means.iloc[:0]
+    if not len(both):
+        return dict(why_not=f"no relation has edited facts of both classes ({n_kc} K_C, {n_ki} K_I facts in "
+                            f"{part.relation.nunique()} relations: the class is confounded with the relation)")
+    d = (both["K_C"] - both["K_I"]).to_numpy(float)
+    lo, hi = bootstrap_ci(d, n_boot=getattr(p, "n_boot", 2000), seed=getattr(p, "seed", 0))
+    return dict(estimate=float(d.mean()), low=lo, high=hi, n=int(d.size), unit="relations",
+                detail=f"within-relation gaps of {d.size} relation(s) with both classes; {n_kc} K_C / {n_ki} K_I "
+                       f"edited facts")
+
+
+def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
+               classes: Mapping) -> dict[str, Any]:
+    """Chapter 01's headline numbers (glued into its prose) and its claims (kept on ``ch``)."""
+    from kqlib.paper import consistency as C
+    from kqlib.paper.consistency import INTERSECTION_METHOD, welch_claim
+
+    p, lms = ch.p, ch.models()
+    facts = data.facts
+    inter = shares[shares.method == INTERSECTION_METHOD].set_index(["model", "threshold_kind"])
+    per_method = shares[shares.method != INTERSECTION_METHOD]
+    static_pm = per_method[per_method.threshold_kind == "static"]
+    ps = per_method["welch_p"].to_numpy(float)
+    n_p = int(np.isfinite(ps).sum())
+    gaps = {task: [gen_gap(edits, classes, lm.name, task, p) for lm in lms] for task in ("erase", "update")}
+    mean_gap = {t: (float(np.mean([g["estimate"] for g in v])) if all("estimate" in g for g in v) else None)
+                for t, v in gaps.items()}
+    erase = edits[edits.task == "erase"]
+    cls = [classes.get((m, f)) for m, f in zip(erase.model, erase.fact_id)]
+    lm0 = lms[0].name
+    nums = {
+        "n_models": len(lms), "n_facts": int(facts.drop_duplicates(["model", "fact_id"]).shape[0]),
+        "n_queries": int(facts.shape[0]), "n_relations": int(facts.relation.nunique()),
+        "queries_per_fact": float(facts.groupby(["model", "fact_id"]).size().mean()), "model0": lm0,
+        "ki_static_all_model0": report.finite_or_none(inter.loc[(lm0, "static"), "share_ki"]),
+        "ki_otsu_all_model0": report.finite_or_none(inter.loc[(lm0, "otsu"), "share_ki"]),
+        "ki_static_min_method": float(static_pm.share_ki.min()),
+        "ki_static_max_method": float(static_pm.share_ki.max()),
+        "share_below_static": float(C.classify(cs[p.cs_kind], p.static_threshold).mean()),
+        "mean_cs": float(cs[p.cs_kind].mean()), "n_none_facts": int(shares.n_none.max()),
+        "n_welch_p_defined": n_p, "n_welch_tests": int(len(ps)),
+        "welch_p_max": float(np.nanmax(ps)) if n_p else None,
+        "n_edits": int(len(edits)), "n_edited_facts": int(edits.drop_duplicates(["model", "fact_id"]).shape[0]),
+        "gen_gap_erase": mean_gap["erase"], "gen_gap_update": mean_gap["update"],
+        "edited_kc_facts": int(sum(c == "K_C" for c in cls)), "edited_ki_facts": int(sum(c == "K_I" for c in cls)),
+    }
+    nums["gen_gap_erase_text"] = fmt(nums["gen_gap_erase"], "+.2f")
+    nums["gen_gap_update_text"] = fmt(nums["gen_gap_update"], "+.2f")
+    nums["welch_p_max_text"] = fmt(nums["welch_p_max"], ".1e", "undefined (a group has fewer than 2 facts)")
+    for k in ("ki_static_all_model0", "ki_otsu_all_model0", "ki_static_min_method", "ki_static_max_method",
+              "share_below_static"):
+        nums[k + "_text"] = fmt(nums[k], ".0%")
+    reach = strata.reach_table(cs, p.static_threshold, p.cs_kind).set_index(["model", "method"])
+    chance = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed).set_index(["model", "method"])
+    c0 = chance.loc[(lm0, "all")] if (lm0, "all") in chance.index else None
+    nums["delta_j_model0_text"] = "not measurable (no fact has a null)" if c0 is None else \
+        ci_cell(c0.mean_delta, c0.ci_low, c0.ci_high, "+.3f") + f" over {int(c0.n_facts)} facts of {int(c0.n_relations)} relations"
+    nums["not_above_chance_model0_text"] = "–" if c0 is None else ci_cell(c0.share_ki, c0.ki_low, c0.ki_high, ".0%")
+    nums["can_reach_model0"] = int(reach.loc[(lm0, INTERSECTION_METHOD), "can_reach"]) \
+        if (lm0, INTERSECTION_METHOD) in reach.index else 0
+    for lm in lms:
+        r = inter.loc[(lm.name, "static")]
+        ch.claim("ki_majority_chance", lm.name, **chance_claim(chance, lm.name))
+        ch.claim("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
+                 why_not=reach_why_not(reach, lm.name, p.static_threshold),
+                 detail=f"per method {static_pm[static_pm.model == lm.name].share_ki.min():.0%}–"
+                        f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}")
+        ch.claim("welch_separation", lm.name, **welch_claim(shares, lm.name))
+        ch.claim("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", p))
+    return nums
+
+
+def filter_sensitivity(ch, data, method: str, other_loc=None) -> pd.DataFrame:
+    """The answer filter, like with like: ``method`` alone (no ∩) on the same facts under both filters (the
+    book's ``p.query_filter``, the queries in ``data``, and the other one, attributed with ``method`` only;
+    ``other_loc`` when already localized). Rows per model: the CS2 K_I share at the static θ (Wilson); the
+    same with every fact's phrasings subsampled to its number of answered phrasings (matched k); the
+    population mean delta_j (two-level interval over relations); and, within templates, the Jaccard of an
+    answered phrasing with its fact's others minus that of an unanswered one."""
+    from kqlib.paper import consistency as C
+    from kqlib.paper.pararel import QUERY_FILTERS
+
+    p = ch.p
+    other = next(f for f in QUERY_FILTERS if f != p.query_filter)
+    other_loc = other_loc or ch.localize([method], verbose=False, query_filter=other)
+    locs = {p.query_filter: data, other: other_loc}
+    answered = (locs["correct"].facts.groupby(["model", "fact_id"]).size()).to_dict()
+    cells: dict[tuple, dict] = {}
+
+    def put(model, measure, name, text):
+        cells.setdefault((model, measure), {})[name + (" (the book's)" if name == p.query_filter else "")] = text
+
+    for name, loc in locs.items():
+        cs = loc.consistency(p.cs_kind)
+        cs = cs[cs.method == method]
+        share = C.ki_share_table(cs, kind=p.cs_kind, static=p.static_threshold, otsu=False, n_boot=p.n_boot,
+                                 seed=p.seed)
+        for r in share[share.method == method].itertuples():
+            put(r.model, f"K_I share, CS2 < θ ({r.n_facts} facts)", name, ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%"))
+        kn, q = loc.neurons[loc.neurons.method == method], loc.queries[loc.queries.method == method]
+        mk = strata.matched_k(kn, q, k0=answered, kind=p.cs_kind).dropna()
+        for model, g in mk.groupby("model"):
+            ki = C.classify(g[f"{p.cs_kind}_matched"], p.static_threshold)
+            lo, hi = C.wilson_ci(int(ki.sum()), len(ki))
+            put(model, "K_I share at the answered k (matched k)", name, ci_cell(float(ki.mean()), lo, hi, ".0%"))
+        summary = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed)
+        for r in summary[summary.method == method].itertuples():
+            put(r.model, "mean delta_j [two-level CI] (relations)", name,
+                ci_cell(r.mean_delta, r.ci_low, r.ci_high, "+.3f") + f" ({r.n_relations})")
+        if name == "all":
+            qa = q.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
+                         on=["model", "fact_id", "pattern_index"], how="left")
+            qa["correct"] = qa["correct"].fillna(False).astype(bool)
+            for r in strata.within_template(kn, qa, n_boot=p.n_boot, seed=p.seed).itertuples():
+                put(r.model, f"within template: J(answered) − J(unanswered) ({r.templates} templates)", name,
+                    ci_cell(r.diff, r.ci_low, r.ci_high, "+.3f"))
+    rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
+    return pd.DataFrame(rows).fillna("–")
+
+
+# ------------------------------------------------------------- claim 1 on the fact (chance-corrected)
+
+
+def chance_claim(chance: pd.DataFrame, model: str) -> dict:
+    """Claim 1's measurement for one model from :func:`kqlib.paper.strata.chance_summary` (row "all": each
+    fact's delta_j averaged over methods): the population mean delta_j with its two-level interval; n = the
+    relations (the resampling unit); the share not above chance beside it in the detail."""
+    if (model, "all") not in chance.index:
+        return dict(why_not="no fact has a chance null (too few facts of a relation share its templates)")
+    r = chance.loc[(model, "all")]
+    return dict(estimate=r.mean_delta, low=r.ci_low, high=r.ci_high, n=int(r.n_relations),
+                unit="relations", detail=f"{int(r.n_facts)} facts ({int(r.n_undefined)} without a null); not above "
+                f"chance under every method: {ci_cell(r.share_ki, r.ki_low, r.ki_high, '.0%')}")
+
+
+def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | None:
+    """"not measurable here" for the CS2 share when fewer facts can fall below θ than a "holds" needs."""
+    from kqlib.paper.consistency import INTERSECTION_METHOD
+
+    if (model, INTERSECTION_METHOD) not in reach.index:
+        return None
+    r = reach.loc[(model, INTERSECTION_METHOD)]
+    if r.measurable or r.needed is None or not np.isfinite(r.needed):  # no count: too few facts, judged as such
+        return None
+    return (f"only {int(r.can_reach)} of {int(r.n_facts)} facts can fall below θ = {threshold:g} at all (CS2 ≥ 1/k: "
+            f"k ≥ {int(np.floor(1 / threshold)) + 1} phrasings needed); 'holds' needs {int(r.needed)} K_I facts")
+
+
+def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
+    """CS2 at matched k: each fact's mean CS2 over its k0-subsets of phrasings, K_I share at the static θ with
+    its Wilson interval per model × method; facts with fewer than k0 phrasings are counted and left out."""
+    from kqlib.paper.consistency import classify, wilson_ci
+
+    mk = strata.matched_k(data.neurons, data.queries, k0=k0, kind=p.cs_kind)
+    col, rows = f"{p.cs_kind}_k{k0}", []
+    for (model, method), g in mk.groupby(["model", "method"]):
+        ok = g[col].dropna()
+        ki = classify(ok, p.static_threshold)
+        lo, hi = wilson_ci(int(ki.sum()), len(ki))
+        rows.append(dict(model=model, method=method, k0=k0, facts=len(ok), left_out=int(len(g) - len(ok)),
+                         mean_cs=float(ok.mean()) if len(ok) else np.nan,
+                         share_ki=ci_cell(float(ki.mean()) if len(ki) else np.nan, lo, hi, ".0%")))
+    return pd.DataFrame(rows, columns=["model", "method", "k0", "facts", "left_out", "mean_cs", "share_ki"])
+
+
+def chance_views(cs: pd.DataFrame, p, data=None) -> dict[str, pd.DataFrame]:
+    """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation, and
+    (with ``data``) the CS2 at matched k."""
+    from kqlib.paper.consistency import share_inconsistent
+
+    per_rel = (cs.dropna(subset=["delta_j"]).groupby(["model", "method", "relation"])
+               .agg(facts=("fact_id", "nunique"), k=("k_null", "mean"), mean_delta=("delta_j", "mean"),
+                    not_above_chance=("p_null", lambda v: float((v >= 0.05).mean())),
+                    ki_cs2=(p.cs_kind, lambda v: share_inconsistent(v, p.static_threshold))).reset_index())
+    return dict(chance=strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed), power=strata.power_by_k(cs),
+                reach=strata.reach_table(cs, p.static_threshold, p.cs_kind),
+                by_k=strata.ki_by_k(cs, p.static_threshold, p.cs_kind), per_relation=per_rel,
+                matched=matched_k_table(data, p) if data is not None else None)
+
+
+def pair_type_table(ch, data, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """"What do knowledge neurons belong to?": :func:`kqlib.paper.strata.pair_types` on every phrasing of the
+    book's facts (answered or not; ``method``'s KN sets under the "all" filter, attributed once and cached), and
+    the figure's frame."""
+    p = ch.p
+    loc = data if p.query_filter == "all" else ch.localize([method], verbose=False, query_filter="all")
+    q = loc.queries.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
+                          on=["model", "fact_id", "pattern_index"], how="left")
+    q["correct"] = q["correct"].fillna(False).astype(bool)
+    tab = strata.pair_types(loc.neurons[loc.neurons.method == method], q[q.method == method], n_boot=p.n_boot,
+                            seed=p.seed)
+    return tab, loc
+
+
+def pair_type_figure(tab: pd.DataFrame):
+    """Mean KN-set Jaccard per pair type (95 % interval over facts), one panel per model."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(tab.model))
+    fig, axes = plt.subplots(1, max(len(models), 1), figsize=(5.2 * max(len(models), 1), 3.4), squeeze=False,
+                             sharex=True)
+    for ax, m in zip(axes[0], models):
+        part = tab[tab.model == m].iloc[::-1]
+        y = np.arange(len(part))
+        err = np.vstack([part["mean"] - part.ci_low, part.ci_high - part["mean"]]).clip(min=0)
+        ax.errorbar(part["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#34495e", capsize=3)
+        ax.set_yticks(y, [f"{t} ({n})" for t, n in zip(part.pair_type, part.facts)])
+        ax.set_xlabel("mean KN-set Jaccard (95 % CI over facts)")
+        ax.set_title(f"{m}, {part.method.iloc[0] if len(part) else ''}")
+        ax.set_xlim(left=0)
+    fig.suptitle("What do knowledge neurons belong to? (facts per row in brackets)")
+    fig.tight_layout()
+    return fig
+
+
+# What the notebook calls besides this module's own functions (it imports this module and Chapter only).
+from kqlib.book.report import records  # noqa: E402,F401
+from kqlib.paper.consistency import ki_share_table, ordered_shares, per_relation_table, table1, theta_table, welch_table  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""The paper's claims as data (claims.toml), the one verdict rule, the scorecard."""

@@ -1,0 +1,1 @@
+"""Running the book: the runner, resume records, progress lines, measured timings."""

@@ -1,0 +1,1 @@
+"""The HTML site: the Jupyter Book build, the fact explorer, the tidy-data export, static files."""
