@@ -37,6 +37,18 @@ class Timings:
         self.path = root / BUILD / "timings.json"
         self.profile = profile
         self.all = _read_json(self.path)
+        bad = [p for p, steps in self.all.items() if not (isinstance(steps, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in steps.values()))]
+        if self.path.exists() and (bad or not self.all):
+            try:
+                damaged = not self.all and self.path.read_text().strip() not in ("", "{}")
+            except OSError:
+                damaged = True
+            if bad or damaged:  # only an ETA source: say so, start it afresh (this run rewrites it)
+                print(f"[kq] {self.path} is damaged (not {{profile: {{step: seconds}}}}"
+                      f"{': ' + ', '.join(map(repr, bad)) if bad else ''}); ignoring it: this run writes it "
+                      "anew (no ETA from earlier runs until then).", file=sys.stderr, flush=True)
+        self.all = {p: steps for p, steps in self.all.items() if p not in bad}
         shipped = _read_json(measured).get(profile, {})
         self.previous = {**(shipped if isinstance(shipped, dict) else {}), **self.all.get(profile, {})}
 
