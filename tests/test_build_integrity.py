@@ -213,3 +213,19 @@ def test_a_profile_key_without_a_declared_range_is_refused(monkeypatch, tmp_path
     bad.write_text('[profile.x]\n[profile.x.chapters."01"]\nn_boot = 0\n')
     with pytest.raises(ParameterError, match="n_boot=0.*must be >= 1"):
         load_profile("x")
+
+
+def test_the_chromium_fixture_waits_for_the_dpkg_lock(monkeypatch):
+    """Another apt-get holding the dpkg lock must not fail the browser tests at once."""
+    import test_browser
+
+    seen = []
+
+    def run(cmd, **kw):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(test_browser.subprocess, "run", run)
+    test_browser._install_chromium()
+    assert [c[c.index("install") if "install" in c else -1] for c in seen] == ["update", "install"]
+    assert all(c[:3] == ["apt-get", "-o", "DPkg::Lock::Timeout=600"] for c in seen), seen
