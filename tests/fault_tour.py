@@ -210,7 +210,7 @@ def book_cases(t: Tour) -> None:
         (root / "_build" / "timings.json").write_text('{"smoke": [1, 2]}')
         proc = t.kq("book", *common, "--no-html")
         note = next((ln for ln in proc.stderr.splitlines() if "timings.json" in ln), "")
-        return proc.returncode == 0 and "damaged" in note, f"exit {proc.returncode}: {note.strip()[:200]}"
+        return proc.returncode == 0 and "damaged" in note and "rewritten" in note, f"exit {proc.returncode}: {note.strip()[:200]}"
 
     def wrong_shape_results_in_html():
         t.kq("book", *common, "--no-html")

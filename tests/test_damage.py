@@ -78,4 +78,4 @@ def test_a_damaged_timings_file_is_named_and_ignored(tmp_path, capsys, content):
     assert t.eta(["book/00_setup.py"]) is None
     t.record("book/00_setup.py", 3.0)
     assert json.loads(path.read_text()) == {"smoke": {"book/00_setup.py": 3.0}}
-    assert "timings.json is damaged" in capsys.readouterr().err
+    assert "timings.json was damaged" in capsys.readouterr().err

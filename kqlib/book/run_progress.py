@@ -44,10 +44,12 @@ class Timings:
                 damaged = not self.all and self.path.read_text().strip() not in ("", "{}")
             except OSError:
                 damaged = True
-            if bad or damaged:  # only an ETA source: say so, start it afresh (this run rewrites it)
-                print(f"[kq] {self.path} is damaged (not {{profile: {{step: seconds}}}}"
-                      f"{': ' + ', '.join(map(repr, bad)) if bad else ''}); ignoring it: this run writes it "
-                      "anew (no ETA from earlier runs until then).", file=sys.stderr, flush=True)
+            if bad or damaged:  # only an ETA source: say so, and write it again without the damage
+                print(f"[kq] {self.path} was damaged (not {{profile: {{step: seconds}}}}"
+                      f"{': ' + ', '.join(map(repr, bad)) if bad else ''}); rewritten without the damaged part "
+                      "(no ETA from it until the steps run again).", file=sys.stderr, flush=True)
+                self.all = {p: steps for p, steps in self.all.items() if p not in bad}
+                self._write()
         self.all = {p: steps for p, steps in self.all.items() if p not in bad}
         shipped = _read_json(measured).get(profile, {})
         self.previous = {**(shipped if isinstance(shipped, dict) else {}), **self.all.get(profile, {})}
@@ -59,6 +61,9 @@ class Timings:
 
     def record(self, step: str, seconds: float) -> None:
         self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")

@@ -53,8 +53,10 @@ def _write_failed(folder: Path, exc: OSError) -> CacheWriteError:
     else:
         what = f"the cache folder {folder} cannot be written ({type(exc).__name__}: {exc.strerror or exc})"
         todo = "Fix its permissions, or point KQLIB_CACHE at a writable folder"
-    return CacheWriteError(exc.errno, f"{what}; no partial entry was left. {todo}, then rerun: every result "
-                                      "written before this one is kept and reused.")
+    err = CacheWriteError(f"{what}; no partial entry was left. {todo}, then rerun: every result written before "
+                          "this one is kept and reused.")
+    err.errno = exc.errno
+    return err
 
 
 def default_dir() -> Path:
