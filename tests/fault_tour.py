@@ -219,7 +219,15 @@ def book_cases(t: Tour) -> None:
         ok = proc.returncode == 2 and "04_measure.json holds a list" in proc.stderr and "Traceback" not in proc.stderr
         return ok, f"exit {proc.returncode}: {t.said(proc)}"
 
+    def stale_html():
+        t.kq("book", *common, "--no-html")
+        t.kq("run", "04", *common, "-p", "synapse_t=0.35")
+        proc = t.kq("book", *common, "--no-execute")
+        return proc.returncode == 2 and "07_scorecard: results of 04_measure changed" in proc.stderr, t.said(proc) + \
+            " / " + " ".join(proc.stderr.strip().splitlines()[1:])[:200]
+
     for name, fn in [("stale scorecard: kq book -p synapse_t=0.5", stale_scorecard),
+                     ("kq run 04, then only the HTML build (kq book --no-execute)", stale_html),
                      ("changed ParaRel data (KQLIB_PARAREL)", changed_pararel),
                      ("two writers on one _build", two_writers),
                      ("--only 04 --only 04_measure", only_dedup),

@@ -229,3 +229,16 @@ def test_the_chromium_fixture_waits_for_the_dpkg_lock(monkeypatch):
     test_browser._install_chromium()
     assert [c[c.index("install") if "install" in c else -1] for c in seen] == ["update", "install"]
     assert all(c[:3] == ["apt-get", "-o", "DPkg::Lock::Timeout=600"] for c in seen), seen
+
+
+def test_the_html_build_refuses_a_scorecard_older_than_the_results(tmp_path, fake_execution, capsys, monkeypatch):
+    root = _root(tmp_path)
+    assert _kq(root) == 0
+    assert cli.main(["run", "04", "--root", str(root), "--profile", "smoke", "-p", "synapse_t=0.3"]) == 0
+    built = []
+    monkeypatch.setattr(runner, "build_html", lambda root: built.append(root) or root / "index.html")
+    assert cli.main(["book", "--root", str(root), "--profile", "smoke", "--no-execute"]) == 2
+    err = capsys.readouterr().err
+    assert "07_scorecard: results of 04_measure changed" in err and "kq book --only 07" in err and not built
+    assert cli.main(["book", "--root", str(root), "--profile", "smoke", "--only", "07"]) == 0
+    assert cli.main(["book", "--root", str(root), "--profile", "smoke", "--no-execute"]) == 0 and len(built) == 2

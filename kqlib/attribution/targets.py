@@ -23,13 +23,19 @@ def max_positions(lm) -> int | None:
     return None
 
 
-def check_prompt(lm, prompt) -> None:
-    """Refuse what is not a prompt the model can read: not a string, empty, or longer (in tokens, with the
-    tokenizer's special tokens) than the model's positions."""
+def check_prompt_text(prompt) -> str:
+    """Refuse a prompt that is not a non-empty string (the check that needs no model)."""
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a non-empty string, got {type(prompt).__name__} {prompt!r}")
     if not prompt.strip():
         raise ParameterError(f"prompt is empty ({prompt!r}): give the text whose next token is scored")
+    return prompt
+
+
+def check_prompt(lm, prompt) -> None:
+    """Refuse what is not a prompt the model can read: not a string, empty (:func:`check_prompt_text`), or longer
+    (in tokens, with the tokenizer's special tokens) than the model's positions."""
+    check_prompt_text(prompt)
     limit = max_positions(lm)
     # a character is at most 4 byte-level tokens: a prompt shorter than that bound is not encoded here
     if limit is not None and 4 * len(prompt) + 8 > limit:

@@ -132,6 +132,26 @@ def results_input(root: Path, chapter: Path) -> dict | None:
     return {ch.stem: file_digest(results_path(root, ch.stem)) for ch in notebook_chapters(root) if ch != chapter}
 
 
+def stale_readers(root: Path) -> dict[str, list[str]]:
+    """``{chapter: [other chapters whose results changed since it was executed]}`` for the executed chapters that
+    read other chapters' results (the scorecard); empty when every such page matches the current results."""
+    from kqlib.book.toc import notebook_chapters
+
+    out = {}
+    for ch in notebook_chapters(root):
+        final = executed_path(root, ch)
+        if not (final.exists() and reads_results(ch)):
+            continue
+        try:
+            old = (read_record(final) or {}).get("results")
+        except KqError:
+            old = None
+        now = results_input(root, ch)
+        if old != now:
+            out[ch.stem] = sorted(s for s in set(old or {}) | set(now) if (old or {}).get(s) != now.get(s))
+    return out
+
+
 def chapter_outputs(root: Path, chapter: Path) -> dict:
     """Digests of what a chapter wrote: its results JSON and the files of its tidy-data folder."""
     data = root / BUILD / "data" / chapter.stem

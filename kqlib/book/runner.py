@@ -321,6 +321,17 @@ def _run_book(root: Path, args) -> int:
         chapters = [ch for ch in chapters if ch in wanted] + sorted(wanted - set(chapters))
     if args.no_execute:
         chapters = []
+        from kqlib.book.report import read_results
+        from kqlib.book.resume import stale_readers
+
+        for path in sorted((root / BUILD / "results").glob("*.json")):
+            read_results(path)  # a damaged one is named as such (what to do), before anything else
+        stale = stale_readers(root)
+        if stale:  # the site would show numbers that are not the chapters' current results
+            lines = [f"  {ch}: results of {', '.join(others) or 'other chapters'} changed since it was executed"
+                     for ch, others in stale.items()]
+            raise ParameterError("The HTML build would publish stale pages:\n" + "\n".join(lines) + "\nRe-execute "
+                                 f"them first: kq book --only {' --only '.join(s[:2] for s in stale)} (or kq book).")
     # check every chapter's parameters before running anything; an override goes to the chapters that
     # declare it and must be declared by at least one
     from kqlib.book.profiles import declared_parameters
