@@ -11,7 +11,7 @@
 
 from kqlib.attribution.config import CACHE_VERSION, METHODS, SITES, AttributionConfig, tensor_digest
 from kqlib.attribution.neurons import (AMIG_REFERENCE, InvalidAttributionError, amig_baseline, attribute, attribute_reference,
-                      check_batch_size, check_scores, knowledge_neurons)
+                      check_baseline, check_batch_size, check_scores, knowledge_neurons)
 from kqlib.attribution.quadrature import RULES, path_nodes
 from kqlib.attribution.synapses import attribute_attention, attribute_attention_reference, knowledge_synapses
 from kqlib.attribution.targets import target_token
@@ -19,6 +19,6 @@ from kqlib.attribution.targets import target_token
 __all__ = [
     "AMIG_REFERENCE", "CACHE_VERSION", "METHODS", "RULES", "SITES", "AttributionConfig", "InvalidAttributionError",
     "amig_baseline", "attribute", "attribute_attention", "attribute_attention_reference", "attribute_reference",
-    "check_batch_size", "check_scores", "knowledge_neurons", "knowledge_synapses", "path_nodes", "target_token",
+    "check_baseline", "check_batch_size", "check_scores", "knowledge_neurons", "knowledge_synapses", "path_nodes", "target_token",
     "tensor_digest",
 ]

@@ -40,12 +40,31 @@ class InvalidAttributionError(KqError, RuntimeError):
     """The computed scores are not a valid attribution (non-finite, or all zero while p(target) > 0)."""
 
 
-def check_batch_size(batch_size) -> None:
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+def check_batch_size(batch_size, memory_budget=None) -> None:
+    """Refuse a ``batch_size`` (path points per chunk) or ``memory_budget`` (bytes) that is not a positive int."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ParameterError(f"batch_size must be a positive integer (path points per chunk) or None, "
                              f"got {batch_size!r}")
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
+                                      or memory_budget < 1):
+        raise ParameterError(f"memory_budget must be a positive number of bytes (an int, e.g. 2**30 for 1 GiB) "
+                             f"or None, got {type(memory_budget).__name__} {memory_budget!r}")
+
+
+def check_baseline(lm, method: str, baseline) -> None:
+    """Refuse a baseline that is not an ``[n_layers, n_neurons]`` tensor of finite numbers (or one given to a
+    method other than ``amig``)."""
+    if baseline is None:
+        return
+    if method != "amig":
+        raise ParameterError(f"a baseline is only used by method='amig', not {method!r}")
+    shape = (lm.n_layers, lm.n_neurons)
+    if not torch.is_tensor(baseline) or tuple(baseline.shape) != shape or not baseline.is_floating_point():
+        got = f"a tensor of shape {list(baseline.shape)}" if torch.is_tensor(baseline) else type(baseline).__name__
+        raise ParameterError(f"the AMIG baseline must be a float tensor of shape [n_layers, n_neurons] = "
+                             f"{list(shape)} for {lm.name}, got {got} (amig_baseline(lm) makes one)")
+    if not bool(torch.isfinite(baseline).all()):
+        raise ParameterError("the AMIG baseline has non-finite values")
 
 
 @torch.no_grad()
@@ -90,6 +109,7 @@ def attribute_reference(lm, prompt: str, target, *, method: str = "ig", steps: i
                         rule: str = "riemann", baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Plain implementation: for every layer and path point, rerun the whole prompt. ``[L, N]`` float32."""
     AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
+    check_baseline(lm, method, baseline)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
     with torch.no_grad(), capture(lm, site) as acts:
@@ -147,7 +167,8 @@ def attribute(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, s
     :class:`InvalidAttributionError` instead of returning non-finite or all-zero scores.
     """
     AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
-    check_batch_size(batch_size)
+    check_batch_size(batch_size, memory_budget)
+    check_baseline(lm, method, baseline)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
     path = NeuronPath(lm, site, clamp_others=(method == "sig"))
@@ -181,8 +202,10 @@ def knowledge_neurons(scores: torch.Tensor, t: float = 0.2) -> set[tuple[int, in
     """Knowledge neurons of one query: ``{(layer, i) : score[layer, i] > t * max(score)}`` (Dai et al. 2022).
 
     Empty when no score is positive."""
-    if not 0.0 <= t <= 1.0:
-        raise ParameterError(f"threshold t must be in [0, 1], got {t}")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+        raise ParameterError(f"threshold t must be a number in [0, 1] (e.g. 0.2), got {type(t).__name__} {t!r}")
+    if not torch.is_tensor(scores) or scores.dim() < 1:
+        raise ParameterError(f"scores must be a tensor of attribution scores, got {type(scores).__name__}")
     top = float(scores.max())
     if not math.isfinite(top) or top <= 0:
         return set()

@@ -55,7 +55,7 @@ def attribute_attention(lm, prompt: str, target, *, steps: int = 20, rule: str =
     :func:`kqlib.attribute`. Equal to :func:`attribute_attention_reference` up to rounding.
     """
     check_rule(rule, steps)
-    check_batch_size(batch_size)
+    check_batch_size(batch_size, memory_budget)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
     path = AttentionRowPath(lm)

@@ -20,9 +20,9 @@ import numpy as np
 
 def save(fig, name: str) -> Path:
     """Save ``fig`` as ``<build dir>/figures/<name>.png`` (dpi 110); returns the path."""
-    from kqlib.book.report import build_dir
+    from kqlib.book.report import output_dir
 
-    out = build_dir() / "figures" / f"{name}.png"
+    out = output_dir() / "figures" / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     return out

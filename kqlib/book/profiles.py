@@ -38,6 +38,12 @@ def load_profile(name: str) -> dict:
         lines += [f"  {k:7s} {v.get('description', '')}" for k, v in profiles.items()]
         raise ParameterError("\n".join(lines))
     prof = dict(profiles[name])
+    for key, value in [(k, v) for k, v in prof.items() if k not in RUNNER_KEYS] + [
+            (k, v) for prefix, table in (prof.get("chapters") or {}).items() for k, v in table.items()]:
+        if key not in VALUE_RULES:
+            raise ParameterError(f"{PROFILES_FILE}: profile {name!r} sets {key!r}, which is not a known parameter "
+                                 f"(known: {', '.join(sorted(VALUE_RULES))}).")
+        check_value(key, value, f"profile {name!r} in {PROFILES_FILE.name}")
     prof["name"] = name
     prof.setdefault("cell_timeout", 0)
     prof.setdefault("chapters", {})
@@ -166,30 +172,106 @@ def _methods(v):
     return f"has unknown method(s) {bad}: choose from {', '.join(_METHODS)}" if bad else _distinct(v)
 
 
-#: Value rules of parameters the chapters share: name -> check(value) -> problem or None. A value that means
-#: something else (``steps=0``, ``t_threshold=1.5``, a repeated relation) is refused before any chapter runs.
+def _at_least(low: float, note: str = ""):
+    return lambda v: None if v >= low else f"must be >= {low:g}{note}"
+
+
+def _share(v):
+    return None if 0.0 <= v <= 1.0 else "must be in [0, 1] (a share, e.g. 0.3 for 30 %)"
+
+
+def _fraction(v):  # a per-query threshold: keep neurons with score > t * max; t = 1 would keep none
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1) (score > t * max; 1 keeps none; e.g. 0.2 for 20 %)"
+
+
+def _each(rule, what: str = "every value"):
+    def check(v):
+        if not v:
+            return "must list at least one value"
+        bad = [x for x in v if rule(x)]
+        return f"has {bad}: {what} {rule(bad[0])}" if bad else _distinct(v)
+    return check
+
+
+def _boolean(v):
+    return None
+
+
+_NOT_NEGATIVE = _at_least(0)
+
+#: Every chapter and profile parameter, in one place: name -> check(value) -> problem or None (the type comes
+#: from the chapter's declared default, :func:`coerce`). A value that means something else (``steps=0``,
+#: ``t_threshold=1.5``, ``static_threshold=30`` meant as 30 %, ``n_boot=0``, a repeated relation) is refused
+#: before any chapter runs, naming the parameter, the value and the allowed range. A profile key missing here is
+#: refused (:func:`load_profile`); ``tests/test_build_integrity.py`` checks that every parameter of the book's
+#: chapters is declared here.
 VALUE_RULES = {
-    "steps": lambda v: None if v >= 1 else "must be >= 1 (path points; 1 = attribution patching)",
-    "rule": _one_of(("riemann", "gauss")),
-    "query_filter": _one_of(("correct", "all")),  # kqlib.paper.pararel.QUERY_FILTERS, the book's answer filter
-    "n_facts_per_relation": lambda v: None if v >= 0 else "must be >= 0 (0 = every fact)",
-    "t_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1) (score > t * max; 1 keeps none)",
-    "cas_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)",
-    "methods": _methods,
-    "method": _one_of(_METHODS),
+    # data and models
     "models": lambda v: "must name at least one model" if not v else _distinct(v),
     "relations": _distinct,
+    "site_relations": _distinct,
+    "n_facts_per_relation": _at_least(0, " (0 = every fact)"),
+    "n_site_facts": _at_least(1),
+    "n_edit_facts": _at_least(0, " (0 = every fact)"),
+    "n_queries": _at_least(1),
+    "max_queries": _at_least(0, " (0 = every query)"),
+    "query_filter": _one_of(("correct", "all")),  # kqlib.paper.pararel.QUERY_FILTERS, the book's answer filter
+    "seed": _NOT_NEGATIVE,
+    # attribution
+    "steps": _at_least(1, " (path points; 1 = attribution patching)"),
+    "rule": _one_of(("riemann", "gauss")),
+    "rules": _each(_one_of(("riemann", "gauss"))),
+    "counts": _each(_at_least(1), "every point count"),
+    "reference_points": _at_least(1),
+    "methods": _methods,
+    "method": _one_of(_METHODS),
+    "kn_method": _one_of(_METHODS),
+    "edit_method": _one_of(_METHODS),
+    "site_methods": _each(_one_of(_METHODS)),
     "site": _one_of(("post", "pre")),
-    "n_heldout": lambda v: None if v >= 1 else "must be >= 1",
-    "n_unrelated": lambda v: None if v >= 0 else "must be >= 0",
-    "n_ppl_texts": lambda v: None if v >= 0 else "must be >= 0",
+    "compare_site": _one_of(("post", "pre")),
+    # thresholds and shares
+    "t_threshold": _fraction,
+    "cas_threshold": _fraction,
+    "synapse_t": _fraction,
+    "t_grid": _each(_fraction),
+    "static_threshold": _share,
+    "theta_grid": _each(_share),
+    "cs_kind": _one_of(("cs1", "cs2", "pairwise")),
+    "threshold_kind": _one_of(("static", "otsu")),
+    "cas_method": _one_of(("static", "otsu")),
+    # statistics
+    "n_boot": _at_least(1, " (bootstrap resamples; 2000 is the book's default)"),
+    # interventions and edits
+    "enhance_factor": lambda v: None if v > 1 else "must be > 1 (enhance multiplies the activations)",
+    "alphas": _each(_NOT_NEGATIVE, "every scaling factor"),
+    "renormalize": _boolean,
+    "mass_matched": _boolean,
+    "beta1": _NOT_NEGATIVE,
+    "beta2": _NOT_NEGATIVE,
+    "beta2_grid": _each(_NOT_NEGATIVE),
+    "lambda1": _NOT_NEGATIVE,
+    "lambda2": _NOT_NEGATIVE,
+    "lambda2_grid": _each(_NOT_NEGATIVE),
+    "split": _one_of(("random", "last")),
+    "n_heldout": _at_least(1),
+    "n_unrelated": _NOT_NEGATIVE,
+    "n_ppl_texts": _NOT_NEGATIVE,
+    # passed by the runner
+    "executor": _one_of(("local", "ray")),
+    "profile": lambda v: None,
 }
 
 
 def check_value(name: str, value: Any, where: str) -> None:
-    """Refuse a value of a shared parameter that is out of range (see :data:`VALUE_RULES`)."""
+    """Refuse a value out of its declared range (see :data:`VALUE_RULES`)."""
     rule = VALUE_RULES.get(name)
-    problem = rule(value) if rule is not None else None
+    if rule is None:  # a parameter of a chapter outside the book (the tests' own chapters)
+        return
+    try:
+        problem = rule(value)
+    except TypeError:
+        problem = "has the wrong type"
     if problem:
         raise ParameterError(f"Parameter {name}={value!r} ({where}) {problem}.")
 

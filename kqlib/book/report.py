@@ -38,7 +38,16 @@ def build_dir() -> Path:
 
 
 def results_dir() -> Path:
+    """Where the chapters' results are read from: ``<build dir>/results``."""
     return build_dir() / "results"
+
+
+def output_dir() -> Path:
+    """Where a chapter writes its outputs (results, tidy data, figures): ``$KQ_OUTPUT_DIR`` when the runner
+    stages them (it moves them into the build dir only when the chapter finished), else the build dir."""
+    if os.environ.get("KQ_OUTPUT_DIR"):
+        return Path(os.environ["KQ_OUTPUT_DIR"])
+    return build_dir()
 
 
 # ------------------------------------------------------------------------------------------- notebook
@@ -223,13 +232,39 @@ def write_results(chapter: str, numbers: Mapping[str, Any], run: Mapping[str, An
         path, value = bad
         raise ParameterError(f"result {path} of chapter {chapter} is {value}: refusing to record it (JSON has no "
                              "NaN/inf; map a missing value to None, e.g. with report.finite_or_none)")
-    out = results_dir() / f"{chapter}.json"
+    out = output_dir() / "results" / f"{chapter}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     text = json.dumps({"chapter": chapter, "numbers": numbers, "run": _plain(run)}, indent=2, allow_nan=False)
     tmp.write_text(text + "\n")
     os.replace(tmp, out)
     return out
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A chapter's results file, checked: ``{"chapter", "numbers": {...}, "run": {...}}``. A missing file raises
+    FileNotFoundError; a damaged or wrongly shaped one :class:`~kqlib.errors.DataError` naming the file and what
+    to do (rerun its chapter, or delete the file)."""
+    from kqlib.errors import DataError
+
+    path = Path(path)
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+        problem = None
+    except ValueError as exc:
+        data, problem = None, f"is not valid JSON ({exc}; truncated?)"
+    if problem is None:
+        if not isinstance(data, dict):
+            problem = f"holds a {type(data).__name__}, not the results object kq writes"
+        elif not isinstance(data.get("numbers"), dict) or not isinstance(data.get("run", {}), dict):
+            problem = "lacks the `numbers` / `run` objects kq writes"
+        elif not isinstance(data["numbers"].get("claims", []), list):
+            problem = "has `numbers.claims` that is not a list of claim rows"
+    if problem:
+        raise DataError(f"The results file {path} {problem}. Rerun its chapter (`kq run {path.stem[:2]}`), "
+                        f"or delete the file if that chapter is not part of this build.")
+    return data
 
 
 def glue_numbers(numbers: Mapping[str, Any]) -> None:

@@ -19,7 +19,8 @@ from typing import Callable
 
 import torch
 
-from kqlib.errors import MissingDependencyError, OfflineError, UnknownModelError, UnsupportedArchitectureError
+from kqlib.errors import (MissingDependencyError, OfflineError, ParameterError, UnknownModelError,
+                          UnsupportedArchitectureError)
 from kqlib.core.architectures import Family, family_for, get_module
 
 
@@ -352,8 +353,13 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
+    floats = ("float32", "float16", "bfloat16", "float64")
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        if dtype.removeprefix("torch.") not in floats:
+            raise ParameterError(f"dtype {dtype!r} is not one of {', '.join(floats)} (or a torch floating dtype)")
+        dtype = getattr(torch, dtype.removeprefix("torch."))
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ParameterError(f"dtype must be a floating torch dtype or one of {', '.join(floats)}, got {dtype!r}")
     dtype = dtype or torch.float32
     t0 = time.time()
     check_model_name(name)

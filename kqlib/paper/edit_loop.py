@@ -13,7 +13,10 @@ which neuron set each selection edits. For every plan the loop draws, the same w
 
 then evaluates each (selection, task) with :func:`kqlib.paper.editing.evaluate_edit` (weights restored bit-exactly).
 An edit that depends on exactly the same things as an earlier one (task, neuron set, queries, o', λ, texts)
-is taken from ``edit_memo`` (``reused=True``).
+is taken from ``edit_memo`` (``reused=True``). Every evaluated edit is also stored on disk, keyed by content
+(:func:`edit_key`: the model's fingerprint, the task, the neuron set, the queries, o', λ1, λ2, the texts), in an
+:class:`~kqlib.runs.cache.AttributionCache` under ``$KQLIB_CACHE/edits`` (atomic, validated writes), so an
+interrupted chapter resumes its edits; ``edit_cache=False`` turns that off.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from kqlib.paper.pararel import QUERY_FILTERS, check_query_filter  # noqa: F401 
 from kqlib.runs.progress import Progress
 
 TASKS = ("erase", "update")
+EDIT_CACHE_VERSION = 1  # bump when evaluate_edit's numbers change meaning
 RESULT_KEYS = ("rel", "gen", "loc", "avg", "dppl", "rel_before", "gen_before", "dprob", "dprob_neighbors",
                "dprob_new", "ppl_before", "ppl_after")
 
@@ -105,18 +109,68 @@ def first_queries(entries) -> dict:
     return {e.fact.fact_id: min(e.queries, key=lambda q: q.pattern_index) for e in entries if e.queries}
 
 
+def edit_key(fingerprint: str, task: str, neurons, edited, neighbors, unrelated, new_id, lambda1: float,
+             lambda2: float, texts) -> str:
+    """sha256 over everything an edit's result depends on (JSON, sorted neuron set, version)."""
+    import hashlib
+    import json
+
+    fields = {"model": fingerprint, "task": task, "neurons": sorted([list(map(int, n)) for n in neurons]),
+              "edited": [list(q) for q in edited], "neighbors": [list(q) for q in neighbors],
+              "unrelated": [list(q) for q in unrelated], "new": new_id, "lambda1": float(lambda1),
+              "lambda2": float(lambda2), "texts": list(texts), "version": EDIT_CACHE_VERSION}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=int).encode()).hexdigest()
+
+
+def _encode(result: dict):
+    """:data:`RESULT_KEYS` as a ``[3, K]`` float64 tensor: values (NaN for None), is-None and is-int flags."""
+    import math
+
+    import torch
+
+    vals = [result[k] for k in RESULT_KEYS]
+    return torch.tensor([[math.nan if v is None else float(v) for v in vals],
+                         [float(v is None) for v in vals],
+                         [float(isinstance(v, int) and not isinstance(v, bool)) for v in vals]], dtype=torch.float64)
+
+
+def _decode(t) -> dict | None:
+    if t is None or tuple(t.shape) != (3, len(RESULT_KEYS)):
+        return None
+    return {k: None if t[1, i] else (int(t[0, i]) if t[2, i] else float(t[0, i])) for i, k in enumerate(RESULT_KEYS)}
+
+
+def edit_store(edit_cache):
+    """The on-disk store of edits: None (off) for ``False``; ``$KQLIB_CACHE/edits`` for ``None``/``True``; else the
+    given :class:`~kqlib.runs.cache.AttributionCache` or folder."""
+    from kqlib.runs.cache import AttributionCache
+
+    if edit_cache is False:
+        return None
+    if isinstance(edit_cache, AttributionCache):
+        return edit_cache
+    if edit_cache is None or edit_cache is True:
+        from kqlib.core.models import cache_root
+
+        edit_cache = cache_root() / "edits"
+    return AttributionCache(edit_cache)
+
+
 def run_edits(lm, plans: Sequence[FactEdit], firsts: dict, *, tasks: Sequence[str] = TASKS, n_unrelated: int = 10,
               lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0, objects=None,
               ppl_texts: Sequence[str] | None = editing.DEFAULT_PPL_TEXTS, eval_cache: dict | None = None,
               edit_memo: dict | None = None, model_name: str = "model", desc: str = "editing",
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, edit_cache=None) -> list[dict]:
     """Rows (dicts) for every plan x selection x task: the plan's columns, ``new_obj``, ``n_unrelated``, the
     selection's columns, ``selection``, ``task``, ``n_neurons``, :data:`RESULT_KEYS` and ``reused``. Update rows
-    are absent for a fact with no usable o'. ``firsts``: :func:`first_queries` of the pool of unrelated facts."""
+    are absent for a fact with no usable o'. ``firsts``: :func:`first_queries` of the pool of unrelated facts.
+    ``edit_cache``: where evaluated edits are kept on disk (:func:`edit_store`; needs ``lm.fingerprint``)."""
     eval_cache = {} if eval_cache is None else eval_cache
     edit_memo = {} if edit_memo is None else edit_memo
     texts = tuple(ppl_texts) if ppl_texts else ()
     objects_for = object_resolver(objects)
+    fingerprint = getattr(lm, "fingerprint", None)
+    store = edit_store(edit_cache) if isinstance(fingerprint, str) else None
     n_sel = max((len(p.selections) for p in plans), default=0)
     bar = Progress(len(plans) * n_sel * len(tasks), desc, "edit", enabled=progress)
     rows = []
@@ -141,7 +195,14 @@ def run_edits(lm, plans: Sequence[FactEdit], firsts: dict, *, tasks: Sequence[st
                 key = (model_name, task, frozenset(kns), tuple(edited), tuple(neighbors), tuple(unrelated),
                        new_id if task == "update" else None, float(lambda1), float(lambda2), texts)
                 reused = key in edit_memo
-                if not reused:
+                disk_key = None
+                if not reused and store is not None:
+                    disk_key = edit_key(fingerprint, task, kns, edited, neighbors, unrelated,
+                                        new_id if task == "update" else None, lambda1, lambda2, texts)
+                    hit = _decode(store.get(disk_key))
+                    if hit is not None:
+                        edit_memo[key] = hit
+                if key not in edit_memo:
                     if task == "erase":
                         factory = (lambda k=kns: editing.erase_neurons(lm, k))
                     else:
@@ -151,6 +212,8 @@ def run_edits(lm, plans: Sequence[FactEdit], firsts: dict, *, tasks: Sequence[st
                                                 new_target_id=new_id if task == "update" else None,
                                                 cache=eval_cache)
                     edit_memo[key] = {k: res[k] for k in RESULT_KEYS}
+                    if disk_key is not None:
+                        store.put(disk_key, _encode(edit_memo[key]), meta={"task": task, "model": model_name})
                 rows.append({**plan.columns, "new_obj": new_obj, "n_unrelated": len(unrelated),
                              **plan.selection_columns.get(sel, {}), "selection": sel, "task": task,
                              "n_neurons": len(kns), **edit_memo[key], "reused": reused})

@@ -40,6 +40,25 @@ class CacheUnreachableError(KqError, OSError):
     """The cache URL cannot be read or written (wrong bucket, endpoint down, missing credentials)."""
 
 
+class CacheWriteError(KqError, OSError):
+    """A local cache entry could not be written (a full disk, no permission); nothing partial was left."""
+
+
+def _write_failed(folder: Path, exc: OSError) -> CacheWriteError:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = f"the disk holding the cache folder {folder} is full ({exc.strerror})"
+        todo = "Free space there, or point KQLIB_CACHE at a disk with room"
+    else:
+        what = f"the cache folder {folder} cannot be written ({type(exc).__name__}: {exc.strerror or exc})"
+        todo = "Fix its permissions, or point KQLIB_CACHE at a writable folder"
+    err = CacheWriteError(f"{what}; no partial entry was left. {todo}, then rerun: every result written before "
+                          "this one is kept and reused.")
+    err.errno = exc.errno
+    return err
+
+
 def default_dir() -> Path:
     return cache_root() / "attributions"
 
@@ -184,16 +203,22 @@ class AttributionCache:
             self.fs.pipe_file(self._rpath(key), buf.getvalue())
             return
         folder = self.path(key).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+        tmp = None
         try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path(key))
+        except OSError as exc:  # a full disk, no permission: say which folder and what to do
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise _write_failed(folder, exc) from None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     def check(self) -> None:

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import torch
 
-from kqlib.attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token
+from kqlib.attribution import AttributionConfig, amig_baseline, attribute, check_baseline, check_batch_size, target_token
 from kqlib.runs.cache import AttributionCache
 from kqlib.errors import ParameterError
 from kqlib.runs.progress import Progress
@@ -50,13 +50,17 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
     if use_cache and store.remote:
         store.check()  # an unreachable cache URL fails here, before any work
+    check_baseline(lm, method, baseline)
     if method == "amig" and baseline is None:
         baseline = amig_baseline(lm, site=site)
     out = torch.empty(len(queries), lm.n_layers, lm.n_neurons, dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32)
     todo = []
-    for n, q in enumerate(queries):
-        prompt, target = query_prompt_target(q)
-        t = target_token(lm, prompt, target)
+    for n, q in enumerate(queries):  # every query is read (and refused) before any attribution
+        try:
+            prompt, target = query_prompt_target(q)
+            t = target_token(lm, prompt, target)
+        except ParameterError as exc:
+            raise ParameterError(f"query {n} of {len(queries)}: {exc}") from None
         key = config.key(lm.fingerprint, prompt, t, baseline)
         hit = store.get(key) if use_cache else None
         if hit is not None:

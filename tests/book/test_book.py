@@ -187,17 +187,26 @@ def test_toc_lists_setup_chapter():
 
 @pytest.mark.book
 def test_failing_chapter_is_not_kept(tmp_path, capsys):
-    failing = CHAPTER + '\n# %%\nx = 1\n\n# %%\nraise ValueError("boom in chapter")\n'
+    """A failed run publishes nothing and keeps the last good notebook, record, results and data."""
+    writes = ('\n# %%\nfrom kqlib.book import report\nreport.write_results("01_fail", {"x": 2}, {})\n'
+              'import pandas as pd\nfrom kqlib.book.site.data_export import write_table\n'
+              'write_table("01_fail", "t", pd.DataFrame({"x": [2]}))\n')
+    failing = CHAPTER + writes + '\n# %%\nraise ValueError("boom in chapter")\n'
     root = _book(tmp_path, {"01_fail.py": failing})
-    executed = root / "_build" / "executed" / "book" / "01_fail.ipynb"
-    executed.parent.mkdir(parents=True)
-    executed.write_text("{}")  # a stale copy from an earlier run must go too
+    build = root / "_build"
+    executed = build / "executed" / "book" / "01_fail.ipynb"
+    good = {executed: "{}", executed.with_name("01_fail.inputs.json"): '{"digest": "x"}',
+            build / "results" / "01_fail.json": '{"chapter": "01_fail", "numbers": {"x": 1}, "run": {}}',
+            build / "data" / "01_fail" / "t.csv": "x\n1\n"}
+    for path, text in good.items():  # the last good run's outputs
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     assert cli.main(["run", "01", "--root", str(root), "--profile", "smoke"]) == 1
     err = capsys.readouterr().err
     assert "book/01_fail.py" in err and "cell 5" in err and "ValueError: boom in chapter" in err
     assert "raise ValueError" in err and "Traceback" not in err.split("failed at")[0]
-    assert not executed.exists()
-    assert not list((root / "_build" / "tmp").glob("*.ipynb"))
+    assert {path: path.read_text() for path in good} == good  # nothing of the failed run was published
+    assert not list((root / "_build" / "tmp").glob("*.ipynb")) and not list((root / "_build" / "tmp").glob("*.out"))
     assert (root / "_build" / "failed" / "01_fail.ipynb").exists()
     with pytest.raises(ChapterFailed):
         execute_chapter(root, root / "book" / "01_fail.py", load_profile("smoke"))

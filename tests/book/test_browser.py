@@ -9,7 +9,8 @@ used as it is. ``KQ_BROWSER_BOOK=<book root>`` checks an existing build instead 
 ``KQ_BROWSER_BOOK=. pytest tests/test_browser.py`` after ``kq book`` (it writes ``_build/screenshots`` there).
 
 Chromium: Debian's ``chromium`` (``/usr/bin/chromium``); when it is missing the fixture installs it with
-apt-get (root only: otherwise the tests are skipped). A failed installation fails the tests.
+apt-get (root only: otherwise the tests are skipped), waiting up to 10 minutes for another apt-get's dpkg lock
+(``-o DPkg::Lock::Timeout=600``). A failed installation fails the tests.
 
 Per page, two Chromium processes (each with a fresh profile, a timeout and its process group killed after):
 
@@ -114,11 +115,15 @@ PROBE = """<script>
 # ------------------------------------------------------------------------------------------- chromium
 
 
+# another apt-get/dpkg (unattended upgrades, a parallel job) may hold the dpkg and list locks: wait for them
+APT_GET = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+
+
 def _install_chromium() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+    for cmd in ([*APT_GET, "update"], [*APT_GET, "install", "-y", "chromium"]):
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         except (OSError, subprocess.TimeoutExpired) as err:
             pytest.fail(f"Installing chromium failed: `{' '.join(cmd)}`: {err}", pytrace=False)
         if proc.returncode != 0:

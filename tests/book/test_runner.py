@@ -65,7 +65,7 @@ def _kq(*args, **kw):
 
 
 def _cached(root: Path) -> int:
-    return len(list((root / "_build" / "cache").rglob("*.pt")))
+    return len([p for p in (root / "_build" / "cache").rglob("*.pt") if not p.name.startswith(".")])  # not .tmp-*
 
 
 def _alive(pid: int) -> bool:

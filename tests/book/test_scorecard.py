@@ -62,13 +62,13 @@ def test_scorecard_table_colours_and_links(tmp_path):
 
 @pytest.mark.book
 def test_scorecard_notebook_equals_the_results(tmp_path):
-    """The last notebook, executed by `kq run 07`, records and glues exactly what collect() reads."""
+    """The last notebook, executed by `kq run 99`, records and glues exactly what collect() reads."""
     from test_book import REPO, _book
 
     root = _book(tmp_path, {"99_scorecard.py": (REPO / "book" / "99_scorecard.py").read_text()})
     _fake_results(root / "_build" / "results")
     kq = Path(sys.executable).with_name("kq")
-    proc = subprocess.run([str(kq), "run", "07", "--profile", "smoke", "--root", str(root)],
+    proc = subprocess.run([str(kq), "run", "99", "--profile", "smoke", "--root", str(root)],
                           capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((root / "_build" / "results" / "99_scorecard.json").read_text())

@@ -12,21 +12,22 @@ that file (``{raw} html`` with ``:file:``), so Sphinx rebuilds the page whenever
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from kqlib.book.claims import verdicts as V
+from kqlib.book.report import read_results
 
 
 def chapter_results(results_dir: str | Path) -> dict[str, dict]:
-    """``{chapter: results JSON}`` of every ``*.json`` in ``results_dir``."""
+    """``{chapter: results JSON}`` of every ``*.json`` in ``results_dir``; a damaged one is an error naming the
+    file and what to do (:func:`kqlib.book.report.read_results`), never a chapter "not run"."""
     out = {}
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
-            out[path.stem] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            out[path.stem] = read_results(path)
+        except FileNotFoundError:
             continue
     return out
 
@@ -172,12 +173,12 @@ def write_table(rows: Iterable[Mapping[str, Any]], chapter_dir: str | Path | Non
     Sphinx records the dependency and rebuilds the scorecard page whenever the table changes."""
     import os
 
-    from kqlib.book.report import book_root, build_dir
+    from kqlib.book.report import book_root, output_dir
 
     here = Path(chapter_dir or os.getcwd()).resolve()
     root = book_root(here)
     rel = here.relative_to(root) if root is not None else Path(".")
-    out = build_dir() / "executed" / rel / TABLE_FILE
+    out = output_dir() / "executed" / rel / TABLE_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     rows = list(rows)

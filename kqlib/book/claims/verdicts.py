@@ -61,11 +61,41 @@ class Claim:
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Claim]:
-    with open(CLAIMS_FILE, "rb") as f:
-        raw = tomllib.load(f).get("claim", [])
+    """The claims of :data:`CLAIMS_FILE`, validated: every entry a table with the required text fields, numbers
+    where numbers belong, a known format, and a chapter that the book's ``_toc.yml`` lists (when the file sits in
+    a book checkout); an error names the file, the claim (id, else its position) and the field."""
+    try:
+        with open(CLAIMS_FILE, "rb") as f:
+            raw = tomllib.load(f).get("claim", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ParameterError(f"{CLAIMS_FILE}: cannot be read as TOML ({exc}); restore it from the repository.") from None
+    toc = Path(__file__).resolve().parents[3] / "_toc.yml"
+    chapters = None
+    if toc.exists():
+        from kqlib.book.toc import toc_documents
+
+        chapters = {Path(doc).name for doc in toc_documents(toc.parent)}
+    required = ("id", "chapter", "text", "paper", "source", "quantity", "direction")
+    numbers = {"null": (int, float), "alpha": (int, float), "headline": (int,)}
     out: dict[str, Claim] = {}
     known = set(Claim.__dataclass_fields__) - {"extra"}
-    for entry in raw:
+    for i, entry in enumerate(raw if isinstance(raw, list) else [raw]):
+        if not isinstance(entry, dict):
+            raise ParameterError(f"{CLAIMS_FILE}: entry {i + 1} is not a [[claim]] table")
+        where = f"{CLAIMS_FILE}: claim {entry.get('id')!r}" if isinstance(entry.get("id"), str) else \
+            f"{CLAIMS_FILE}: claim number {i + 1} (no id)"
+        for key in required:
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ParameterError(f"{where}: field {key!r} is {'missing' if key not in entry else 'not a text'}; "
+                                     f"every claim needs {', '.join(required)}")
+        for key, kinds in numbers.items():
+            if key in entry and (not isinstance(entry[key], kinds) or isinstance(entry[key], bool)):
+                raise ParameterError(f"{where}: field {key!r} = {entry[key]!r} is not a number")
+        if entry.get("format", "num") not in ("num", "pct", "p"):
+            raise ParameterError(f"{where}: field 'format' = {entry['format']!r} is not one of num, pct, p")
+        if chapters is not None and entry["chapter"] not in chapters:
+            raise ParameterError(f"{where}: field 'chapter' = {entry['chapter']!r} is not a chapter of {toc} "
+                                 f"(chapters: {', '.join(sorted(c for c in chapters if c[:2].isdigit()))})")
         c = Claim(**{k: v for k, v in entry.items() if k in known},
                   extra={k: v for k, v in entry.items() if k not in known})
         if c.id in out:

@@ -37,6 +37,20 @@ class Timings:
         self.path = root / BUILD / "timings.json"
         self.profile = profile
         self.all = _read_json(self.path)
+        bad = [p for p, steps in self.all.items() if not (isinstance(steps, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in steps.values()))]
+        if self.path.exists() and (bad or not self.all):
+            try:
+                damaged = not self.all and self.path.read_text().strip() not in ("", "{}")
+            except OSError:
+                damaged = True
+            if bad or damaged:  # only an ETA source: say so, and write it again without the damage
+                print(f"[kq] {self.path} was damaged (not {{profile: {{step: seconds}}}}"
+                      f"{': ' + ', '.join(map(repr, bad)) if bad else ''}); rewritten without the damaged part "
+                      "(no ETA from it until the steps run again).", file=sys.stderr, flush=True)
+                self.all = {p: steps for p, steps in self.all.items() if p not in bad}
+                self._write()
+        self.all = {p: steps for p, steps in self.all.items() if p not in bad}
         shipped = _read_json(measured).get(profile, {})
         self.previous = {**(shipped if isinstance(shipped, dict) else {}), **self.all.get(profile, {})}
 
@@ -47,6 +61,9 @@ class Timings:
 
     def record(self, step: str, seconds: float) -> None:
         self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.all, indent=2, sort_keys=True) + "\n")

@@ -16,9 +16,14 @@ Layout (committed sources vs. build products)::
 
 The toc lists chapters by extension-less path (``book/00_setup``), which resolves to the ``.py`` source in
 the repo and to the executed ``.ipynb`` in ``_build/executed``. A chapter is executed into
-``_build/tmp/`` (papermill saves partial notebooks as it goes) and renamed into ``_build/executed/`` only
-on success; on failure the stale executed copy is removed too, and the run stops naming chapter, cell and
-error. The chapter's kernel runs in the chapter's folder with ``KQ_BUILD_DIR`` set to ``_build``.
+``_build/tmp/`` (papermill saves partial notebooks as it goes) and its outputs (results, tidy data, figures)
+are written under ``_build/tmp/NN_name.out/`` (``KQ_OUTPUT_DIR``); only when it finished are they moved into
+place with the notebook and its input record. A failed or interrupted run keeps the last good notebook,
+record, results and data; the run stops naming chapter, cell and error. The chapter's kernel runs in the
+chapter's folder with ``KQ_BUILD_DIR`` set to ``_build`` (where it reads other chapters' results).
+
+One writer: ``kq run`` and ``kq book`` hold ``_build/.lock`` (:mod:`kqlib.book.run.lock`); a second command on
+the same build stops at once naming the holder.
 
 Progress: the runner sets ``KQ_PROGRESS_FILE`` (:data:`kqlib.runs.progress.CHANNEL_ENV`) for the kernel to
 ``_build/tmp/NN_name.progress.jsonl``; every :class:`kqlib.runs.progress.Progress` inside the chapter (ParaRel
@@ -30,15 +35,15 @@ Stopping: Ctrl-C (SIGINT) or SIGTERM raises :class:`~kqlib.errors.Interrupted` i
 notebook removed, and the command exits 130 / 143. Attributions that finished are in the on-disk cache.
 
 Resuming: next to each executed notebook, ``NN_name.inputs.json`` records what it was made from (chapter
-source, parameters, kqlib version and source digest, the models' identities, the executor) and its digest;
-``kq book`` skips a chapter whose record matches (``--force`` re-executes). The record is removed when a
-chapter starts executing and written only after its notebook is in place.
+source, parameters, kqlib version and source digest, the models' identities, the executor, the ParaRel data
+and other chapters' results it reads) with the digests of its outputs; ``kq book`` skips a chapter whose record
+matches and whose outputs are unchanged (``--force`` re-executes); a chapter that reads the results of a chapter
+re-executed in the same run (the scorecard) is re-executed after it. The record is written last.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
@@ -52,7 +57,8 @@ from kqlib.book.profiles import load_profile, parameters_for, parse_overrides, p
 from kqlib.book.toc import (  # noqa: E402,F401 (re-exported: the runner's API)
     find_root, toc_documents, source_of, notebook_chapters, match_chapter, executed_path, BUILD, EXECUTED, MATHJAX_DEST)
 from kqlib.book.run.resume import (  # noqa: E402,F401 (re-exported: the runner's API)
-    inputs_path, kqlib_digest, model_identity, model_names, check_models, chapter_inputs, inputs_digest, up_to_date)
+    inputs_path, kqlib_digest, model_identity, model_names, check_models, chapter_inputs, inputs_digest, up_to_date,
+    publish)
 from kqlib.book.site.html import (  # noqa: E402,F401 (re-exported: the runner's API)
     mathjax_source, stage, build_html, _MATHJAX_SKIP)
 
@@ -158,23 +164,26 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     import nbformat
     import papermill
 
+    import shutil
+
     params = dict(parameters) if parameters is not None else parameters_for(chapter, profile, overrides)
     build = root / BUILD
     final = executed_path(root, chapter)
     tmp = build / "tmp" / final.name
     failed = build / "failed" / final.name
     channel = build / "tmp" / f"{chapter.stem}.progress.jsonl"
+    staged = build / "tmp" / f"{chapter.stem}.out"  # the chapter's outputs until it finished
     for p in (tmp, failed, channel):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.unlink(missing_ok=True)
-    inputs_path(final).unlink(missing_ok=True)  # an interrupted run never leaves a matching record behind
+    shutil.rmtree(staged, ignore_errors=True)
     nb = jupytext.read(chapter)
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     timeout = int(profile.get("cell_timeout") or 0) or None
     from kqlib.runs.progress import CHANNEL_ENV
 
-    env = {"KQ_BUILD_DIR": str(build), CHANNEL_ENV: str(channel)}
+    env = {"KQ_BUILD_DIR": str(build), "KQ_OUTPUT_DIR": str(staged), CHANNEL_ENV: str(channel)}
     tail = _ChannelTail(channel, progress) if progress is not None else None
     n_kernels = len(_KERNEL_PGIDS)
     try:
@@ -191,7 +200,7 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
         if tmp.exists():
             os.replace(tmp, failed)
             kept = failed
-        final.unlink(missing_ok=True)
+        shutil.rmtree(staged, ignore_errors=True)  # the last good notebook, record, results and data stay
         raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
     except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
         import logging
@@ -206,7 +215,7 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
         try:
             _kill_kernels(_KERNEL_PGIDS[n_kernels:])  # nbclient may not have managed to shut it down
             tmp.unlink(missing_ok=True)
-            final.unlink(missing_ok=True)
+            shutil.rmtree(staged, ignore_errors=True)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -221,14 +230,7 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     out.metadata.get("papermill", {}).update(input_path=str(chapter.relative_to(root)),
                                              output_path=str(final.relative_to(root)))
     nbformat.write(out, tmp)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-    if inputs is not None:
-        record = dict(inputs, digest=inputs_digest(inputs), executed_at=time.strftime("%Y-%m-%d %H:%M:%S"))
-        target = inputs_path(final)
-        part = target.with_name(f".{target.name}.tmp")
-        part.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(part, target)
+    publish(root, chapter, tmp, staged, inputs)
     return final
 
 
@@ -299,15 +301,37 @@ def add_run_arguments(p) -> None:
 
 
 def run_book(args) -> int:
-    """``kq book``: execute every chapter (or ``--only`` ones), then build the HTML."""
+    """``kq book``: execute every chapter (or ``--only`` ones), then build the HTML; holds the build's lock."""
+    from kqlib.book.run.lock import build_lock
+
     root = find_root(args.root)
+    with build_lock(root / BUILD):
+        return _run_book(root, args)
+
+
+def _run_book(root: Path, args) -> int:
     profile = load_profile(args.profile)
     over = _overrides(args)
     chapters = notebook_chapters(root)
-    if args.only:
-        chapters = [match_chapter(root, p) for p in args.only]
+    if args.only:  # each chapter once, in the book's order; with the HTML build, the chapters reading results too
+        from kqlib.book.run.resume import reads_results
+
+        wanted = {match_chapter(root, p) for p in args.only}
+        wanted |= set() if args.no_html else {ch for ch in chapters if reads_results(ch)}
+        chapters = [ch for ch in chapters if ch in wanted] + sorted(wanted - set(chapters))
     if args.no_execute:
         chapters = []
+        from kqlib.book.report import read_results
+        from kqlib.book.run.resume import stale_readers
+
+        for path in sorted((root / BUILD / "results").glob("*.json")):
+            read_results(path)  # a damaged one is named as such (what to do), before anything else
+        stale = stale_readers(root)
+        if stale:  # the site would show numbers that are not the chapters' current results
+            lines = [f"  {ch}: results of {', '.join(others) or 'other chapters'} changed since it was executed"
+                     for ch, others in stale.items()]
+            raise ParameterError("The HTML build would publish stale pages:\n" + "\n".join(lines) + "\nRe-execute "
+                                 f"them first: kq book --only {' --only '.join(s[:2] for s in stale)} (or kq book).")
     # check every chapter's parameters before running anything; an override goes to the chapters that
     # declare it and must be declared by at least one
     from kqlib.book.profiles import declared_parameters
@@ -326,10 +350,17 @@ def run_book(args) -> int:
     timings = Timings(root, profile["name"])
     executor = args.executor or profile.get("executor") or "local"
     # which chapters are up to date (their executed notebook was made from the same inputs): skipped
-    todo = []
+    # a chapter that reads the results of one executed in this run (the scorecard) is executed after it
+    from kqlib.book.run.resume import reads_results
+
+    todo, running = [], []
     for ch, params in plans:
         inputs = chapter_inputs(root, ch, params, executor)
         fresh, why = (False, "--force") if args.force else up_to_date(root, ch, inputs)
+        if fresh and running and reads_results(ch):
+            fresh, why = False, f"changed: results of {', '.join(running)} (executed in this run)"
+        if not fresh:
+            running.append(ch.stem)
         todo.append((ch, params, inputs, fresh, why))
     n_run = sum(not fresh for *_, fresh, _ in todo)
     skip = {s for s, (*_, fresh, _) in zip(steps, todo) if fresh}
@@ -347,6 +378,8 @@ def run_book(args) -> int:
         if why != "not executed yet":
             progress.line(f"{i + 1}/{len(steps)} {steps[i]}: executing ({why})")
         t0 = time.time()
+        if inputs.get("results") is not None:  # the results as they are now, after the chapters before it
+            inputs = chapter_inputs(root, ch, params, executor)
         execute_chapter(root, ch, profile, parameters=with_executor(params, args, profile), progress=progress.update,
                         inputs=inputs)
         progress.done(i, time.time() - t0)
@@ -361,8 +394,15 @@ def run_book(args) -> int:
 
 
 def run_chapter(args) -> int:
-    """``kq run CHAPTER``: execute one chapter with the profile and overrides (no HTML)."""
+    """``kq run CHAPTER``: execute one chapter with the profile and overrides (no HTML); holds the build's lock."""
+    from kqlib.book.run.lock import build_lock
+
     root = find_root(args.root)
+    with build_lock(root / BUILD):
+        return _run_chapter(root, args)
+
+
+def _run_chapter(root: Path, args) -> int:
     profile = load_profile(args.profile)
     chapter = match_chapter(root, args.chapter)
     params = parameters_for(chapter, profile, _model_shorthand(chapter, _overrides(args)))

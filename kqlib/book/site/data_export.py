@@ -99,10 +99,10 @@ COLUMN_DOCS = {
 
 
 def data_dir() -> Path:
-    """``<build dir>/data`` (the build dir of :func:`kqlib.book.report.build_dir`)."""
-    from kqlib.book.report import build_dir
+    """``<output dir>/data`` (:func:`kqlib.book.report.output_dir`: the build dir, or the runner's staging dir)."""
+    from kqlib.book.report import output_dir
 
-    return build_dir() / "data"
+    return output_dir() / "data"
 
 
 def _dtype_name(series) -> str:

@@ -89,9 +89,12 @@ def fact_key(model: str, method: str, fact_id: str) -> str:
 
 
 def _results(build: Path, stem: str) -> dict:
+    """A chapter's results ({} when it has none); a damaged file is named (:func:`kqlib.book.report.read_results`)."""
+    from kqlib.book.report import read_results
+
     try:
-        return json.loads((build / "results" / f"{stem}.json").read_text())
-    except (OSError, ValueError):
+        return read_results(build / "results" / f"{stem}.json")
+    except FileNotFoundError:
         return {}
 
 

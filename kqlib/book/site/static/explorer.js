@@ -277,16 +277,50 @@
     if (box.scrollIntoView) box.scrollIntoView();
   };
 
+  var REBUILD = " Rebuild the site (kq book --no-execute) to write it again.";
+
+  // What is wrong with the data, or null: a missing or truncated explorer-data.js never sets KQ_EXPLORER_DATA
+  // (a script that does not parse does not run at all); a malformed one has the wrong shape.
+  function problem(data) {
+    if (data === undefined) {
+      return "The explorer's data file (explorer/explorer-data.js) did not load: it is missing, or damaged " +
+             "(truncated, not valid JavaScript)." + REBUILD;
+    }
+    if (!data || typeof data !== "object" || !Array.isArray(data.facts) ||
+        (data.details !== undefined && (typeof data.details !== "object" || data.details === null))) {
+      return "The explorer's data file (explorer/explorer-data.js) is malformed: it has no list of facts." + REBUILD;
+    }
+    for (var i = 0; i < data.facts.length; i++) {
+      var f = data.facts[i];
+      if (!f || typeof f !== "object" || typeof f.key !== "string" || typeof f.model !== "string" ||
+          typeof f.method !== "string") {
+        return "The explorer's data file (explorer/explorer-data.js) is malformed: fact " + (i + 1) + " of " +
+               data.facts.length + " lacks its key, model or method (" + JSON.stringify(f).slice(0, 80) + ")." +
+               REBUILD;
+      }
+    }
+    return null;
+  }
+
+  function message(root, text, cls) {
+    root.appendChild(el("p", {className: cls}, [text]));
+    root.setAttribute("data-kq-ready", "1");
+  }
+
   function start() {
     var root = document.getElementById("kq-explorer");
     if (!root) return;
     var data = window.KQ_EXPLORER_DATA;
-    if (!data || !data.facts || !data.facts.length) {
-      root.appendChild(el("p", {className: "kq-empty"}, ["No facts in this build: run the chapters (kq book) first."]));
-      root.setAttribute("data-kq-ready", "1");
-      return;
+    var bad = problem(data);
+    if (bad) return message(root, bad, "kq-empty kq-error");
+    if (!data.facts.length) return message(root, "No facts in this build: run the chapters (kq book) first.", "kq-empty");
+    try {
+      window.kqExplorer = new App(root, data);
+    } catch (err) {
+      while (root.firstChild) root.removeChild(root.firstChild);
+      message(root, "The explorer's data file (explorer/explorer-data.js) could not be shown (" + err + ")." +
+              REBUILD, "kq-empty kq-error");
     }
-    window.kqExplorer = new App(root, data);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
