@@ -66,7 +66,7 @@ import kqlib
 from kqlib.book import figures
 from kqlib.paper import path_points
 from kqlib.book import report
-from kqlib.paper.pararel import build_dataset
+from kqlib.paper.scans import require_facts, scan
 
 report.quiet()
 
@@ -78,9 +78,14 @@ report.quiet()
 
 # %%
 lms = [kqlib.load(name) for name in models]
+# the scan every chapter shares (cached); a model that answers no fact is left out, or the chapter stops
+scans = {lm.name: scan(lm, relations or None, n_facts_per_relation or None, seed=seed, min_correct=1,
+                       progress=False) for lm in lms}
+kept = require_facts(scans, 1, "chapter 06_path_points")
+lms = [lm for lm in lms if lm.name in kept]
 frames = []
 for lm in lms:
-    ds = build_dataset(lm, relations or None, n_facts_per_relation or None, seed=seed, progress=False)
+    ds = scans[lm.name]
     queries = random.Random(seed).sample(ds.queries, min(n_queries, len(ds.queries)))
     frames.append(path_points.convergence(lm, queries, counts, rules, reference_points=reference_points,
                                           method=method, site=site, t=t_threshold, progress=False,

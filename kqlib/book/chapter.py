@@ -94,7 +94,7 @@ class Chapter:
         return {lm.name: report.model_size(lm) for lm in self.models()}
 
     def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
-                 query_filter: str | None = None) -> "Localized":
+                 query_filter: str | None = None, min_facts: int = 1) -> "Localized":
         """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
         ``p.methods``), with the chapter's ``steps``, ``rule``, ``site`` and ``t_threshold`` (attributions come from
         the on-disk cache when an earlier chapter computed them).
@@ -102,19 +102,26 @@ class Chapter:
         The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
         model answers at least two of its phrasings top-1, for every chapter and either filter; ``query_filter``
         (default ``p.query_filter``) then says which of its queries enter: ``"correct"`` the answered ones, so
-        consistency, classes, interventions and edits all see the same queries, or ``"all"``."""
+        consistency, classes, interventions and edits all see the same queries, or ``"all"``.
+
+        The scan is done once per model, data and parameters (:func:`kqlib.paper.scans.scan`, cached on disk). A
+        model that keeps fewer than ``min_facts`` facts is left out with a warning; when none is left the chapter
+        stops with :class:`~kqlib.errors.TooFewFacts` (what each scan found, what to run instead)."""
         from kqlib.paper.localization import localize
-        from kqlib.paper.pararel import build_dataset
+        from kqlib.paper.scans import require_facts, scan
 
         p = self.p
         methods = list(methods or p.methods)
         query_filter = query_filter or p.query_filter
-        datasets, locs = {}, {}
         for lm in self.models():
-            t0 = time.time()
             if lm.name not in self._scanned:
-                self._scanned[lm.name] = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None,
-                                                       seed=p.seed, min_correct=2, progress=False)
+                self._scanned[lm.name] = scan(lm, p.relations or None, p.n_facts_per_relation or None,
+                                              seed=p.seed, min_correct=2, progress=False)
+        ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}")
+        self.lms[:] = [lm for lm in self.lms if lm.name in ok]  # in place: the notebook's `lms` is this list
+        datasets, locs = {}, {}
+        for lm in self.lms:
+            t0 = time.time()
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
             locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
