@@ -133,7 +133,7 @@ def test_too_few_facts_names_the_relations_it_answers():
         scans.require_facts({"weak": _some("weak")}, 2, "chapter 05_cas_editing")
     msg = str(info.value)
     assert "keeps 1 ParaRel fact(s); chapter 05_cas_editing needs at least 2" in msg
-    assert 'It answers facts of P103: 1. Rerun with those: -p relations=["P103"]' in msg
+    assert 'It answers facts of P103: 1. Rerun with those: -p \'relations=["P103"]\'' in msg
     assert "kq data --model weak" in msg
 
 

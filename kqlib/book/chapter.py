@@ -69,6 +69,8 @@ class Chapter:
         self.p = SimpleNamespace(**{"rule": "riemann", "query_filter": "correct", **self.params},
                                  executor=self.executor, ray_address=self.ray_address)
         self._scanned: dict = {}  # model name -> its ParaRel scan (before the query filter)
+        self.left_out: dict[str, str] = {}  # model name -> why it was left out (too few facts)
+        self._declared: dict[str, Any] = {}  # declared values of parameters changed in place (models)
         self.lms: list = []
         self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
@@ -118,7 +120,7 @@ class Chapter:
                 self._scanned[lm.name] = scan(lm, p.relations or None, p.n_facts_per_relation or None,
                                               seed=p.seed, min_correct=2, progress=False)
         ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}")
-        self.lms[:] = [lm for lm in self.lms if lm.name in ok]  # in place: the notebook's `lms` is this list
+        self._leave_out([lm.name for lm in self.lms if lm.name not in ok], min_facts)
         datasets, locs = {}, {}
         for lm in self.lms:
             t0 = time.time()
@@ -130,6 +132,24 @@ class Chapter:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "
                       f"{len(ds.relations())} relations; {len(methods)} method(s) localized in {time.time() - t0:.0f} s")
         return Localized(self.models(), datasets, locs, methods)
+
+    def _leave_out(self, names: Sequence[str], need: int) -> None:
+        """Drop models (their scan keeps fewer than ``need`` facts) from ``lms`` and ``p.models`` in place, so the
+        notebook's own ``lms`` and ``models`` follow; the run record keeps the declared list."""
+        if not names:
+            return
+        keep = [i for i, lm in enumerate(self.lms) if lm.name not in names]
+        for name in names:
+            self.left_out[name] = f"keeps {len(self._scanned[name])} ParaRel fact(s), fewer than the {need} needed"
+        self._declared.setdefault("models", list(self.p.models))
+        if len(self.p.models) == len(self.lms):
+            kept = [self.p.models[i] for i in keep]
+            if isinstance(self.p.models, list):
+                self.p.models[:] = kept  # in place: the notebook's `models` is this list
+            else:
+                self.p.models = kept
+        self.lms[:] = [self.lms[i] for i in keep]  # in place: the notebook's `lms` is this list
+        print(f"left out (too few facts): {', '.join(names)}; going on with {', '.join(lm.name for lm in self.lms)}")
 
     # --------------------------------------------------------------------------------- claims, results
 
@@ -188,7 +208,9 @@ class Chapter:
         out.update(results)
         out["claims"] = self.claims
         out["figures"] = dict(self.figures)
-        run = report.run_record(self.lms, parameters=self.params, started=self.started,
+        if self.left_out:
+            out["models_left_out"] = dict(self.left_out)
+        run = report.run_record(self.lms, parameters={**self.params, **self._declared}, started=self.started,
                                 profile=self.params.get("profile"))
         run.update(results.pop("_run", {}) if "_run" in results else {})
         path = report.write_results(self.name, out, run)

@@ -99,8 +99,9 @@ def scan(lm, relations: Sequence[str] | str | None = None, n_per_relation: int |
 # ------------------------------------------------------------------------------------- too few facts
 
 
-def _quote(names: Sequence[str]) -> str:
-    return "[" + ",".join(f'"{n}"' for n in names) + "]"
+def relations_option(names: Sequence[str]) -> str:
+    """The ``-p`` option that selects ``names``, quoted for a shell: ``-p 'relations=["P36","P103"]'``."""
+    return "-p 'relations=[" + ",".join(f'"{n}"' for n in names) + "]'"
 
 
 def scan_lines(ds: Dataset) -> list[str]:
@@ -124,7 +125,7 @@ def next_step(ds: Dataset, model: str) -> str:
     look = f"kq data --model {model}"
     if good:
         counts = ", ".join(f"{r}: {ds.scan[r]['kept']}" for r in good)
-        return (f"It answers facts of {counts}. Rerun with those: -p relations={_quote(good)} (and "
+        return (f"It answers facts of {counts}. Rerun with those: {relations_option(good)} (and "
                 f"-p n_facts_per_relation=0 to keep every fact it answers), or list what it knows in every "
                 f"relation: {look}")
     return f"None of the scanned relations works for it. List what it knows in every relation: {look}"
