@@ -111,3 +111,40 @@ def test_empty_panel_is_labelled():
     a.plot([0, 1], [1, 2])
     assert mark_empty(fig) == 1 and not a.texts and "nothing to show" in b.texts[0].get_text()
     plt.close(fig)
+
+
+STOP_CHAPTER = '''\
+# %% [markdown]
+# # A model that knows nothing
+
+# %% tags=["parameters"]
+profile = "smoke"
+
+# %%
+from kqlib.paper import scans
+from kqlib.paper.pararel import Dataset
+
+empty = Dataset([], {"min_correct": 2}, {"P36": dict(facts=471, scanned=471, kept=0, dropped_not_answered=471)})
+scans.require_facts({"/models/weak": empty}, 1, "chapter 09_stop")
+'''
+
+
+@pytest.mark.book
+def test_kq_run_turns_the_stop_into_exit_2_without_traceback(tmp_path):
+    """The chapter's TooFewFacts reaches the terminal as kqlib's message (exit 2): no traceback, no partial
+    notebook left behind."""
+    import subprocess
+    import sys
+
+    from test_book import _book
+    from test_runner import _env
+
+    root = _book(tmp_path, {"09_stop.py": STOP_CHAPTER})
+    proc = subprocess.run([sys.executable, "-m", "kqlib.cli", "run", "09", "--profile", "smoke", "--root", str(root)],
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stderr
+    assert "chapter book/09_stop.py stopped: Model '/models/weak' keeps 0 ParaRel fact(s)" in err
+    assert "P36: 471 of 471 facts scanned, 0 kept" in err and "kq data --model /models/weak" in err
+    assert "Traceback" not in err + proc.stdout and "\x1b[" not in err
+    assert not list((root / "_build").rglob("09_stop.ipynb"))

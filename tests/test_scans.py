@@ -62,9 +62,11 @@ def test_record_roundtrip_and_damaged_record_is_recomputed(tmp_path):
 
 
 def test_dataset_record_roundtrip():
-    ds = _ds([_entry("a", "P36", "france", "paris", (True, False, True))], {"P36": _stats(3, 3, 1, 2)})
-    back = scans.from_record(json.loads(json.dumps(scans.to_record(ds))))
+    ds = _ds([_entry("a", "P36", "france", "paris", (True, False, True))],
+             {"P36": _stats(3, 3, 1, 2), "P103": _stats(2, 2, 0, 2)})
+    back = scans.from_record(json.loads(json.dumps(scans.to_record(ds), sort_keys=True)))
     assert back.facts == ds.facts and back.scan == ds.scan and back.params == ds.params
+    assert list(back.scan) == list(ds.scan)  # relation order kept (the record is written with sorted keys)
     assert isinstance(back.queries[0].answer_ids, tuple)
 
 
@@ -193,3 +195,29 @@ def test_what_it_knows_counts_phrasings_and_suggests_the_best():
     assert row.loc["P30", "answered_2"] == 0
     assert scans.suggest_relations(table) == ["P36", "P103"]
     assert scans.suggest_relations(table, min_facts=3) == []
+
+
+def test_kq_data_model_lists_what_a_local_model_knows(tiny_root, tmp_path, monkeypatch, capsys):
+    """`kq data --model <folder>`: per relation, facts answered on >= 1/2/4 phrasings, from the cached scan (a
+    second call reads it), and the -p line (or what to try when the model knows nothing)."""
+    from kqlib.cli import main
+
+    monkeypatch.setenv("KQLIB_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "my-model"
+    model = tiny_lm("llama")
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    argv = ["data", "--model", str(folder), "--pararel", str(tiny_root), "--sample", "0", "--top-k", "40"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "answered_2" in first and "answered_4" in first and "P103" in first
+    assert "scan read from the cache" not in first
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "scan read from the cache" in again
+    assert again.split("\n", 1)[1] == first.split("\n", 1)[1]  # the same table and advice
+    # top-40 of a 59-token vocabulary: most phrasings count, so P103 (2 phrasings) is suggested
+    assert """-p 'relations=["P103"]'""" in first
+    assert main(argv[:-1] + ["1"]) == 0  # top-1: a random model answers (almost) nothing
+    out = capsys.readouterr().out
+    assert "relations=" in out or "answers none of these facts" in out

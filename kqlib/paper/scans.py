@@ -49,7 +49,7 @@ def scan_key(fingerprint: str, digest: str, params: Mapping) -> str:
 
 
 def to_record(ds: Dataset) -> dict:
-    return {"params": ds.params, "scan": ds.scan,
+    return {"params": ds.params, "scan": list(ds.scan.items()),  # pairs: the relations' order survives sort_keys
             "facts": [{"fact": asdict(e.fact), "queries": [asdict(q) for q in e.queries]} for e in ds.facts]}
 
 
