@@ -119,8 +119,10 @@ class Chapter:
             if lm.name not in self._scanned:
                 self._scanned[lm.name] = scan(lm, p.relations or None, p.n_facts_per_relation or None,
                                               seed=p.seed, min_correct=2, progress=False)
-        ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}")
-        self._leave_out([lm.name for lm in self.lms if lm.name not in ok], min_facts)
+        ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}",
+                           stacklevel=3)
+        self._leave_out({lm.name: f"keeps {len(self._scanned[lm.name])} ParaRel fact(s), fewer than the {min_facts} "
+                                  f"needed" for lm in self.lms if lm.name not in ok})
         datasets, locs = {}, {}
         for lm in self.lms:
             t0 = time.time()
@@ -131,16 +133,41 @@ class Chapter:
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "
                       f"{len(ds.relations())} relations; {len(methods)} method(s) localized in {time.time() - t0:.0f} s")
+        self._require_neurons(datasets, locs, methods)
         return Localized(self.models(), datasets, locs, methods)
 
-    def _leave_out(self, names: Sequence[str], need: int) -> None:
-        """Drop models (their scan keeps fewer than ``need`` facts) from ``lms`` and ``p.models`` in place, so the
-        notebook's own ``lms`` and ``models`` follow; the run record keeps the declared list."""
+    def _require_neurons(self, datasets: dict, locs: dict, methods: Sequence[str]) -> None:
+        """A model none of whose queries has a knowledge neuron has nothing to measure: left out with a warning,
+        or the chapter stops (:class:`~kqlib.errors.TooFewFacts`) when no model is left."""
+        import warnings
+
+        from kqlib.errors import TooFewFacts
+
+        p = self.p
+        why = {m: f"none of its {len(datasets[m].queries)} queries has a knowledge neuron ({', '.join(methods)}, "
+                  f"t_threshold={p.t_threshold}, site={p.site}): nothing to measure" for m, loc in locs.items()
+               if not (loc.queries["n_neurons"] > 0).any()}
+        if not why:
+            return
+        advice = ("Lower t_threshold (the paper's is 0.2) or look at the model's attributions with "
+                  "`kq attribute --model NAME`.")
+        text = "; ".join(f"model {m!r}: {w}" for m, w in why.items())
+        if len(why) == len(locs):
+            raise TooFewFacts(f"chapter {self.name}: {text}. {advice}")
+        warnings.warn(f"chapter {self.name}: left out {text}. {advice}", stacklevel=3)
+        for m in why:
+            datasets.pop(m)
+            locs.pop(m)
+        self._leave_out(why)
+
+    def _leave_out(self, why: Mapping[str, str]) -> None:
+        """Drop models (name -> why) from ``lms`` and ``p.models`` in place, so the notebook's own ``lms`` and
+        ``models`` follow; the run record keeps the declared list."""
+        names = list(why)
         if not names:
             return
         keep = [i for i, lm in enumerate(self.lms) if lm.name not in names]
-        for name in names:
-            self.left_out[name] = f"keeps {len(self._scanned[name])} ParaRel fact(s), fewer than the {need} needed"
+        self.left_out.update(why)
         self._declared.setdefault("models", list(self.p.models))
         if len(self.p.models) == len(self.lms):
             kept = [self.p.models[i] for i in keep]
@@ -149,7 +176,7 @@ class Chapter:
             else:
                 self.p.models = kept
         self.lms[:] = [self.lms[i] for i in keep]  # in place: the notebook's `lms` is this list
-        print(f"left out (too few facts): {', '.join(names)}; going on with {', '.join(lm.name for lm in self.lms)}")
+        print(f"left out: {', '.join(names)}; going on with {', '.join(lm.name for lm in self.lms)}")
 
     # --------------------------------------------------------------------------------- claims, results
 

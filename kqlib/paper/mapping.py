@@ -162,7 +162,14 @@ def run_chapter_mapping(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
                                               operations=operations, meta=[meta[i] for i in idx],
                                               desc=f"interventions {lm.name} {method} {group}"))
                 print(f"{lm.name} {method} {group}: {len(idx)} queries in {time.time() - t0:.1f} s")
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MAPPING_COLUMNS)
+    if not frames:  # nothing to intervene on: a clear stop, not empty tables downstream
+        from kqlib.errors import TooFewFacts
+
+        counts = ", ".join(f"{m}: {n}" for m, n in cs.groupby("group").size().items()) or "no fact"
+        raise TooFewFacts(f"no query of a K_C or K_I fact has knowledge neurons (facts per class over the models and "
+                          f"methods: {counts}): there is no query-KN mapping to measure. Rerun with more facts "
+                          f"(-p n_facts_per_relation=...) or relations the model answers (kq data --model NAME).")
+    return pd.concat(frames, ignore_index=True)
 
 
 def set_sizes(mapping: pd.DataFrame) -> pd.DataFrame:

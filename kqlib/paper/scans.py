@@ -135,21 +135,21 @@ def too_few_message(ds: Dataset, model: str, need: int, where: str) -> str:
     kept = len(ds)
     need_q = ds.params.get("min_correct", 2)
     return "\n".join([
-        f"Model {model!r} keeps {kept} ParaRel fact(s); {where} needs at least {need}. A fact is kept when the "
-        f"model answers at least {need_q} of its phrasings top-1 (the answer's first token is its top-1 next "
-        f"token). The scan:", *scan_lines(ds), next_step(ds, model)])
+        f"Model {model!r} keeps {kept} ParaRel fact(s); {where} needs at least {need}.",
+        f"A fact is kept when the model answers at least {need_q} of its phrasings top-1 (the answer's first token "
+        f"is its top-1 next token). The scan:", *scan_lines(ds), "What to do: " + next_step(ds, model)])
 
 
-def require_facts(datasets: Mapping[str, Dataset], need: int, where: str) -> dict[str, Dataset]:
+def require_facts(datasets: Mapping[str, Dataset], need: int, where: str, stacklevel: int = 2) -> dict[str, Dataset]:
     """The models (name -> scan) that keep at least ``need`` facts. A model below is left out with a warning
     naming it and saying why; when none is left, :class:`~kqlib.errors.TooFewFacts` says what each scan found and
-    what to run instead."""
+    what to run instead. ``stacklevel``: of the warning (the caller's caller: the notebook cell in a chapter)."""
     ok = {m: d for m, d in datasets.items() if len(d) >= need}
     if not ok:
         raise TooFewFacts("\n\n".join(too_few_message(d, m, need, where) for m, d in datasets.items()))
     for m, d in datasets.items():
         if m not in ok:
-            warnings.warn(f"{where}: left out model {m!r}: " + too_few_message(d, m, need, where), stacklevel=2)
+            warnings.warn(f"{where}: left out model {m!r}: " + too_few_message(d, m, need, where), stacklevel=stacklevel)
     return ok
 
 
