@@ -56,11 +56,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _knowledge(lm, args, relations) -> "object":
     """``kq data --model``: per relation, of ``--sample`` seeded facts, those the model answers on >= 1, 2 and 4
     phrasings (the cached scan, :func:`kqlib.paper.scans.what_it_knows`), best first, and the ``-p`` line."""
-    from kqlib.paper import scans
+    from kqlib.paper import pararel, scans
 
     ds = scans.scan(lm, relations, None, seed=0, min_correct=1, top_k=args.top_k, max_scan=args.sample or None,
                     root=args.pararel)
-    table = scans.what_it_knows(ds)
+    base = pararel.pararel_root(args.pararel)
+    table = scans.what_it_knows(ds, {r: len(pararel.load_facts(r, base)) for r in ds.scan})
     print(f"What {args.model} knows: per relation, of {args.sample or 'all'} seeded facts (scanned), those whose "
           f"answer is its top-{args.top_k} next token on >= 1, >= 2 and >= 4 phrasings"
           f"{' (scan read from the cache)' if ds.params.get('cached') else ''}. The book keeps a fact answered "

@@ -211,6 +211,7 @@ def test_kq_data_model_lists_what_a_local_model_knows(tiny_root, tmp_path, monke
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "answered_2" in first and "answered_4" in first and "P103" in first
+    assert first.splitlines()[2].split()[:2] == ["P103", "6"]  # the relation's 6 facts (tiny_root), all scanned
     assert "scan read from the cache" not in first
     assert main(argv) == 0
     again = capsys.readouterr().out

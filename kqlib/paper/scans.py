@@ -156,15 +156,16 @@ def require_facts(datasets: Mapping[str, Dataset], need: int, where: str, stackl
 # ---------------------------------------------------------------------------------------- kq data
 
 
-def what_it_knows(ds: Dataset):
-    """Per relation of a scan (``n_per_relation=None``, ``min_correct=1``): facts scanned and those answered on
-    >= 1, >= 2 and >= 4 phrasings top-1, sorted by >= 4 then >= 2 (best first)."""
+def what_it_knows(ds: Dataset, totals: Mapping[str, int] | None = None):
+    """Per relation of a scan (``n_per_relation=None``, ``min_correct=1``): its facts (``totals``, else those in the
+    scan's order), phrasings, facts scanned and those answered on >= 1, >= 2 and >= 4 phrasings top-1, sorted by
+    >= 4 then >= 2 (best first)."""
     import pandas as pd
 
     rows = []
     for rel, s in ds.scan.items():
         counts = [e.n_correct for e in ds.facts if e.fact.relation == rel]
-        rows.append(dict(relation=rel, facts=s.get("facts", 0), patterns=s.get("patterns", 0),
+        rows.append(dict(relation=rel, facts=(totals or {}).get(rel, s.get("facts", 0)), patterns=s.get("patterns", 0),
                          scanned=s.get("scanned", 0), answered_1=sum(c >= 1 for c in counts),
                          answered_2=sum(c >= 2 for c in counts), answered_4=sum(c >= 4 for c in counts)))
     cols = ["relation", "facts", "patterns", "scanned", "answered_1", "answered_2", "answered_4"]
