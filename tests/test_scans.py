@@ -106,6 +106,26 @@ def test_scan_runs_once_per_model_data_and_parameters(lm, tiny_root, monkeypatch
     assert len(calls) == 6
 
 
+def test_a_walk_to_the_end_answers_any_larger_number_of_facts(lm, tiny_root, monkeypatch):
+    """A model that keeps k < n facts walked every fact: the scan for any n' > k (or all) is the same walk."""
+    monkeypatch.setattr(lm, "next_token_logits", _controlled_logits(lm, lambda p: ("french", 1)))
+    calls = []
+    real = pararel.build_dataset
+    monkeypatch.setattr(pararel, "build_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(root=tiny_root, batch_size=1, progress=False, min_correct=1)
+    with pytest.warns(UserWarning, match="requested facts passed"):
+        first = scans.scan(lm, "P103", 50, **kw)
+    k = len(first)
+    assert 0 < k < first.scan["P103"]["facts"] and first.scan["P103"]["scanned"] == first.scan["P103"]["facts"]
+    for n in (k + 1, 7, None):
+        again = scans.scan(lm, "P103", n, **kw)
+        assert again.params["cached"] and again.facts == first.facts and again.params["n_per_relation"] == n
+    assert len(calls) == 1
+    fewer = scans.scan(lm, "P103", k, **kw)  # stops at its k-th kept fact: another walk
+    assert len(calls) == 2 and not fewer.params["cached"]
+    assert [e.fact for e in fewer] == [e.fact for e in first][:k]
+
+
 # --------------------------------------------------------------------------------------- too few facts
 
 

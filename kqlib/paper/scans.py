@@ -80,12 +80,17 @@ def scan(lm, relations: Sequence[str] | str | None = None, n_per_relation: int |
         defaults = dict(top_k=1, min_queries=2, multi_token="first", max_scan=None, min_patterns=2)
         params = {**defaults, **kw, "relations": rels, "n_per_relation": n_per_relation, "seed": seed,
                   "min_correct": min_correct}
-        key = scan_key(fingerprint, data_digest(base, rels), params)
+        digest = data_digest(base, rels)
+        key = scan_key(fingerprint, digest, params)
+        whole = scan_key(fingerprint, digest, {**params, "n_per_relation": "every relation walked to its end"})
         store = _store()
         rec = store.get_record(key)
+        if rec is None:  # a walk that reached every relation's end is the same walk for any n above what it kept
+            rec = store.get_record(whole)
+            rec = rec if rec is not None and _walked_to_end(dict(rec["scan"]), n_per_relation) else None
         if rec is not None:
             ds = from_record(rec)
-            ds.params.update(model=getattr(lm, "name", None), cached=True)
+            ds.params.update(model=getattr(lm, "name", None), n_per_relation=n_per_relation, cached=True)
             return ds
     extra = {"root": root} if root is not None else {}
     ds = pararel.build_dataset(lm, relations, n_per_relation, seed=seed, min_correct=min_correct,
@@ -93,7 +98,16 @@ def scan(lm, relations: Sequence[str] | str | None = None, n_per_relation: int |
     ds.params["cached"] = False
     if key is not None:
         store.put_record(key, to_record(ds))
+        if _walked_to_end(ds.scan, n_per_relation):
+            store.put_record(whole, to_record(ds))
     return ds
+
+
+def _walked_to_end(scan_stats: Mapping[str, Mapping], n_per_relation: int | None) -> bool:
+    """Every relation's walk covered all its facts and kept fewer than ``n_per_relation`` (a walk asking for any
+    number above what it kept is the same walk: a model that knows little is scanned once for every chapter)."""
+    return all(s.get("scanned") == s.get("facts") and (n_per_relation is None or s.get("kept", 0) < n_per_relation)
+               for s in scan_stats.values())
 
 
 # ------------------------------------------------------------------------------------- too few facts
