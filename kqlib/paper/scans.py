@@ -167,6 +167,14 @@ def require_facts(datasets: Mapping[str, Dataset], need: int, where: str, stackl
     return ok
 
 
+def scan_models(lms, relations=None, n_per_relation: int | None = 10, seed: int = 0, *, need: int = 1,
+                where: str = "this run", **kw) -> dict[str, Dataset]:
+    """:func:`scan` of every model, then :func:`require_facts`: name -> scan of the models that keep ``need``
+    facts (the others left out with a warning; none left: :class:`~kqlib.errors.TooFewFacts`)."""
+    found = {lm.name: scan(lm, relations, n_per_relation, seed, **kw) for lm in lms}
+    return require_facts(found, need, where, stacklevel=3)
+
+
 # ---------------------------------------------------------------------------------------- kq data
 
 
