@@ -120,10 +120,10 @@ def relations_option(names: Sequence[str]) -> str:
 
 def scan_lines(ds: Dataset) -> list[str]:
     """One line per scanned relation: facts scanned, kept, and why the others were dropped."""
-    need = ds.params.get("min_correct", 2)
+    need, top = ds.params.get("min_correct", 2), ds.params.get("top_k", 1)
     out = []
     for rel, s in ds.scan.items():
-        why = [f"{s.get('dropped_not_answered', 0)} answered on fewer than {need} phrasing(s) top-1"]
+        why = [f"{s.get('dropped_not_answered', 0)} answered on fewer than {need} phrasing(s) top-{top}"]
         if s.get("dropped_few_queries"):
             why.append(f"{s['dropped_few_queries']} with too few phrasings")
         if s.get("dropped_multi_token"):
@@ -147,11 +147,11 @@ def next_step(ds: Dataset, model: str) -> str:
 
 def too_few_message(ds: Dataset, model: str, need: int, where: str) -> str:
     kept = len(ds)
-    need_q = ds.params.get("min_correct", 2)
+    need_q, top = ds.params.get("min_correct", 2), ds.params.get("top_k", 1)
     return "\n".join([
         f"Model {model!r} keeps {kept} ParaRel fact(s); {where} needs at least {need}.",
-        f"A fact is kept when the model answers at least {need_q} of its phrasings top-1 (the answer's first token "
-        f"is its top-1 next token). The scan:", *scan_lines(ds), "What to do: " + next_step(ds, model)])
+        f"A fact is kept when the model answers at least {need_q} of its phrasings top-{top} (the answer's first "
+        f"token is among its top-{top} next tokens). The scan:", *scan_lines(ds), "What to do: " + next_step(ds, model)])
 
 
 def require_facts(datasets: Mapping[str, Dataset], need: int, where: str, stacklevel: int = 2) -> dict[str, Dataset]:
