@@ -4,7 +4,6 @@ facts (the scan is replaced; everything after it runs as in the book): what a re
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import matplotlib
@@ -48,7 +47,7 @@ def fake_scan(lm, n_facts: int) -> Dataset:
 def run_chapter(name: str, n_facts: int, monkeypatch, tmp_path, models=("tiny-a",), **params) -> dict:
     """Execute ``book/<name>.py`` cell by cell (its parameters cell replaced by ``params`` over the smoke
     defaults) with every model a tiny llama whose scan keeps ``n_facts`` facts (a dict ``{model: n}`` gives each
-    its own). Returns the namespace."""
+    its own). Returns the namespace; ``ns["__shown__"]`` holds (last line, value) of every cell that displays one."""
     import jupytext
 
     import kqlib
@@ -60,9 +59,8 @@ def run_chapter(name: str, n_facts: int, monkeypatch, tmp_path, models=("tiny-a"
 
     def load(model, *a, **k):
         if model not in loaded:
-            lm = tiny_lm("llama") if model not in loaded else loaded[model]
-            lm.name = model
-            loaded[model] = lm
+            loaded[model] = tiny_lm("llama")
+            loaded[model].name = model
         return loaded[model]
 
     monkeypatch.setattr(kqlib, "load", load)
@@ -87,5 +85,4 @@ def run_chapter(name: str, n_facts: int, monkeypatch, tmp_path, models=("tiny-a"
         exec(compile(tree, f"{name}:cell", "exec"), ns)
         if last is not None:  # what the notebook would display
             shown.append((src.strip().splitlines()[-1][:80], eval(compile(ast.Expression(last.value), name, "eval"), ns)))
-    os.environ.pop("MPLBACKEND", None)
     return ns
