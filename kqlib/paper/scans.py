@@ -151,7 +151,7 @@ def too_few_message(ds: Dataset, model: str, need: int, where: str) -> str:
     return "\n".join([
         f"Model {model!r} keeps {kept} ParaRel fact(s); {where} needs at least {need}.",
         f"A fact is kept when the model answers at least {need_q} of its phrasings top-{top} (the answer's first "
-        f"token is among its top-{top} next tokens). The scan:", *scan_lines(ds), "What to do: " + next_step(ds, model)])
+        f"token is {'its top-1 next token' if top == 1 else f'among its top-{top} next tokens'}). The scan:", *scan_lines(ds), "What to do: " + next_step(ds, model)])
 
 
 def require_facts(datasets: Mapping[str, Dataset], need: int, where: str, stacklevel: int = 2) -> dict[str, Dataset]:
