@@ -66,7 +66,7 @@ import kqlib
 from kqlib.book import figures
 from kqlib.paper import path_points
 from kqlib.book import report
-from kqlib.paper.pararel import build_dataset
+from kqlib.paper.scans import scan_models
 
 report.quiet()
 
@@ -74,13 +74,18 @@ report.quiet()
 # ## Queries and attributions
 #
 # Facts the model answers (as in every chapter), then `n_queries` of their queries, the same for every rule
-# and number of points. Each (rule, $n$) is one cached attribution per query.
+# and number of points. Each (rule, $n$) is one cached attribution per query. The ParaRel scan is cached too;
+# a model that answers none of these facts is left out with a warning, and when no model is left the chapter
+# stops and says what to run instead (`kq data --model NAME` lists the facts a model knows, relation by
+# relation, and prints the `-p relations=[...]` to rerun with).
 
 # %%
 lms = [kqlib.load(name) for name in models]
+scans = scan_models(lms, relations or None, n_facts_per_relation or None, seed=seed, min_correct=1, progress=False)
+lms = [lm for lm in lms if lm.name in scans]
 frames = []
 for lm in lms:
-    ds = build_dataset(lm, relations or None, n_facts_per_relation or None, seed=seed, progress=False)
+    ds = scans[lm.name]
     queries = random.Random(seed).sample(ds.queries, min(n_queries, len(ds.queries)))
     frames.append(path_points.convergence(lm, queries, counts, rules, reference_points=reference_points,
                                           method=method, site=site, t=t_threshold, progress=False,

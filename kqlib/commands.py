@@ -46,11 +46,37 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P103,P37 (default: all)")
     p.add_argument("--sample", type=int_at_least(0), default=20,
-                   help="facts per relation evaluated for 'answered' (default 20; 0: no 'answered' columns)")
+                   help="facts per relation scanned, in a seeded order (default 20; 0: every fact)")
     p.add_argument("--top-k", type=int_at_least(1), default=1,
                    help="an answer counts when its first token is within top-k (>= 1)")
     p.add_argument("--no-model", action="store_true", help="only count patterns and facts; load no model")
     p.add_argument("--out", default=None, help="also write the table to this .csv or .parquet file")
+
+
+def _knowledge(lm, args, relations) -> "object":
+    """``kq data --model``: per relation, of ``--sample`` seeded facts, those the model answers on >= 1, 2 and 4
+    phrasings (the cached scan, :func:`kqlib.paper.scans.what_it_knows`), best first, and the ``-p`` line."""
+    from kqlib.paper import pararel, scans
+
+    ds = scans.scan(lm, relations, None, seed=0, min_correct=1, top_k=args.top_k, max_scan=args.sample or None,
+                    root=args.pararel)
+    base = pararel.pararel_root(args.pararel)
+    table = scans.what_it_knows(ds, {r: len(pararel.load_facts(r, base)) for r in ds.scan})
+    print(f"What {args.model} knows: per relation, of {args.sample or 'all'} seeded facts (scanned), those whose "
+          f"answer is its top-{args.top_k} next token on >= 1, >= 2 and >= 4 phrasings"
+          f"{' (scan read from the cache)' if ds.params.get('cached') else ''}. The book keeps a fact answered "
+          f"on >= 2.")
+    print(table.to_string(index=False))
+    best = scans.suggest_relations(table)
+    if best:
+        counts = dict(zip(table.relation, table.answered_2))
+        print(f"\nBest relations for this model (facts on >= 2 phrasings): "
+              f"{', '.join(f'{r} {counts[r]}' for r in best)}. Rerun a chapter on them:\n"
+              f"  kq run 01 --profile smoke --model {args.model} {scans.relations_option(best)}")
+    else:
+        print(f"\n{args.model} answers none of these facts on two phrasings: the book's chapters cannot measure it "
+              f"here. Try more facts (--sample 0 scans every fact) or other relations.")
+    return table
 
 
 def _data_run(args) -> int:
@@ -60,10 +86,12 @@ def _data_run(args) -> int:
     relations = _relations(args.relations, "--relations")
     check_output_file(args.out, suffixes=(".csv", ".parquet"))
     _check_inputs(args, relations, model=not args.no_model)
-    lm = None if args.no_model else load(args.model, device=args.device)
-    table = pararel.relation_stats(lm, root=args.pararel, relations=relations, sample=args.sample,
-                                   top_k=args.top_k)
-    print(table.to_string(index=False))
+    if args.no_model:
+        table = pararel.relation_stats(None, root=args.pararel, relations=relations, sample=args.sample,
+                                       top_k=args.top_k)
+        print(table.to_string(index=False))
+    else:
+        table = _knowledge(load(args.model, device=args.device), args, relations)
     if args.out:
         if args.out.lower().endswith(".parquet"):
             table.to_parquet(args.out, index=False)
@@ -174,7 +202,8 @@ def _attribute_run(args) -> int:
     return 0
 
 
-DATA = Command("data", "ParaRel statistics per relation for a model (patterns, single-token objects, "
-                 "facts answered)", _data_args, _data_run)
+DATA = Command("data", "what a model knows: per ParaRel relation, the facts it answers on >= 2 and >= 4 "
+               "phrasings (cached scan) and the -p relations=[...] to rerun a chapter with; --no-model: "
+               "patterns and facts only", _data_args, _data_run)
 ATTRIBUTE = Command("attribute", "knowledge-neuron attribution of ParaRel facts; saves a tidy table",
-                 _attribute_args, _attribute_run)
+                    _attribute_args, _attribute_run)

@@ -29,6 +29,13 @@ class ParameterError(KqError, ValueError):
     pass
 
 
+class TooFewFacts(DataError):
+    """The model answers fewer ParaRel facts than the run needs; the message lists, per relation, the facts
+    scanned and kept, and what to run instead (``kq run`` stops the chapter with exit status 2)."""
+
+    exit_code = 2
+
+
 class Interrupted(KeyboardInterrupt):
     """The run was stopped by a signal (Ctrl-C = SIGINT, or SIGTERM); the command exits 128 + signal."""
 

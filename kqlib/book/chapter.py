@@ -66,6 +66,8 @@ class Chapter:
         self.p = SimpleNamespace(**{"rule": "riemann", "query_filter": "correct", **self.params},
                                  executor=self.executor, ray_address=self.ray_address)
         self._scanned: dict = {}  # model name -> its ParaRel scan (before the query filter)
+        self.left_out: dict[str, str] = {}  # model name -> why it was left out (too few facts)
+        self._declared: dict[str, Any] = {}  # declared values of parameters changed in place (models)
         self.lms: list = []
         self.numbers: dict[str, Any] = {}
         self.claims: list[dict] = []
@@ -91,7 +93,7 @@ class Chapter:
         return {lm.name: report.model_size(lm) for lm in self.models()}
 
     def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
-                 query_filter: str | None = None) -> "Localized":
+                 query_filter: str | None = None, min_facts: int = 1) -> "Localized":
         """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
         ``p.methods``), with the chapter's ``steps``, ``rule``, ``site`` and ``t_threshold`` (attributions come from
         the on-disk cache when an earlier chapter computed them).
@@ -99,19 +101,28 @@ class Chapter:
         The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
         model answers at least two of its phrasings top-1, for every chapter and either filter; ``query_filter``
         (default ``p.query_filter``) then says which of its queries enter: ``"correct"`` the answered ones, so
-        consistency, classes, interventions and edits all see the same queries, or ``"all"``."""
+        consistency, classes, interventions and edits all see the same queries, or ``"all"``.
+
+        The scan is done once per model, data and parameters (:func:`kqlib.paper.scans.scan`, cached on disk). A
+        model that keeps fewer than ``min_facts`` facts is left out with a warning; when none is left the chapter
+        stops with :class:`~kqlib.errors.TooFewFacts` (what each scan found, what to run instead)."""
         from kqlib.paper.localization import localize
-        from kqlib.paper.pararel import build_dataset
+        from kqlib.paper.scans import require_facts, scan
 
         p = self.p
         methods = list(methods or p.methods)
         query_filter = query_filter or p.query_filter
-        datasets, locs = {}, {}
         for lm in self.models():
-            t0 = time.time()
             if lm.name not in self._scanned:
-                self._scanned[lm.name] = build_dataset(lm, p.relations or None, p.n_facts_per_relation or None,
-                                                       seed=p.seed, min_correct=2, progress=False)
+                self._scanned[lm.name] = scan(lm, p.relations or None, p.n_facts_per_relation or None,
+                                              seed=p.seed, min_correct=2, progress=False)
+        ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}",
+                           stacklevel=3)
+        self._leave_out({lm.name: f"keeps {len(self._scanned[lm.name])} ParaRel fact(s), fewer than the {min_facts} "
+                                  f"needed" for lm in self.lms if lm.name not in ok})
+        datasets, locs = {}, {}
+        for lm in self.lms:
+            t0 = time.time()
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
             locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
@@ -119,7 +130,50 @@ class Chapter:
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "
                       f"{len(ds.relations())} relations; {len(methods)} method(s) localized in {time.time() - t0:.0f} s")
+        self._require_neurons(datasets, locs, methods)
         return Localized(self.models(), datasets, locs, methods)
+
+    def _require_neurons(self, datasets: dict, locs: dict, methods: Sequence[str]) -> None:
+        """A model none of whose queries has a knowledge neuron has nothing to measure: left out with a warning,
+        or the chapter stops (:class:`~kqlib.errors.TooFewFacts`) when no model is left."""
+        import warnings
+
+        from kqlib.errors import TooFewFacts
+
+        p = self.p
+        why = {m: f"none of its {len(datasets[m].queries)} queries has a knowledge neuron ({', '.join(methods)}, "
+                  f"t_threshold={p.t_threshold}, site={p.site}): nothing to measure" for m, loc in locs.items()
+               if not (loc.queries["n_neurons"] > 0).any()}
+        if not why:
+            return
+        advice = ("Lower t_threshold (the paper's is 0.2) or look at the model's attributions with "
+                  "`kq attribute --model NAME`.")
+        text = "; ".join(f"model {m!r}: {w}" for m, w in why.items())
+        if len(why) == len(locs):
+            raise TooFewFacts(f"chapter {self.name}: {text}. {advice}")
+        warnings.warn(f"chapter {self.name}: left out {text}. {advice}", stacklevel=3)
+        for m in why:
+            datasets.pop(m)
+            locs.pop(m)
+        self._leave_out(why)
+
+    def _leave_out(self, why: Mapping[str, str]) -> None:
+        """Drop models (name -> why) from ``lms`` and ``p.models`` in place, so the notebook's own ``lms`` and
+        ``models`` follow; the run record keeps the declared list."""
+        names = list(why)
+        if not names:
+            return
+        keep = [i for i, lm in enumerate(self.lms) if lm.name not in names]
+        self.left_out.update(why)
+        self._declared.setdefault("models", list(self.p.models))
+        if len(self.p.models) == len(self.lms):
+            kept = [self.p.models[i] for i in keep]
+            if isinstance(self.p.models, list):
+                self.p.models[:] = kept  # in place: the notebook's `models` is this list
+            else:
+                self.p.models = kept
+        self.lms[:] = [self.lms[i] for i in keep]  # in place: the notebook's `lms` is this list
+        print(f"left out: {', '.join(names)}; going on with {', '.join(lm.name for lm in self.lms)}")
 
     # --------------------------------------------------------------------------------- claims, results
 
@@ -178,7 +232,9 @@ class Chapter:
         out.update(results)
         out["claims"] = self.claims
         out["figures"] = dict(self.figures)
-        run = report.run_record(self.lms, parameters=self.params, started=self.started,
+        if self.left_out:
+            out["models_left_out"] = dict(self.left_out)
+        run = report.run_record(self.lms, parameters={**self.params, **self._declared}, started=self.started,
                                 profile=self.params.get("profile"))
         run.update(results.pop("_run", {}) if "_run" in results else {})
         path = report.write_results(self.name, out, run)

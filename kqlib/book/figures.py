@@ -24,8 +24,26 @@ def save(fig, name: str) -> Path:
 
     out = output_dir() / "figures" / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
+    mark_empty(fig)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     return out
+
+
+EMPTY_NOTE = "nothing to show here:\nno fact or query of this kind in this run\n(too few facts; see the text)"
+
+
+def mark_empty(fig, note: str = EMPTY_NOTE) -> int:
+    """Write ``note`` across every panel of ``fig`` that draws no data (no line, marker, bar, violin, image or
+    text of its own), so that a figure never shows an empty frame without words; returns how many panels."""
+    n = 0
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>" or not ax.get_visible():
+            continue
+        drawn = ax.lines or ax.collections or ax.images or ax.patches or ax.tables or ax.texts
+        if not drawn:
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.35", fontsize=9)
+            n += 1
+    return n
 
 
 def shared_top_neurons(scores, n_per_layer: int = 12) -> np.ndarray:

@@ -65,6 +65,38 @@ def quiet() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+    say_empty_tables()
+
+
+EMPTY_TABLE = ("Empty table: nothing of this kind in this run (the model keeps too few facts or queries for it: "
+               "see the scan counts above; `kq data --model NAME` lists the facts a model knows).")
+
+
+def table_html(obj) -> str | None:
+    """HTML of a table (DataFrame or Styler) for a page: a sentence saying it is empty, and why, when it has no
+    row; else its own HTML."""
+    frame = getattr(obj, "data", obj)
+    if getattr(frame, "empty", False):
+        return f"<p><em>{EMPTY_TABLE}</em></p>"
+    return obj._repr_html_()
+
+
+def say_empty_tables() -> None:
+    """In a notebook kernel, show every empty table as :data:`EMPTY_TABLE` (:func:`table_html`), never as a bare
+    header; outside IPython nothing changes."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import pandas as pd
+    from pandas.io.formats.style import Styler
+
+    html = shell.display_formatter.formatters["text/html"]
+    for kind in (pd.DataFrame, Styler):
+        html.for_type(kind, table_html)
 
 
 # --------------------------------------------------------------------------------------------- tables

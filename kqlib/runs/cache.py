@@ -21,6 +21,7 @@ the same bytes under the same name: it changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -125,31 +126,32 @@ class AttributionCache:
         return f"AttributionCache({self.url!r})"
 
     # --- API -----------------------------------------------------------------------------------------
-    def path(self, key: str) -> Path | str:
-        """Where the entry of ``key`` lives: a :class:`Path` locally, a path inside the bucket remotely."""
+    def path(self, key: str, suffix: str = ".pt") -> Path | str:
+        """Where the entry of ``key`` lives: a :class:`Path` locally, a path inside the bucket remotely
+        (``suffix`` ``.json`` for a record, :meth:`put_record`)."""
         if self.remote:
-            return self._rpath(key)
-        return self.root / key[:2] / f"{key}.pt"
+            return self._rpath(key)[: -len(".pt")] + suffix
+        return self.root / key[:2] / f"{key}{suffix}"
 
-    def _read(self, key: str) -> bytes | None:
+    def _read(self, key: str, suffix: str = ".pt") -> bytes | None:
         if self.remote:
             try:
-                return self.fs.cat_file(self._rpath(key))
+                return self.fs.cat_file(self.path(key, suffix))
             except FileNotFoundError:
                 return None
-        path = self.path(key)
+        path = self.path(key, suffix)
         if not path.exists():
             return None
         return path.read_bytes()
 
-    def _discard(self, key: str) -> None:
+    def _discard(self, key: str, suffix: str = ".pt") -> None:
         if self.remote:
             try:
-                self.fs.rm_file(self._rpath(key))
+                self.fs.rm_file(self.path(key, suffix))
             except FileNotFoundError:
                 pass
         else:
-            self.path(key).unlink(missing_ok=True)
+            self.path(key, suffix).unlink(missing_ok=True)
 
     def get(self, key: str) -> torch.Tensor | None:
         try:
@@ -198,20 +200,24 @@ class AttributionCache:
                  "meta": json.dumps(meta or {}, default=str)}
         buf = io.BytesIO()
         torch.save(entry, buf)
+        self._write(key, buf.getvalue())
+
+    def _write(self, key: str, data: bytes, suffix: str = ".pt") -> None:
+        """Store ``data`` as the entry of ``key``, atomically (see the module docstring)."""
         if self.remote:
             # One whole object per entry: the object store makes it visible atomically.
-            self.fs.pipe_file(self._rpath(key), buf.getvalue())
+            self.fs.pipe_file(self.path(key, suffix), data)
             return
-        folder = self.path(key).parent
+        folder = self.path(key, suffix).parent
         tmp = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
             with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
+            os.replace(tmp, self.path(key, suffix))
         except OSError as exc:  # a full disk, no permission: say which folder and what to do
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
@@ -220,6 +226,31 @@ class AttributionCache:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             raise
+
+    # --- records: JSON values under the same keys, layout, atomic writes and validation ---------------
+    def put_record(self, key: str, record: dict) -> None:
+        """Store a JSON-able ``record`` under ``key`` (``<key>.json``, with the key and a sha256 of the
+        record's canonical JSON), atomically."""
+        body = json.dumps(record, sort_keys=True, default=str)
+        entry = {"key": key, "digest": hashlib.sha256(body.encode()).hexdigest(), "record": body}
+        self._write(key, json.dumps(entry).encode(), suffix=".json")
+
+    def get_record(self, key: str) -> dict | None:
+        """The record stored under ``key``, or None; a damaged one (unreadable, other key, digest mismatch) is
+        reported, deleted and treated as absent."""
+        data = self._read(key, suffix=".json")
+        if data is None:
+            return None
+        try:
+            entry = json.loads(data)
+            if entry["key"] != key or hashlib.sha256(entry["record"].encode()).hexdigest() != entry["digest"]:
+                raise ValueError("key or digest mismatch")
+            return json.loads(entry["record"])
+        except Exception as exc:  # corrupt or truncated: never use it
+            warnings.warn(f"kqlib: discarding corrupt cache record {self.path(key, '.json')} ({exc}); recomputing",
+                          stacklevel=2)
+            self._discard(key, suffix=".json")
+            return None
 
     def check(self) -> None:
         """Write, read back and delete a probe entry; raise :class:`CacheUnreachableError` with the reason.

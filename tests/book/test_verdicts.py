@@ -37,8 +37,9 @@ def test_judge_four_verdicts():
     nm = V.judge(c, 0.6, 0.4, 0.8, 20, why_not="needs two models")
     assert nm.label == V.NOT_MEASURABLE and nm.reason == "needs two models"
     assert V.judge(c, None).label == V.NOT_MEASURABLE
-    # one unit: a degenerate interval is no evidence
-    assert V.judge(c, 1.0, 1.0, 1.0, 1).label == V.INCONCLUSIVE
+    # one unit: a degenerate interval is no evidence; nothing is measurable from one fact
+    one = V.judge(c, 1.0, 1.0, 1.0, 1)
+    assert one.label == V.NOT_MEASURABLE and "fewer than 2" in one.reason and one.n_needed == 2
     # "less" claims mirror
     m = V.claim("model_order")
     assert V.judge(m, -0.3, -0.5, -0.1, 30).label == V.HOLDS

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from kqlib.errors import TooFewFacts
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.consistency import otsu_threshold
 from kqlib.paper.mapping import CONDITIONS, MAPPING_COLUMNS, OPS, UNIT, mapping_queries, run_mapping
@@ -62,7 +63,12 @@ def run_chapter_mapping(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
                                               operations=operations, meta=[meta[i] for i in idx],
                                               desc=f"interventions {lm.name} {method} {group}"))
                 print(f"{lm.name} {method} {group}: {len(idx)} queries in {time.time() - t0:.1f} s")
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MAPPING_COLUMNS)
+    if not frames:  # nothing to intervene on: a clear stop, not empty tables downstream
+        counts = ", ".join(f"{m}: {n}" for m, n in cs.groupby("group").size().items()) or "no fact"
+        raise TooFewFacts(f"no query of a K_C or K_I fact has knowledge neurons (facts per class over the models and "
+                          f"methods: {counts}): there is no query-KN mapping to measure. Rerun with more facts "
+                          f"(-p n_facts_per_relation=...) or relations the model answers (kq data --model NAME).")
+    return pd.concat(frames, ignore_index=True)
 
 
 def set_sizes(mapping: pd.DataFrame) -> pd.DataFrame:

@@ -48,6 +48,12 @@ def choose_queries(ch, p) -> tuple[dict, dict, dict]:
 def run_chapter_synapses(lms, chosen, kn_sets, metas, p) -> pd.DataFrame:
     import time
 
+    if not any(chosen.get(lm.name) for lm in lms):  # nothing to scale: a clear stop, not empty tables downstream
+        from kqlib.errors import TooFewFacts
+
+        raise TooFewFacts(f"no query has knowledge neurons ({p.kn_method}, t_threshold={p.t_threshold}) in "
+                          f"{', '.join(lm.name for lm in lms)}: there are no synapses to scale. Rerun with more facts "
+                          f"(-p n_facts_per_relation=...) or relations the model answers (kq data --model NAME).")
     frames = []
     for lm in lms:
         t0 = time.time()

@@ -303,7 +303,7 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
     nums["update_rel_mean"] = finite_or_none(upd.rel.mean()) if len(upd) else None
     nums["update_dppl_median"] = finite_or_none(upd.dppl.median()) if len(upd) else None
     nums["update_ppl_before"] = finite_or_none(upd.ppl_before.median()) if len(upd) else None
-    best = abl.groupby("beta2").avg.mean() if len(abl) else pd.Series(dtype=float)
+    best = abl.groupby("beta2").avg.mean().dropna() if len(abl) else pd.Series(dtype=float)  # all-NaN: no best
     nums["best_beta2"] = finite_or_none(best.idxmax()) if len(best) else None
     nums["avg_beta2_0"] = finite_or_none(best.get(0.0, np.nan))
     nums["avg_beta2_main"] = finite_or_none(best.get(float(p.beta2), np.nan))

@@ -179,7 +179,8 @@ def judge(c: Claim | str, estimate=None, low=None, high=None, n: int | None = No
     est, null = float(estimate), float(c.null)
     sign = 1.0 if c.direction == "greater" else -1.0
     if n is not None and int(n) < 2:
-        return Verdict(INCONCLUSIVE, f"{int(n)} {unit}: no interval from fewer than 2", 2)
+        return Verdict(NOT_MEASURABLE, f"{int(n)} {unit}: no interval from fewer than 2 (a model that knows "
+                                       f"few facts: see `kq data --model`)", 2)
     test = "" if not _finite(p) else f"p = {float(p):.2g}"
     sig = None if not _finite(p) else float(p) < c.alpha
     if _finite(low) and _finite(high):

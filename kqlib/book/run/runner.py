@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from kqlib.errors import ChapterFailed, KqError, ParameterError  # noqa: F401 (ChapterFailed re-exported)
+from kqlib.errors import ChapterFailed, KqError, ParameterError, TooFewFacts  # noqa: F401 (ChapterFailed re-exported)
 from kqlib.book.run.progress import (  # noqa: E402,F401 (re-exported)
     Timings, RunnerProgress, _ChannelTail)
 from kqlib.book.profiles import load_profile, parameters_for, parse_overrides, profile_names
@@ -201,6 +201,9 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
             os.replace(tmp, failed)
             kept = failed
         shutil.rmtree(staged, ignore_errors=True)  # the last good notebook, record, results and data stay
+        if getattr(err, "ename", None) == TooFewFacts.__name__:  # the chapter's own clear stop: no traceback
+            failed.unlink(missing_ok=True)
+            raise TooFewFacts(f"chapter {chapter.relative_to(root)} stopped: {_ANSI.sub('', err.evalue)}") from None
         raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
     except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
         import logging
