@@ -167,13 +167,14 @@ def within_template(kn: pd.DataFrame, queries: pd.DataFrame, n_boot: int = 2000,
 
 
 def within_stratum_gap(values, labels, strata, a: str, b: str, clusters=None, n_boot: int = 2000,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, stratum_name: str = "stratum", unit_name: str = "unit") -> dict:
     """Difference of class means within strata: for every stratum s holding units of both classes,
     d_s = mean(values | s, a) − mean(values | s, b); estimate = mean over s of d_s, with a percentile bootstrap
     resampling ``clusters`` of strata (default: the strata; e.g. the relation when a stratum is (model,
     relation), so a relation's strata are drawn together); n = clusters. Returns dict(estimate, low, high, n,
     n_strata, n_a, n_b, strata = frame of [stratum, cluster, mean_a, mean_b, d]) or dict(why_not=...) when a
-    class has no unit or no stratum holds both ("the class is confounded with the stratum")."""
+    class has no unit or no stratum holds both ("the class is confounded with the stratum"); the reasons name
+    strata and units ``stratum_name`` and ``unit_name``."""
     d = pd.DataFrame({"v": np.asarray(values, dtype=np.float64).reshape(-1),
                       "label": np.asarray(labels, dtype=object).reshape(-1),
                       "stratum": pd.Series(list(strata), dtype=object).to_numpy(),
@@ -181,12 +182,12 @@ def within_stratum_gap(values, labels, strata, a: str, b: str, clusters=None, n_
     d = d[np.isfinite(d.v) & d.label.isin([a, b])]
     n_a, n_b = int((d.label == a).sum()), int((d.label == b).sum())
     if not n_a or not n_b:
-        return dict(why_not=f"a class has no unit ({n_a} {a}, {n_b} {b})", n_a=n_a, n_b=n_b)
+        return dict(why_not=f"a class has no {unit_name} ({n_a} {a}, {n_b} {b})", n_a=n_a, n_b=n_b)
     means = d.groupby(["stratum", "label"]).v.mean().unstack()
     both = means.dropna() if {a, b} <= set(means.columns) else means.iloc[:0]
     if not len(both):
-        return dict(why_not=f"no stratum holds both classes ({n_a} {a}, {n_b} {b} in {d.stratum.nunique()} "
-                            f"strata: the class is confounded with the stratum)", n_a=n_a, n_b=n_b)
+        return dict(why_not=f"no {stratum_name} holds both classes ({n_a} {a}, {n_b} {b} in {d.stratum.nunique()} "
+                            f"{stratum_name}(s): the class is confounded with the {stratum_name})", n_a=n_a, n_b=n_b)
     cl = d.drop_duplicates("stratum").set_index("stratum").cluster
     tab = pd.DataFrame({"stratum": both.index, "cluster": cl.loc[both.index].to_numpy(),
                         "mean_a": both[a].to_numpy(float), "mean_b": both[b].to_numpy(float)})

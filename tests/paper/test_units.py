@@ -80,6 +80,8 @@ def test_within_stratum_gap_not_measurable_when_no_stratum_holds_both_classes():
     r = within_stratum_gap(v, ["C", "C", "I", "I"], ["P1", "P1", "P2", "P2"], "I", "C")
     assert "confounded" in r["why_not"]
     assert "no unit" in within_stratum_gap(v, ["C"] * 4, ["P1"] * 4, "I", "C")["why_not"]
+    named = within_stratum_gap(v, ["C", "C", "I", "I"], ["P1", "P1", "P2", "P2"], "I", "C", stratum_name="relation")
+    assert "confounded with the relation" in named["why_not"]
     # strata of one relation across models are drawn together: n counts the clusters
     r = within_stratum_gap(v.tolist() * 2, ["C", "I"] * 4, [("a", "P1"), ("a", "P1"), ("a", "P2"), ("a", "P2"),
                                                             ("b", "P1"), ("b", "P1"), ("b", "P2"), ("b", "P2")],

@@ -275,7 +275,8 @@ def small_kc_claim(edits: pd.DataFrame, classes: Mapping, p) -> dict:
     left = (f"{len(one)} fact(s) with |E| = 1 left out ({int((one['class'] == 'K_C').sum())} K_C, "
             f"{int((one['class'] == 'K_I').sum())} K_I): CAS = N_i = N_g there")
     r = within_stratum_gap(keep.gain, keep["class"], list(zip(keep.model, keep.relation)), "K_I", "K_C",
-                           clusters=keep.relation, n_boot=p.n_boot, seed=p.seed)
+                           clusters=keep.relation, n_boot=p.n_boot, seed=p.seed, stratum_name="relation",
+                           unit_name="fact")
     if "why_not" in r:
         return dict(why_not=f"{r['why_not']} among the facts with |E| ≥ 2; {left}")
     ki, kc = keep[keep["class"] == "K_I"].gain, keep[keep["class"] == "K_C"].gain
