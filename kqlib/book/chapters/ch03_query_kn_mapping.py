@@ -21,7 +21,7 @@ from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.consistency import otsu_threshold
 from kqlib.paper.intervals import unit_interval
 from kqlib.paper.mapping import CONDITIONS, MAPPING_COLUMNS, OPS, UNIT, mapping_queries, per_fact_effects, run_mapping
-from kqlib.paper.stats import finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table, with_average
+from kqlib.paper.stats import ci_cell, finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table, with_average
 from kqlib.book.report import records  # noqa: F401 (the notebook's K.records)
 
 
@@ -172,8 +172,7 @@ def claim_contrasts(long: pd.DataFrame, mapping: pd.DataFrame, p) -> pd.DataFram
 
 
 def contrasts_view(contrasts: pd.DataFrame):
-    cell = ["–" if not np.isfinite(r.estimate if r.estimate is not None else np.nan) else
-            f"{r.estimate:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" for r in contrasts.itertuples()]
+    cell = [ci_cell(r.estimate, r.low, r.high, "+.3f") for r in contrasts.itertuples()]
     return (contrasts.assign(**{"a − b": cell})[["model", "method", "group", "comparison", "queries", "facts",
                                                  "relations", "a − b", "n", "unit", "p"]]
             .style.format({"p": "{:.2g}"}, na_rep="–").hide(axis="index"))
@@ -246,7 +245,8 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
             if key not in C.index or C.loc[key, "estimate"] is None or not np.isfinite(C.loc[key, "estimate"]):
                 ch.claim(claim_id, lm.name, why_not=f"no {group} fact with queries ({method0})" if not n_q else
                          f"none of the {n_q} {group} queries has a non-empty ∩ of its neighbors' KNs "
-                         f"({method0}): own vs ∩ would compare with a no-op")
+                         f"({method0}): own vs ∩ would compare with a no-op" if "∩" in comp else
+                         f"no {group} query with a defined ΔProb ({method0})")
                 continue
             r = C.loc[key]
             detail = f"own {r.mean_a:.2f} vs {comp.split(' − ')[1]} {r.mean_b:.2f} ({method0}); {r.detail}"
@@ -254,7 +254,7 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
                 m = C.loc[(lm.name, method0, group, "∩ − size-matched union subset")]
                 detail = (f"on the {int(r.queries)} of {n_q} {group} queries ({int(r.facts)} facts) whose ∩ is "
                           f"non-empty; beside it ∩ − a random subset of the union as large as ∩: "
-                          f"{m.estimate:+.3f} [{m.low:+.3f}, {m.high:+.3f}]; " + detail)
+                          f"{ci_cell(m.estimate, m.low, m.high, '+.3f')}; " + detail)
             ch.claim(claim_id, lm.name, r.estimate, r.low, r.high, int(r.n), p=finite_or_none(r.p), unit=r.unit,
                      detail=detail)
         gi, gc = [C.loc[(lm.name, method0, g, "own − ∩"), "estimate"]
