@@ -62,13 +62,14 @@ assert enhance_factor > 1, "enhance_factor must be > 1"
 #
 # Let $\mathcal N_q$ be the knowledge neurons of query $q$ (its neurons with attribution above
 # $t \cdot \max$, chapter 1), and $q_1, \dots, q_k$ the *other* queries of the same fact ($q$ excluded). For
-# each query we intervene at its last position on one of four neuron sets:
+# each query we intervene at its last position on one of five neuron sets:
 #
 # | condition | neurons |
 # |---|---|
 # | own | $\mathcal N_q$ |
 # | union | $\bigcup_{j} \mathcal N_{q_j}$ |
 # | intersection | $\bigcap_{j} \mathcal N_{q_j}$ |
+# | union_matched (control) | $\lvert\bigcap_{j} \mathcal N_{q_j}\rvert$ neurons drawn at random from the union (empty when the intersection is) |
 # | random (control) | $\lvert\mathcal N_q\rvert$ random neurons, one in each layer of a neuron of $\mathcal N_q$, none in $\mathcal N_q$ |
 #
 # **Suppress** sets the activations $a_n$ of the set's neurons to $0$; **enhance** multiplies them by
@@ -111,7 +112,7 @@ ch.export("consistency", cs, description="one row per (model, method, fact): con
 # ## Suppress and enhance
 #
 # For every query of a classified fact (at most `max_queries` per model × method × class, a seeded sample),
-# `kqlib.paper.mapping.run_mapping` runs 1 + 4 conditions × 2 operations forward passes and returns one row per
+# `kqlib.paper.mapping.run_mapping` runs 1 + 5 conditions × 2 operations forward passes (an empty set needs none) and returns one row per
 # (query, condition, operation).
 
 # %%
@@ -175,10 +176,26 @@ tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:
                    na_rep="").hide(axis="index")
 
 # %% [markdown]
+# ## What the claims are judged on
+#
+# Per fact, the Avg effect of each condition is averaged over its queries; a claim's estimate is the mean
+# over facts of own − other, with a 95 % interval that resamples **relations** (facts within: the two-level
+# bootstrap of `kqlib.paper.intervals`) when there are at least 8 relations, else facts (`unit` says which),
+# and a Wilcoxon p over the same unit. An empty intersection is a no-op ($\Delta\mathrm{Prob} = 0$), so
+# "own beats ∩" could be won by empty intersections alone: own − ∩ is judged **only on queries whose ∩ is
+# non-empty**, beside ∩ against a random subset of the union *as large as ∩* (if ∩ were just any
+# neurons of the neighbors, the two would match).
+
+# %%
+contrasts = K.claim_contrasts(long, mapping, ch.p)
+ch.export("contrasts", contrasts, description="per model × method × class: mean over facts of own − other (Avg) with its interval in the claims' unit")
+K.contrasts_view(contrasts)
+
+# %% [markdown]
 # ## Headline numbers
 
 # %%
-ch.glue(K.mapping_numbers(ch, mapping, summary, tests))
+ch.glue(K.mapping_numbers(ch, mapping, summary, tests, contrasts))
 
 # %% [markdown]
 # For {glue:text}`model0` and method {glue:text}`method0` ({glue:text}`n_queries_ki` queries of
@@ -200,7 +217,8 @@ ch.glue(K.mapping_numbers(ch, mapping, summary, tests))
 #
 # Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1):
 # each claim is judged on the mean over facts of the per-fact difference own − other in Avg, with its 95 %
-# bootstrap interval over facts (the Wilcoxon p over facts is shown beside it). The paper's "smaller gap for
+# interval over relations (≥ 8 relations) or facts, and the Wilcoxon p over the same unit (table above);
+# own vs intersection only on queries with a non-empty intersection. The paper's "smaller gap for
 # $K_C$" is not testable this way: $K_C$ facts are *defined* as those whose queries share their knowledge
 # neurons, so the neighbors' intersection contains more of a query's own neurons by construction. "KL is a
 # special case of QL" is an equivalence claim without a margin; its $K_C$ estimate is shown.
@@ -237,4 +255,4 @@ ch.paper_vs_run()
 #    equally query-specific?
 
 # %%
-ch.finish(summary=K.records(summary), tests=K.records(tests), set_sizes=K.records(sizes.reset_index()))
+ch.finish(summary=K.records(summary), tests=K.records(tests), contrasts=K.records(contrasts), set_sizes=K.records(sizes.reset_index()))

@@ -210,8 +210,9 @@ ch.glue(K.synapse_numbers(ch, syn, summary, tests, heat_info))
 #
 # Generated from `kqlib/book/claims/claims.toml` by the book's one verdict rule (`kqlib.book.claims.verdicts.judge`, see chapter 1).
 # Each claim is judged on the mean over facts of $|\text{effect}|_\text{synapses} - |\text{effect}|_\text{control}$
-# with its 95 % bootstrap interval over facts, and the Wilcoxon test over facts must agree: the mean that is
-# compared is the mean of the quantity that is tested.
+# with its 95 % interval over relations (facts within: the two-level bootstrap of `kqlib.paper.intervals`)
+# when there are at least 8 relations, else over facts (each row says which), and the Wilcoxon test over the
+# same unit must agree: the mean that is compared is the mean of the quantity that is tested.
 
 # %%
 ch.paper_vs_run()

@@ -6,6 +6,8 @@ they lack.
 * :func:`holm` -- Holm's family-wise adjusted p-values (statsmodels).
 * :func:`two_level_bootstrap_ci` -- percentile bootstrap resampling clusters (relations), then units (facts)
   inside each drawn cluster (hand-written: no library offers it; tested against its exact variance).
+* :func:`unit_interval` -- a claim's interval in the unit it resamples: the relation (facts within) when there
+  are at least :data:`MIN_RELATIONS` relations, else the fact (and it says so).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from kqlib.errors import ParameterError
+
+MIN_RELATIONS = 8  # relations needed before the relation is the resampling unit of a claim's verdict
 
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -100,3 +104,52 @@ def two_level_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(stats_, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))
+
+
+def unit_interval(values, relations, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                  min_relations: int = MIN_RELATIONS, test: bool = False) -> dict:
+    """The mean of per-fact ``values`` (one per fact, NaN dropped) with the interval a claim is judged on, in
+    the unit it resamples. With at least ``min_relations`` relations: :func:`two_level_bootstrap_ci` over
+    relations (facts within), n = relations. Otherwise a percentile bootstrap over facts, n = facts, and
+    ``detail`` says that the fact stayed the unit. ``test``: also ``p``, the two-sided Wilcoxon signed-rank p
+    (``scipy.stats.wilcoxon``, zero differences dropped) of the unit's values against 0 (per-relation means
+    when the relation is the unit; None when fewer than 2 nonzero).
+
+    Returns dict(estimate, low, high, n, unit, detail[, p]); estimate None when no value."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    r = np.asarray(relations, dtype=object).reshape(-1)
+    if v.shape != r.shape:
+        raise ParameterError(f"values and relations must have the same length, got {v.size} and {r.size}")
+    ok = np.isfinite(v)
+    v, r = v[ok], r[ok]
+    n_rel = int(pd.Series(r, dtype=object).nunique())
+    if n_rel >= int(min_relations):
+        lo, hi = two_level_bootstrap_ci(v, r, n_boot=n_boot, level=level, seed=seed)
+        unit_values = pd.Series(v).groupby(pd.Series(r, dtype=object).to_numpy()).mean().to_numpy(float)
+        out = dict(n=n_rel, unit="relations",
+                   detail=f"the relation is the resampling unit ({n_rel} relations, {v.size} facts within)")
+    else:
+        if v.size:
+            rng = np.random.default_rng(seed)
+            boots = v[rng.integers(0, v.size, size=(int(n_boot), v.size))].mean(axis=1)
+            lo, hi = (float(x) for x in np.quantile(boots, [(1.0 - level) / 2.0, (1.0 + level) / 2.0]))
+        else:
+            lo, hi = math.nan, math.nan
+        unit_values = v
+        out = dict(n=int(v.size), unit="facts",
+                   detail=f"the fact is the resampling unit: {n_rel} relation(s), fewer than {int(min_relations)}")
+    out.update(estimate=float(v.mean()) if v.size else None, low=lo, high=hi)
+    if test:
+        out["p"] = _wilcoxon_p(unit_values)
+    return out
+
+
+def _wilcoxon_p(d) -> float | None:
+    """Two-sided Wilcoxon signed-rank p of ``d`` against 0 (zeros dropped); None with < 2 nonzero values."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d) & (d != 0)]
+    if d.size < 2:
+        return None
+    return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)

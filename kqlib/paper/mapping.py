@@ -5,6 +5,8 @@ For a query q of a fact with neighbor queries q_1..q_k (q excluded), intervene a
 * ``own``          -- N_q, q's own knowledge neurons;
 * ``union``        -- ∪_j N_{q_j};
 * ``intersection`` -- ∩_j N_{q_j};
+* ``union_matched`` -- as many neurons as the intersection, drawn at random from the union (control for the
+  intersection's size; seeded; empty when the intersection is),
 * ``random``       -- as many random neurons as ``own``, drawn from the same layers (control; seeded),
 
 either suppressing (activation -> 0) or enhancing (activation x 2) them, and measure
@@ -26,7 +28,7 @@ import torch
 from kqlib.core.hooks import scale_neurons
 from kqlib.runs.progress import Progress
 
-CONDITIONS = ("own", "union", "intersection", "random")
+CONDITIONS = ("own", "union", "intersection", "union_matched", "random")
 OPERATIONS = {"suppress": 0.0, "enhance": 2.0}
 
 
@@ -39,7 +41,8 @@ class MappingQuery:
 
 
 def condition_neurons(q: MappingQuery, n_layers: int, n_neurons: int, seed: int) -> dict[str, set]:
-    """The neuron set of every condition for query ``q`` (random: same layer histogram as ``own``)."""
+    """The neuron set of every condition for query ``q`` (random: same layer histogram as ``own``;
+    union_matched: |∩| neurons of the union, a seeded draw)."""
     union = set().union(*q.neighbors) if q.neighbors else set()
     inter = set.intersection(*map(set, q.neighbors)) if q.neighbors else set()
     rng = random.Random(f"{seed}-{q.prompt}-{q.target_id}")
@@ -50,7 +53,9 @@ def condition_neurons(q: MappingQuery, n_layers: int, n_neurons: int, seed: int)
             if cand not in q.own and cand not in rand:
                 rand.add(cand)
                 break
-    return {"own": set(q.own), "union": union, "intersection": inter, "random": rand}
+    pick = random.Random(f"{seed}-{q.prompt}-{q.target_id}-union")
+    matched = set(pick.sample(sorted(union), len(inter)))
+    return {"own": set(q.own), "union": union, "intersection": inter, "union_matched": matched, "random": rand}
 
 
 @torch.no_grad()
@@ -118,3 +123,24 @@ UNIT = ["model", "method", "fact_id", "pattern_index"]
 OPS = ["suppress", "enhance", "average"]
 MAPPING_COLUMNS = ["model", "method", "relation", "fact_id", "pattern_index", "group", "condition", "operation",
                    "n_neurons", "p_before", "p_after", "d_prob", "flipped"]
+
+
+def per_fact_effects(long: pd.DataFrame, mapping: pd.DataFrame, operation: str = "average",
+                     nonempty_intersection: bool = False) -> pd.DataFrame:
+    """Per (model, method, group, relation, fact_id): the mean ``d_prob`` of ``operation`` over the fact's
+    queries, one column per condition, and ``queries`` (how many). ``long``: ``mapping`` with the "average"
+    rows (:func:`kqlib.paper.stats.with_average`). ``nonempty_intersection``: only the queries whose
+    neighbors' intersection is non-empty (an empty ∩ is a no-op, ΔProb = 0, which alone would make "own
+    beats ∩")."""
+    keys = ["model", "method", "group", "relation", "fact_id"]
+    sup = mapping[(mapping.operation == "suppress") & (mapping.condition == "intersection")]
+    info = sup[UNIT + ["group", "relation", "n_neurons"]].drop_duplicates(UNIT)
+    if nonempty_intersection:
+        info = info[info.n_neurons > 0]
+    rows = long[long.operation == operation].drop(columns=["group", "relation"], errors="ignore")
+    rows = rows.merge(info.drop(columns="n_neurons"), on=UNIT, how="inner")
+    if not len(rows):
+        return pd.DataFrame(columns=keys + ["queries"] + list(CONDITIONS))
+    wide = rows.pivot_table(index=keys, columns="condition", values="d_prob", aggfunc="mean")
+    n_q = rows.drop_duplicates(UNIT).groupby(keys).size().rename("queries")
+    return pd.concat([n_q, wide.reindex(columns=list(CONDITIONS))], axis=1).reset_index()

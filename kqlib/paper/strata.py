@@ -10,6 +10,8 @@ neurons belong to.
   would need.
 * :func:`ki_by_k` -- the K_I share under CS2 at θ per k; :func:`matched_k` -- each fact's mean CS2 over its
   k0-subsets of phrasings (facts with k < k0 left out and counted).
+* :func:`within_stratum_gap` -- a difference of two classes' means taken inside strata (e.g. relations) that
+  hold both classes, so that a class confounded with the stratum does not make the difference.
 * :func:`pair_types` -- mean KN-set Jaccard of query pairs by type (same fact both answered / not, other fact
   same template, same relation other template, other relation), per-fact means with a bootstrap over facts.
 """
@@ -25,10 +27,9 @@ import pandas as pd
 
 from kqlib.paper.chance import jaccard_matrix
 from kqlib.paper.consistency import FACT_KEYS, INTERSECTION_METHOD, can_reach, classify, consistency, query_sets
-from kqlib.paper.intervals import two_level_bootstrap_ci, wilson_ci
-from kqlib.paper.stats import bootstrap_ci
+from kqlib.paper.intervals import MIN_RELATIONS, two_level_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
+from kqlib.paper.stats import bootstrap_ci, cluster_bootstrap_ci
 
-MIN_RELATIONS = 8  # relations needed before the relation is the resampling unit of a claim's verdict
 K0 = 4  # the matched k of the CS2 at matched k (θ = 0.3 needs k ≥ 4 to be reachable at all)
 PAIR_TYPES = ["same fact, both answered", "same fact, one or both not answered", "other fact, same template",
               "same relation, other template", "other relation"]
@@ -163,6 +164,37 @@ def within_template(kn: pd.DataFrame, queries: pd.DataFrame, n_boot: int = 2000,
                          mean_unanswered=float(both[False].mean()) if len(both) else math.nan))
     return pd.DataFrame(rows, columns=["model", "method", "templates", "diff", "ci_low", "ci_high", "mean_answered",
                                        "mean_unanswered"])
+
+
+def within_stratum_gap(values, labels, strata, a: str, b: str, clusters=None, n_boot: int = 2000,
+                       seed: int = 0, stratum_name: str = "stratum", unit_name: str = "unit") -> dict:
+    """Difference of class means within strata: for every stratum s holding units of both classes,
+    d_s = mean(values | s, a) − mean(values | s, b); estimate = mean over s of d_s, with a percentile bootstrap
+    resampling ``clusters`` of strata (default: the strata; e.g. the relation when a stratum is (model,
+    relation), so a relation's strata are drawn together); n = clusters. Returns dict(estimate, low, high, n,
+    n_strata, n_a, n_b, strata = frame of [stratum, cluster, mean_a, mean_b, d]) or dict(why_not=...) when a
+    class has no unit or no stratum holds both ("the class is confounded with the stratum"); the reasons name
+    strata and units ``stratum_name`` and ``unit_name``."""
+    d = pd.DataFrame({"v": np.asarray(values, dtype=np.float64).reshape(-1),
+                      "label": np.asarray(labels, dtype=object).reshape(-1),
+                      "stratum": pd.Series(list(strata), dtype=object).to_numpy(),
+                      "cluster": pd.Series(list(strata if clusters is None else clusters), dtype=object).to_numpy()})
+    d = d[np.isfinite(d.v) & d.label.isin([a, b])]
+    n_a, n_b = int((d.label == a).sum()), int((d.label == b).sum())
+    if not n_a or not n_b:
+        return dict(why_not=f"a class has no {unit_name} ({n_a} {a}, {n_b} {b})", n_a=n_a, n_b=n_b)
+    means = d.groupby(["stratum", "label"]).v.mean().unstack()
+    both = means.dropna() if {a, b} <= set(means.columns) else means.iloc[:0]
+    if not len(both):
+        return dict(why_not=f"no {stratum_name} holds both classes ({n_a} {a}, {n_b} {b} in {d.stratum.nunique()} "
+                            f"{stratum_name}(s): the class is confounded with the {stratum_name})", n_a=n_a, n_b=n_b)
+    cl = d.drop_duplicates("stratum").set_index("stratum").cluster
+    tab = pd.DataFrame({"stratum": both.index, "cluster": cl.loc[both.index].to_numpy(),
+                        "mean_a": both[a].to_numpy(float), "mean_b": both[b].to_numpy(float)})
+    tab["d"] = tab.mean_a - tab.mean_b
+    lo, hi = cluster_bootstrap_ci(tab.d, tab.cluster.astype(str), n_boot=n_boot, seed=seed)
+    return dict(estimate=float(tab.d.mean()), low=lo, high=hi, n=int(tab.cluster.nunique()),
+                n_strata=int(len(tab)), n_a=n_a, n_b=n_b, strata=tab)
 
 
 def pair_types(kn: pd.DataFrame, queries: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

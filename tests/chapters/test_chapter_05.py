@@ -113,7 +113,15 @@ def test_chapter05_claims_and_pooled_unit(book05):
     pooled = [g for g in nums["gains"] if g["model"] == "all" and g["task"] == "both" and g["group"] == "all"]
     assert pooled and all(g["facts"] <= len(facts) for g in pooled)
     ni = next(r for r in rows if r["claim"] == "cas_vs_ni")
-    assert ni["n"] == nums["gain_N_i_pairs"] <= len(facts)
+    assert ni["n"] <= nums["gain_N_i_pairs"] <= len(facts)
+    # the fact is the unit only with fewer than 8 relations, and the row says so
+    assert ni["unit"] == "relations" or (ni["n"] == nums["gain_N_i_pairs"] and "fewer than 8" in ni["this_run"])
+    # the K_C-vs-K_I gain: within relations, |E| = 1 facts left out and counted
+    small = next(r for r in rows if r["claim"] == "cas_gain_small_kc")
+    assert "|E| = 1 left out" in (small["this_run"] + (small["why_not"] or ""))
+    by_e = nums["gain_by_e"]
+    assert {r["left_out"] for r in by_e if r["n_edited"] == 1} <= {True}
+    assert sum(r["facts"] for r in by_e if r["group"] == "all") == nums["gain_N_i_pairs"]
     llama = next(r for r in rows if r["claim"] == "cas_llama3_erasure")
     assert llama["verdict"] == "not measurable here"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chapter_checks import check_claims, check_figures, check_glue
+from kqlib.paper.mapping import CONDITIONS
 from test_book import REPO, _book
 
 CHAPTERS = {"03": "03_query_kn_mapping", "04": "04_dynamic_kn_selection"}
@@ -77,7 +78,7 @@ def test_chapter03_results(book34):
     nums, run = data["numbers"], data["run"]
     assert run["profile"] == "smoke" and run["models"] == ["smollm2-135m"] and run["wall_time_s"] > 0
     assert run["parameters"]["enhance_factor"] == 2.0 and run["parameters"]["threshold_kind"] == "static"
-    assert nums["n_queries"] >= 2 and nums["n_interventions"] == nums["n_queries"] * 4 * 2
+    assert nums["n_queries"] >= 2 and nums["n_interventions"] == nums["n_queries"] * len(CONDITIONS) * 2
     assert nums["n_queries_kc"] + nums["n_queries_ki"] == nums["n_queries"]
     for g in ("kc", "ki"):
         for cond in ("own", "union", "intersection", "random"):
@@ -108,6 +109,14 @@ def test_chapter03_results(book34):
     for g in ("K_C", "K_I"):
         if (g, "own") in sizes:
             assert sizes[(g, "own")] == pytest.approx(sizes[(g, "random")])
+    # the claims' contrasts: own − ∩ only on queries with a non-empty ∩, in the unit the claims resample
+    con = {(r["group"], r["comparison"]): r for r in nums["contrasts"]}
+    for g in ("K_C", "K_I"):
+        if (g, "own − ∩") in con:
+            fair, naive = con[(g, "own − ∩")], con[(g, "own − ∩ (all queries)")]
+            assert fair["queries"] <= naive["queries"] and fair["unit"] in ("facts", "relations")
+            if fair["estimate"] is not None:
+                assert fair["low"] - 1e-9 <= fair["estimate"] <= fair["high"] + 1e-9
     check_figures(book34, nums["figures"])
 
 
@@ -159,4 +168,6 @@ def test_claims_judged_by_the_one_rule(book34, name):
     rows = check_claims(book34, name)
     for r in rows:
         if r["estimate"] is not None and r["verdict"] != "not measurable here":
-            assert r["unit"] == "facts" and r["n"] >= 1, r
+            assert r["unit"] in ("facts", "relations") and r["n"] >= 1, r
+            # the fact stays the unit only with fewer than 8 relations, and the row says so
+            assert r["unit"] == "relations" or "fewer than 8" in r["this_run"], r

@@ -33,3 +33,15 @@ def test_suppressing_the_top_neurons_lowers_the_answer_probability_more_than_ran
     assert sup.loc["union", "n_neurons"] == 0 and sup.loc["union", "d_prob"] == 0.0  # empty set: no-op
     enh = df[df.operation == "enhance"].set_index("condition")
     assert enh.loc["own", "d_prob"] > 0
+
+
+def test_union_matched_is_a_seeded_subset_of_the_union_as_large_as_the_intersection():
+    nbrs = (frozenset({(0, 1), (0, 2), (1, 4), (1, 5)}), frozenset({(0, 1), (0, 2), (2, 6), (2, 7)}))
+    q = MappingQuery(PROMPT, 3, frozenset({(0, 1)}), nbrs)
+    draws = [condition_neurons(q, 3, 48, seed=s)["union_matched"] for s in range(20)]
+    for d in draws:
+        assert len(d) == 2 and d <= set().union(*nbrs)
+    assert draws[0] == condition_neurons(q, 3, 48, seed=0)["union_matched"]  # deterministic
+    assert len({frozenset(d) for d in draws}) > 1  # not always the intersection itself
+    empty = MappingQuery(PROMPT, 3, frozenset({(0, 1)}), (frozenset({(0, 1)}), frozenset({(1, 1)})))
+    assert condition_neurons(empty, 3, 48, seed=0)["union_matched"] == set()

@@ -125,23 +125,17 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
     the class): d_r = mean Gen of its K_C facts − mean Gen of its K_I facts for every relation that has
     edited facts of both classes; the estimate is the mean of d_r with a bootstrap over those relations
     (n = relations)."""
-    from kqlib.paper.stats import bootstrap_ci
+    from kqlib.paper.strata import within_stratum_gap
 
     part = edits[(edits.model == model) & (edits.task == task)].dropna(subset=["gen"])
     part = part.assign(cls=[classes.get((model, f)) for f in part.fact_id])
-    n_kc, n_ki = int((part.cls == "K_C").sum()), int((part.cls == "K_I").sum())
-    if not n_kc or not n_ki:
-        return dict(why_not=f"a class has no edited fact ({n_kc} K_C, {n_ki} K_I)")
-    means = part[part.cls.isin(["K_C", "K_I"])].groupby(["relation", "cls"]).gen.mean().unstack()
-    both = means.dropna() if {"K_C", "K_I"} <= set(means.columns) else means.iloc[:0]
-    if not len(both):
-        return dict(why_not=f"no relation has edited facts of both classes ({n_kc} K_C, {n_ki} K_I facts in "
-                            f"{part.relation.nunique()} relations: the class is confounded with the relation)")
-    d = (both["K_C"] - both["K_I"]).to_numpy(float)
-    lo, hi = bootstrap_ci(d, n_boot=getattr(p, "n_boot", 2000), seed=getattr(p, "seed", 0))
-    return dict(estimate=float(d.mean()), low=lo, high=hi, n=int(d.size), unit="relations",
-                detail=f"within-relation gaps of {d.size} relation(s) with both classes; {n_kc} K_C / {n_ki} K_I "
-                       f"edited facts")
+    r = within_stratum_gap(part.gen, part.cls, part.relation, "K_C", "K_I", n_boot=getattr(p, "n_boot", 2000),
+                           seed=getattr(p, "seed", 0), stratum_name="relation", unit_name="edited fact")
+    if "why_not" in r:
+        return dict(why_not=r["why_not"])
+    return dict(estimate=r["estimate"], low=r["low"], high=r["high"], n=r["n"], unit="relations",
+                detail=f"within-relation gaps of {r['n']} relation(s) with both classes; {r['n_a']} K_C / "
+                       f"{r['n_b']} K_I edited facts")
 
 
 def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,

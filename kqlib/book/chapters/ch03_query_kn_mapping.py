@@ -20,8 +20,9 @@ import seaborn as sns
 from kqlib.errors import TooFewFacts
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.consistency import otsu_threshold
-from kqlib.paper.mapping import CONDITIONS, MAPPING_COLUMNS, OPS, UNIT, mapping_queries, run_mapping
-from kqlib.paper.stats import finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table, with_average
+from kqlib.paper.intervals import unit_interval
+from kqlib.paper.mapping import CONDITIONS, MAPPING_COLUMNS, OPS, UNIT, mapping_queries, per_fact_effects, run_mapping
+from kqlib.paper.stats import ci_cell, finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table, with_average
 from kqlib.book.report import records  # noqa: F401 (the notebook's K.records)
 
 
@@ -142,7 +143,49 @@ def fact_tests(long: pd.DataFrame, p) -> pd.DataFrame:
                              by=["model", "method", "group", "operation"], n_boot=p.n_boot, seed=p.seed)
 
 
-def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame) -> dict:
+# (comparison, a, b, queries): "nonempty" = only the queries whose neighbors' intersection is non-empty
+CONTRASTS = [("own − union", "own", "union", "all"), ("own − random", "own", "random", "all"),
+             ("own − ∩ (all queries)", "own", "intersection", "all"),
+             ("own − ∩", "own", "intersection", "nonempty"),
+             ("own − size-matched union subset", "own", "union_matched", "nonempty"),
+             ("∩ − size-matched union subset", "intersection", "union_matched", "nonempty")]
+CONTRAST_COLUMNS = ["model", "method", "group", "comparison", "queries", "facts", "relations", "mean_a", "mean_b",
+                    "estimate", "low", "high", "n", "unit", "p", "detail"]
+
+
+def claim_contrasts(long: pd.DataFrame, mapping: pd.DataFrame, p) -> pd.DataFrame:
+    """Per model × method × class and :data:`CONTRASTS` row: the mean over facts of the per-fact Avg difference
+    a − b (:func:`kqlib.paper.mapping.per_fact_effects`), its interval and Wilcoxon p in the unit the claims
+    resample (:func:`kqlib.paper.intervals.unit_interval`: relations, facts within, with ≥ 8 relations, else
+    facts). The ∩ rows are judged on queries with a non-empty ∩, beside a random subset of the union as large
+    as ∩ (the ``union_matched`` condition), so "own beats ∩" is not won by empty intersections."""
+    frames = {q: per_fact_effects(long, mapping, nonempty_intersection=q == "nonempty") for q in ("all", "nonempty")}
+    rows = []
+    for q, facts in frames.items():
+        for (model, method, group), g in facts.groupby(["model", "method", "group"], sort=True):
+            for name, a, b, which in CONTRASTS:
+                if which != q:
+                    continue
+                sub = g[[a, b]].notna().all(axis=1)
+                d, rel = (g[a] - g[b])[sub].to_numpy(float), g.relation[sub].to_numpy(object)
+                m = unit_interval(d, rel, n_boot=p.n_boot, seed=p.seed, test=True)
+                rows.append(dict(model=model, method=method, group=group, comparison=name,
+                                 queries=int(g.queries[sub].sum()), facts=int(sub.sum()),
+                                 relations=int(pd.Series(rel).nunique()),
+                                 mean_a=float(g[a][sub].mean()) if sub.any() else np.nan,
+                                 mean_b=float(g[b][sub].mean()) if sub.any() else np.nan, **m))
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def contrasts_view(contrasts: pd.DataFrame):
+    cell = [ci_cell(r.estimate, r.low, r.high, "+.3f") for r in contrasts.itertuples()]
+    return (contrasts.assign(**{"a − b": cell})[["model", "method", "group", "comparison", "queries", "facts",
+                                                 "relations", "a − b", "n", "unit", "p"]]
+            .style.format({"p": "{:.2g}"}, na_rep="–").hide(axis="index"))
+
+
+def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
+                    contrasts: pd.DataFrame | None = None) -> dict:
     """Chapter 03's headline numbers (first model, first method) and its claims (every model)."""
 
     p, lms = ch.p, ch.models()
@@ -195,23 +238,33 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
         spec = ".1e" if k.startswith("p_") else (".0%" if k.startswith(("flip_", "empty_")) else "+.2f")
         nums[f"{k}_text"] = fmt(nums[k], ".2f" if k.startswith("avg_") else spec)
     nums["notes"] = notes
+    C = (contrasts if contrasts is not None else pd.DataFrame(columns=CONTRAST_COLUMNS)).set_index(
+        ["model", "method", "group", "comparison"])
     for lm in lms:
-        for claim_id, group, b in (("mapping_own_vs_intersection", "K_I", "intersection"),
-                                   ("mapping_own_vs_union", "K_I", "union"),
-                                   ("mapping_own_vs_random", "K_I", "random"),
-                                   ("kl_special_case", "K_C", "intersection")):
-            key = (lm.name, method0, group, "average", b)
-            if key not in T.index or T.loc[key, "n"] == 0:
-                ch.claim(claim_id, lm.name, why_not=f"no {group} fact with queries ({method0})")
+        for claim_id, group, comp in (("mapping_own_vs_intersection", "K_I", "own − ∩"),
+                                      ("mapping_own_vs_union", "K_I", "own − union"),
+                                      ("mapping_own_vs_random", "K_I", "own − random"),
+                                      ("kl_special_case", "K_C", "own − ∩")):
+            key = (lm.name, method0, group, comp)
+            part = mapping[(mapping.model == lm.name) & (mapping.method == method0) & (mapping.group == group)]
+            n_q = int(part[UNIT].drop_duplicates().shape[0])
+            if key not in C.index or C.loc[key, "estimate"] is None or not np.isfinite(C.loc[key, "estimate"]):
+                ch.claim(claim_id, lm.name, why_not=f"no {group} fact with queries ({method0})" if not n_q else
+                         f"none of the {n_q} {group} queries has a non-empty ∩ of its neighbors' KNs "
+                         f"({method0}): own vs ∩ would compare with a no-op" if "∩" in comp else
+                         f"no {group} query with a defined ΔProb ({method0})")
                 continue
-            r = T.loc[key]
-            empty = (mapping[(mapping.model == lm.name) & (mapping.method == method0) & (mapping.group == group)
-                             & (mapping.operation == "suppress") & (mapping.condition == b)].n_neurons == 0).mean()
-            ch.claim(claim_id, lm.name, r["diff"], r.diff_low, r.diff_high, int(r.n), p=finite_or_none(r.p),
-                     detail=f"own {r.mean_a:.2f} vs {b} {r.mean_b:.2f} ({method0}); the {b} set is empty for "
-                            f"{empty:.0%} of the queries")
-        gi, gc = [T.loc[(lm.name, method0, g, "average", "intersection"), "diff"]
-                  if (lm.name, method0, g, "average", "intersection") in T.index else None for g in ("K_I", "K_C")]
+            r = C.loc[key]
+            detail = f"own {r.mean_a:.2f} vs {comp.split(' − ')[1]} {r.mean_b:.2f} ({method0}); {r.detail}"
+            if comp == "own − ∩":
+                m = C.loc[(lm.name, method0, group, "∩ − size-matched union subset")]
+                detail = (f"on the {int(r.queries)} of {n_q} {group} queries ({int(r.facts)} facts) whose ∩ is "
+                          f"non-empty; beside it ∩ − a random subset of the union as large as ∩: "
+                          f"{ci_cell(m.estimate, m.low, m.high, '+.3f')}; " + detail)
+            ch.claim(claim_id, lm.name, r.estimate, r.low, r.high, int(r.n), p=finite_or_none(r.p), unit=r.unit,
+                     detail=detail)
+        gi, gc = [C.loc[(lm.name, method0, g, "own − ∩"), "estimate"]
+                  if (lm.name, method0, g, "own − ∩") in C.index else None for g in ("K_I", "K_C")]
         ch.claim("mapping_gap_smaller_kc", lm.name, None if gi is None or gc is None else gi - gc,
-                 detail="own − intersection gap, K_I minus K_C")
+                 detail="own − ∩ gap (queries with a non-empty ∩), K_I minus K_C")
     return nums

@@ -177,6 +177,23 @@ def fact_tests(syn: pd.DataFrame, p) -> pd.DataFrame:
                       .assign(measure=v) for v in ("abs_d_act", "abs_d_prob")], ignore_index=True)
 
 
+def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: str, p) -> dict | None:
+    """One model's claim measurement at α: per fact, the mean ``measure`` of its queries with the synapses
+    suppressed/enhanced minus with the control set ``b``; mean over facts with its interval and Wilcoxon p in
+    the claims' unit (:func:`kqlib.paper.intervals.unit_interval`: relations, facts within, with ≥ 8
+    relations, else facts). Adds mean_a, mean_b (means of the per-fact means). None when no fact has both."""
+    from kqlib.paper.intervals import unit_interval
+
+    part = syn[(syn.model == model) & (syn.alpha == alpha) & syn["set"].isin(["synapse", b])]
+    per = part.groupby(["relation", "fact_id", "set"])[measure].mean().unstack()
+    if not {"synapse", b} <= set(per.columns) or not len(per[["synapse", b]].dropna()):
+        return None
+    per = per[["synapse", b]].dropna()
+    m = unit_interval((per["synapse"] - per[b]).to_numpy(float), per.index.get_level_values("relation"),
+                      n_boot=p.n_boot, seed=p.seed, test=True)
+    return dict(m, mean_a=float(per["synapse"].mean()), mean_b=float(per[b].mean()))
+
+
 def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> dict:
     """Chapter 04's headline numbers (first model) and its claims (every model)."""
     from kqlib.paper.stats import finite_or_none, fmt
@@ -232,27 +249,26 @@ def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Data
                                      ("synapse_prob_suppress", a_sup, "abs_d_prob"),
                                      ("synapse_act_enhance", a_enh, "abs_d_act"),
                                      ("synapse_prob_enhance", a_enh, "abs_d_prob")):
-            key = (lm.name, a, measure)
-            if a is None or key not in Tt.index or Tt.loc[key, "n"] == 0:
+            m = None if a is None else paired_claim(syn, lm.name, a, measure, "control", p)
+            if m is None:
                 ch.claim(claim_id, lm.name, why_not="no such α in alphas" if a is None else "no paired facts")
                 continue
-            r = Tt.loc[key]
-            ch.claim(claim_id, lm.name, r["diff"], r.diff_low, r.diff_high, int(r.n), p=finite_or_none(r.p),
-                     detail=f"α = {a:g}: mean |{measure[4:]}| synapses {r.mean_a:.3f} vs control {r.mean_b:.3f}")
-        key = (lm.name, a_sup, "abs_d_act")
-        if a_sup is None or key not in Tm.index or Tm.loc[key, "n"] == 0:
+            ch.claim(claim_id, lm.name, m["estimate"], m["low"], m["high"], m["n"], p=m["p"], unit=m["unit"],
+                     detail=f"α = {a:g}: mean |{measure[4:]}| synapses {m['mean_a']:.3f} vs control "
+                            f"{m['mean_b']:.3f}; {m['detail']}")
+        m = None if a_sup is None else paired_claim(syn, lm.name, a_sup, "abs_d_act", MATCHED, p)
+        if m is None:
             ch.claim("synapse_act_suppress_mass_matched", lm.name,
                      why_not="no suppressing α" if a_sup is None else
                      "the mass-matched control was not run (mass_matched = False)" if not p.mass_matched else
                      "no paired facts")
         else:
-            r = Tm.loc[key]
             mass = syn[(syn.model == lm.name) & (syn.alpha == a_sup)].groupby("set").mass.mean()
-            ch.claim("synapse_act_suppress_mass_matched", lm.name, r["diff"], r.diff_low, r.diff_high, int(r.n),
-                     p=finite_or_none(r.p),
-                     detail=f"α = {a_sup:g}: mean |d_act| synapses {r.mean_a:.3f} vs matched {r.mean_b:.3f}; "
+            ch.claim("synapse_act_suppress_mass_matched", lm.name, m["estimate"], m["low"], m["high"], m["n"],
+                     p=m["p"], unit=m["unit"],
+                     detail=f"α = {a_sup:g}: mean |d_act| synapses {m['mean_a']:.3f} vs matched {m['mean_b']:.3f}; "
                             f"attention mass scaled {mass.get('synapse', np.nan):.3f} vs "
-                            f"{mass.get(MATCHED, np.nan):.3f}")
+                            f"{mass.get(MATCHED, np.nan):.3f}; {m['detail']}")
     for s_, short in (("control", "ctrl"), (MATCHED, "matched")):
         m = part0[(part0["set"] == s_) & (part0.alpha == (a_sup if a_sup is not None else part0.alpha.min()))].mass
         nums[f"mass_{short}"] = finite_or_none(m.mean()) if len(m) else None

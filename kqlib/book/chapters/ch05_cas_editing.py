@@ -11,7 +11,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from kqlib.paper.intervals import unit_interval
 from kqlib.paper.stats import ci_cell, fmt
+from kqlib.paper.strata import within_stratum_gap
 
 
 # ------------------------------------------------------------------------ chapter 05: CAS editing
@@ -227,6 +229,63 @@ def gains_view(gains: pd.DataFrame):
         {"cas": "{:.3f}", "baseline_value": "{:.3f}"}, na_rep="–").hide(axis="index")
 
 
+def fact_gains(edits: pd.DataFrame, classes: Mapping, metric: str = "avg", baseline: str = "N_i") -> pd.DataFrame:
+    """Per (model, fact) edited with both selections: gain = ``metric``(CAS) − ``metric``(baseline), erase and
+    update averaged per fact; with relation, n_edited (|E|, the fact's edited queries) and class."""
+    cols = ["model", "fact_id", "relation", "n_edited", "class", "cas", baseline, "gain"]
+    if not len(edits) or not {"cas", baseline} <= set(edits.selection):
+        return pd.DataFrame(columns=cols)
+    per = edits.groupby(["model", "fact_id", "selection"], sort=True)[metric].mean().unstack()[["cas", baseline]]
+    per = per.dropna().reset_index()
+    info = edits.drop_duplicates(["model", "fact_id"]).set_index(["model", "fact_id"])
+    keys = list(zip(per.model, per.fact_id))
+    per["relation"] = [info.relation.get(k) for k in keys]
+    per["n_edited"] = [int(info.n_edited_queries.get(k)) for k in keys]
+    per["class"] = [classes.get(k, "unclassified") for k in keys]
+    per["gain"] = per["cas"] - per[baseline]
+    return per[cols]
+
+
+def gain_by_e(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
+    """CAS − N_i (Avg, tasks averaged per fact) by |E| (the fact's edited queries) and class, models pooled:
+    facts, relations, mean gain with a bootstrap CI over facts. ``left_out``: |E| = 1, where CAS = N_i = N_g by
+    construction (gain 0), so those facts do not enter the class comparison."""
+    from kqlib.paper.stats import bootstrap_ci
+
+    fg = fact_gains(edits, classes)
+    rows = []
+    for e, g in fg.groupby("n_edited", sort=True):
+        for group in GROUPS:
+            sub = g if group == "all" else g[g["class"] == group]
+            lo, hi = bootstrap_ci(sub.gain, n_boot=p.n_boot, seed=p.seed)
+            rows.append(dict(n_edited=int(e), group=group, facts=len(sub), relations=int(sub.relation.nunique()),
+                             gain=float(sub.gain.mean()) if len(sub) else np.nan, gain_low=lo, gain_high=hi,
+                             left_out=bool(e < 2)))
+    return pd.DataFrame(rows, columns=["n_edited", "group", "facts", "relations", "gain", "gain_low", "gain_high",
+                                       "left_out"])
+
+
+def small_kc_claim(edits: pd.DataFrame, classes: Mapping, p) -> dict:
+    """The reviewer's "CAS gains less on K_C facts", stratified: gain over N_i (Avg) of K_I minus K_C facts
+    inside each (model, relation) holding both classes (the relation sets k and with it the class), mean over
+    those strata with a bootstrap over relations (:func:`kqlib.paper.strata.within_stratum_gap`). Facts with
+    |E| = 1 are left out (their gain is 0 by construction) and counted."""
+    fg = fact_gains(edits, classes)
+    one, keep = fg[fg.n_edited < 2], fg[fg.n_edited >= 2]
+    left = (f"{len(one)} fact(s) with |E| = 1 left out ({int((one['class'] == 'K_C').sum())} K_C, "
+            f"{int((one['class'] == 'K_I').sum())} K_I): CAS = N_i = N_g there")
+    r = within_stratum_gap(keep.gain, keep["class"], list(zip(keep.model, keep.relation)), "K_I", "K_C",
+                           clusters=keep.relation, n_boot=p.n_boot, seed=p.seed, stratum_name="relation",
+                           unit_name="fact")
+    if "why_not" in r:
+        return dict(why_not=f"{r['why_not']} among the facts with |E| ≥ 2; {left}")
+    ki, kc = keep[keep["class"] == "K_I"].gain, keep[keep["class"] == "K_C"].gain
+    return dict(estimate=r["estimate"], low=r["low"], high=r["high"], n=r["n"], unit="relations",
+                detail=f"within-relation K_I − K_C gain of {r['n_strata']} (model, relation) strata with both "
+                       f"classes; pooled, unstratified: K_I {ki.mean():+.3f} (n={ki.size}) − K_C {kc.mean():+.3f} "
+                       f"(n={kc.size}); {left}")
+
+
 def beta_figure(abl: pd.DataFrame, beta1: float):
     import matplotlib.pyplot as plt
 
@@ -257,7 +316,6 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
                 classes: Mapping) -> dict[str, Any]:
     """Chapter 05's headline numbers and its claims (kept on ``ch``)."""
     from kqlib.book.report import finite_or_none
-    from kqlib.paper.stats import share_difference_ci
 
     p, lms = ch.p, ch.models()
     lm0 = lms[0].name
@@ -325,49 +383,33 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
         nums[f"neurons_{sel}_text"] = fmt(nums[f"neurons_{sel}"], ".1f")
     nums["edited_queries_per_fact_text"] = fmt(nums["edited_queries_per_fact"], ".1f")
 
-    # claims: pooled over models and tasks (tasks averaged per fact), the fact as the unit
+    # claims: pooled over models and tasks (tasks averaged per fact); the relation is the unit when there are
+    # enough relations (kqlib.paper.intervals.unit_interval), else the fact
     for cid, base, metric in (("cas_vs_ni", "N_i", "avg"), ("cas_vs_ng", "N_g", "avg"),
                               ("cas_gain_generalization", "N_i", "gen")):
-        g, lo, hi, n = gain(base, metric=metric)
-        ch.claim(cid, "all", g, lo, hi, n if g is not None else None,
-                 why_not=None if g is not None else "no fact edited with both selections",
-                 detail=f"{'tasks averaged per fact' if metric == 'avg' else 'Gen only'}; models pooled")
+        fg = fact_gains(edits, classes, metric=metric, baseline=base)
+        if not len(fg):
+            ch.claim(cid, "all", why_not="no fact edited with both selections")
+            continue
+        m = unit_interval(fg.gain, fg.relation, n_boot=p.n_boot, seed=p.seed)
+        ch.claim(cid, "all", m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
+                 detail=f"{'tasks averaged per fact' if metric == 'avg' else 'Gen only'}; models pooled; "
+                        f"{len(fg)} facts; {m['detail']}")
     llama3 = [m for m in (lm.name for lm in lms) if "llama-3-8b" in m.lower()]
     if llama3:
         part = edits[(edits.model == llama3[0]) & (edits.task == "erase")]
-        wide = part.pivot_table(index="fact_id", columns="selection", values="avg")
+        wide = part.pivot_table(index=["relation", "fact_id"], columns="selection", values="avg")
         best = max(("N_i", "N_g"), key=lambda s: wide[s].mean())
-        d = (wide["cas"] - wide[best]).dropna().to_numpy(float)
-        from kqlib.paper.consistency import bootstrap_ci
-
-        lo, hi = bootstrap_ci(d, n_boot=p.n_boot, seed=p.seed)
-        ch.claim("cas_llama3_erasure", llama3[0], float(d.mean()) if d.size else None, lo, hi, int(d.size),
-                 detail=f"best baseline {best} {wide[best].mean():.2f} → CAS {wide['cas'].mean():.2f}")
+        d = (wide["cas"] - wide[best]).dropna()
+        m = unit_interval(d.to_numpy(float), d.index.get_level_values("relation"), n_boot=p.n_boot, seed=p.seed)
+        ch.claim("cas_llama3_erasure", llama3[0], m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
+                 detail=f"best baseline {best} {wide[best].mean():.2f} → CAS {wide['cas'].mean():.2f}; "
+                        f"{m['detail']}")
     else:
         ch.claim("cas_llama3_erasure", "all", why_not="LLaMA3-8b is not in this profile (use --profile paper)",
                  detail=f"{lm0}: N_i {nums['avg_erase_N_i_model0_text']}, N_g {nums['avg_erase_N_g_model0_text']}"
                         f" → CAS {nums['avg_erase_cas_model0_text']}")
-    pooled = pooled_per_fact(edits)
-    wide = pooled.pivot_table(index="fact_id", columns="selection", values="avg")
-    cls = {f"{m}/{f}": c for (m, f), c in classes.items()}
-    multi = edits.drop_duplicates(["model", "fact_id"])
-    multi_kc = int(((multi["class"] == "K_C") & (multi.n_edited_queries >= 2)).sum())
-    if {"cas", "N_i"} <= set(wide.columns):
-        d = (wide["cas"] - wide["N_i"]).dropna()
-        ki = d[[cls.get(f) == "K_I" for f in d.index]].to_numpy(float)
-        kc = d[[cls.get(f) == "K_C" for f in d.index]].to_numpy(float)
-    else:
-        ki = kc = np.array([])
-    if not ki.size or not kc.size:
-        ch.claim("cas_gain_small_kc", "all", why_not=f"a class has no edited fact ({kc.size} K_C, {ki.size} K_I)")
-    elif not multi_kc:
-        ch.claim("cas_gain_small_kc", "all",
-                 why_not="every K_C fact has a single edited query, where CAS = N_i = N_g")
-    else:
-        diff, lo, hi = share_difference_ci(ki, kc, n_boot=p.n_boot, seed=p.seed)
-        ch.claim("cas_gain_small_kc", "all", diff, lo, hi, int(min(ki.size, kc.size)),
-                 unit="facts (smaller class)", detail=f"gain over N_i: K_I {ki.mean():+.3f} (n={ki.size}), "
-                                                      f"K_C {kc.mean():+.3f} (n={kc.size})")
+    ch.claim("cas_gain_small_kc", "all", **small_kc_claim(edits, classes, p))
     return nums
 
 
