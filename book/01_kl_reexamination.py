@@ -236,7 +236,8 @@ views["per_relation"].style.format({"k": "{:.1f}", "mean_delta": "{:+.3f}", "not
 # interval over facts). If the fact owned its neurons, the first row would stand far above the third.
 
 # %%
-pairs, all_phrasings = K.pair_type_table(ch, data, edit_method)
+all_phrasings = data if query_filter == "all" else ch.localize([edit_method], verbose=False, query_filter="all")
+pairs = K.pair_type_table(ch.p, all_phrasings, edit_method)
 ch.export("pair_types", pairs, figure="01_pair_types", description="mean KN-set Jaccard by pair type, intervals over facts")
 ch.save(K.pair_type_figure(pairs), "01_pair_types", "pair_types")
 pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, na_rep="–").hide(axis="index")
@@ -253,7 +254,8 @@ pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, 
 # it used.
 
 # %%
-K.filter_sensitivity(ch, data, edit_method, all_phrasings if query_filter == "correct" else None)
+answered = all_phrasings if query_filter == "correct" else ch.localize([edit_method], verbose=False, query_filter="correct")
+K.filter_sensitivity(ch.p, data, answered, edit_method)
 
 # %% [markdown]
 # ## Figure 1: a consistent and an inconsistent fact
@@ -325,7 +327,9 @@ ch.save(K.table2_figure(edits, static_classes, ch.p), "01_table2_edits", "table2
 # ## Headline numbers
 
 # %%
-ch.glue(K.kl_numbers(ch, data, cs, shares, edits, static_classes))
+numbers, claims = K.kl_numbers(lms, ch.p, data, cs, shares, edits, static_classes)
+ch.claims_from(claims)
+ch.glue(numbers)
 
 # %% [markdown]
 # With the current profile, {glue:text}`n_facts` facts ({glue:text}`n_queries` queries,

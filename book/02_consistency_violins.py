@@ -155,7 +155,9 @@ if len(site_cs):
 # ## Headline numbers
 
 # %%
-ch.glue(K.violin_numbers(ch, cs, shares, grid, site_cs, overlap, site_summary))
+numbers, claims = K.violin_numbers(ch.p, ch.sizes(), cs, shares, grid, site_cs, overlap, site_summary)
+ch.claims_from(claims)
+ch.glue(numbers)
 
 # %% [markdown]
 # Over {glue:text}`n_facts` facts of {glue:text}`n_models` model(s) and {glue:text}`n_relations` relations,

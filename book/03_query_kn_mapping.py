@@ -195,7 +195,9 @@ K.contrasts_view(contrasts)
 # ## Headline numbers
 
 # %%
-ch.glue(K.mapping_numbers(ch, mapping, summary, tests, contrasts))
+numbers, claims = K.mapping_numbers(lms, ch.p, mapping, summary, tests, contrasts)
+ch.claims_from(claims)
+ch.glue(numbers)
 
 # %% [markdown]
 # For {glue:text}`model0` and method {glue:text}`method0` ({glue:text}`n_queries_ki` queries of

@@ -97,7 +97,7 @@ assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scal
 
 # %%
 lms = ch.models()
-chosen, kn_sets, metas = K.choose_queries(ch, ch.p)
+chosen, kn_sets, metas = K.choose_queries(lms, ch.localize([kn_method], verbose=False), ch.p)
 
 # %% [markdown]
 # ## Scaling the synapses
@@ -183,7 +183,9 @@ tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.
 # asks whether *which* attention entries are scaled matters, once *how much* attention is scaled is equal.
 
 # %%
-ch.glue(K.synapse_numbers(ch, syn, summary, tests, heat_info))
+numbers, claims = K.synapse_numbers(lms, ch.p, syn, summary, tests, heat_info)
+ch.claims_from(claims)
+ch.glue(numbers)
 
 # %% [markdown]
 # For {glue:text}`model0` ({glue:text}`n_queries` queries of {glue:text}`n_facts` facts, on average

@@ -216,7 +216,9 @@ lambda2_table.style.format({"rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}", "
 # ## Headline numbers
 
 # %%
-ch.glue(K.cas_numbers(ch, edits, t3, gains, abl_table, classes))
+numbers, claims = K.cas_numbers(lms, ch.p, edits, t3, gains, abl_table, classes)
+ch.claims_from(claims)
+ch.glue(numbers)
 
 # %% [markdown]
 # With the current profile, {glue:text}`n_facts_edited` facts of {glue:text}`n_models` model(s) had enough

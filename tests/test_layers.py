@@ -137,3 +137,18 @@ def test_notebook_imports_only_chapter_and_its_own_module(path):
     for target in _imports(path):
         assert target in ("kqlib.book.chapter", "kqlib.book.chapters", own), (
             f"book/{path.name} imports {target}: a notebook imports only Chapter and {own}")
+
+
+@pytest.mark.parametrize("path", sorted((KQLIB / "book" / "chapters").glob("ch*.py")), ids=lambda p: p.name)
+def test_chapter_modules_never_hold_the_chapter(path):
+    """A chapter module takes frames, models and values and returns frames, figures and claim measurements
+    (kqlib.book.claims.verdicts.measurement); the notebook judges them with ch.claims_from. No function of it
+    receives the Chapter (`ch`) or calls ch.claim / ch.localize / ch.models back up."""
+    tree = ast.parse(path.read_text())
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = [a.arg for a in fn.args.args + fn.args.kwonlyargs]
+            assert "ch" not in names, f"{path.name}:{fn.lineno} {fn.name}() receives the Chapter"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ch":
+            pytest.fail(f"{path.name}:{node.lineno} uses ch.{node.attr}")

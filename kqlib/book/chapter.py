@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -184,6 +184,11 @@ class Chapter:
             raise ParameterError(f"claim {claim_id!r} belongs to chapter {row['chapter']}, not {self.name}")
         self.claims.append(row)
         return row
+
+    def claims_from(self, measurements: Iterable[Mapping[str, Any]]) -> list[dict]:
+        """Judge and keep every measurement a chapter module returned
+        (:func:`kqlib.book.claims.verdicts.measurement`); returns the rows."""
+        return [self.claim(**m) for m in measurements]
 
     def paper_vs_run(self):
         """The "Paper vs this run" table of this chapter's claims (all of its claims in claims.toml must have

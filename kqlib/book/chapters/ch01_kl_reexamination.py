@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kqlib.book import report
+from kqlib.book.claims.verdicts import measurement
 from kqlib.paper import strata
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.stats import ci_cell, fmt
@@ -138,13 +139,13 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
                        f"{r['n_b']} K_I edited facts")
 
 
-def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
-               classes: Mapping) -> dict[str, Any]:
-    """Chapter 01's headline numbers (glued into its prose) and its claims (kept on ``ch``)."""
+def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
+               classes: Mapping) -> tuple[dict[str, Any], list[dict]]:
+    """Chapter 01's headline numbers (glued into its prose) and its claim measurements (for ``ch.claims_from``)."""
     from kqlib.paper import consistency as C
     from kqlib.paper.consistency import INTERSECTION_METHOD, welch_claim
 
-    p, lms = ch.p, ch.models()
+    claims: list[dict] = []
     facts = data.facts
     inter = shares[shares.method == INTERSECTION_METHOD].set_index(["model", "threshold_kind"])
     per_method = shares[shares.method != INTERSECTION_METHOD]
@@ -189,29 +190,27 @@ def kl_numbers(ch, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataF
         if (lm0, INTERSECTION_METHOD) in reach.index else 0
     for lm in lms:
         r = inter.loc[(lm.name, "static")]
-        ch.claim("ki_majority_chance", lm.name, **chance_claim(chance, lm.name))
-        ch.claim("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
+        claims.append(measurement("ki_majority_chance", lm.name, **chance_claim(chance, lm.name)))
+        claims.append(measurement("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
                  why_not=reach_why_not(reach, lm.name, p.static_threshold),
                  detail=f"per method {static_pm[static_pm.model == lm.name].share_ki.min():.0%}–"
-                        f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}")
-        ch.claim("welch_separation", lm.name, **welch_claim(shares, lm.name))
-        ch.claim("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", p))
-    return nums
+                        f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}"))
+        claims.append(measurement("welch_separation", lm.name, **welch_claim(shares, lm.name)))
+        claims.append(measurement("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", p)))
+    return nums, claims
 
 
-def filter_sensitivity(ch, data, method: str, other_loc=None) -> pd.DataFrame:
+def filter_sensitivity(p, data, other_loc, method: str) -> pd.DataFrame:
     """The answer filter, like with like: ``method`` alone (no ∩) on the same facts under both filters (the
-    book's ``p.query_filter``, the queries in ``data``, and the other one, attributed with ``method`` only;
-    ``other_loc`` when already localized). Rows per model: the CS2 K_I share at the static θ (Wilson); the
+    book's ``p.query_filter``, the queries in ``data``, and the other one, ``other_loc``, attributed with
+    ``method`` only). Rows per model: the CS2 K_I share at the static θ (Wilson); the
     same with every fact's phrasings subsampled to its number of answered phrasings (matched k); the
     population mean delta_j (two-level interval over relations); and, within templates, the Jaccard of an
     answered phrasing with its fact's others minus that of an unanswered one."""
     from kqlib.paper import consistency as C
     from kqlib.paper.pararel import QUERY_FILTERS
 
-    p = ch.p
     other = next(f for f in QUERY_FILTERS if f != p.query_filter)
-    other_loc = other_loc or ch.localize([method], verbose=False, query_filter=other)
     locs = {p.query_filter: data, other: other_loc}
     answered = (locs["correct"].facts.groupby(["model", "fact_id"]).size()).to_dict()
     cells: dict[tuple, dict] = {}
@@ -307,18 +306,15 @@ def chance_views(cs: pd.DataFrame, p, data=None) -> dict[str, pd.DataFrame]:
                 matched=matched_k_table(data, p) if data is not None else None)
 
 
-def pair_type_table(ch, data, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pair_type_table(p, loc, method: str) -> pd.DataFrame:
     """"What do knowledge neurons belong to?": :func:`kqlib.paper.strata.pair_types` on every phrasing of the
-    book's facts (answered or not; ``method``'s KN sets under the "all" filter, attributed once and cached), and
-    the figure's frame."""
-    p = ch.p
-    loc = data if p.query_filter == "all" else ch.localize([method], verbose=False, query_filter="all")
+    book's facts (``loc``: the localization under the "all" filter, answered or not; ``method``'s KN sets)."""
     q = loc.queries.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
                           on=["model", "fact_id", "pattern_index"], how="left")
     q["correct"] = q["correct"].fillna(False).astype(bool)
     tab = strata.pair_types(loc.neurons[loc.neurons.method == method], q[q.method == method], n_boot=p.n_boot,
                             seed=p.seed)
-    return tab, loc
+    return tab
 
 
 def pair_type_figure(tab: pd.DataFrame):

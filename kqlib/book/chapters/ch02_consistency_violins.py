@@ -12,6 +12,7 @@ import pandas as pd
 
 from kqlib.paper.consistency import classify
 from kqlib.paper.stats import cluster_bootstrap_ci, fmt, two_level_bootstrap_ci
+from kqlib.book.claims.verdicts import measurement
 
 
 # -------------------------------------------------------------- chapter 02: sizes, thresholds, sites
@@ -151,13 +152,13 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
                 detail=f"{small} {a.mean():.0%} (n={a.size}) − {large} {b.mean():.0%} (n={b.size}); {orders}")
 
 
-def violin_numbers(ch, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
-                   overlap: pd.DataFrame, site_summary: pd.DataFrame) -> dict[str, Any]:
-    """Chapter 02's headline numbers and claims (kept on ``ch``)."""
+def violin_numbers(p, sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
+                   overlap: pd.DataFrame, site_summary: pd.DataFrame) -> tuple[dict, list[dict]]:
+    """Chapter 02's headline numbers and claim measurements (for ``ch.claims_from``)."""
     from kqlib.paper.consistency import INTERSECTION_METHOD
     from kqlib.book.report import finite_or_none, order_by_size
 
-    p, sizes = ch.p, ch.sizes()
+    claims: list[dict] = []
     order = order_by_size(sizes)
     small, large = order[0], order[-1]
     inter = shares[shares.method == INTERSECTION_METHOD].set_index(["model", "threshold_kind"])
@@ -191,17 +192,17 @@ def violin_numbers(ch, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFram
                                "move the headline number more than" if spread > width else
                                "move the headline number less than")
     for m in sizes:
-        ch.claim("cs_below_threshold", m, **below_threshold_claim(cs, p.cs_kind, p.static_threshold, m, p.n_boot,
-                                                                  p.seed))
-    ch.claim("model_order", "all", **model_order_claim(cs, sizes, p))
-    ch.claim("threshold_sensitivity", "all", spread, n=nums["n_facts"],
+        claims.append(measurement("cs_below_threshold", m, **below_threshold_claim(cs, p.cs_kind, p.static_threshold, m, p.n_boot,
+                                                                  p.seed)))
+    claims.append(measurement("model_order", "all", **model_order_claim(cs, sizes, p)))
+    claims.append(measurement("threshold_sensitivity", "all", spread, n=nums["n_facts"],
              detail=f"∩ K_I share over the t × θ grid: {nums['grid_range_text']}; 95 % CI width of "
-                    f"{small}'s static ∩ share: {nums['headline_ci_width_text']}")
-    ch.claim("neuron_site", "all", None if nums["site_ki_pre"] is None or nums["site_ki_post"] is None else
+                    f"{small}'s static ∩ share: {nums['headline_ci_width_text']}"))
+    claims.append(measurement("neuron_site", "all", None if nums["site_ki_pre"] is None or nums["site_ki_post"] is None else
              nums["site_ki_pre"] - nums["site_ki_post"], n=nums["site_facts"],
              detail=f"K_I (static, {', '.join(p.site_methods)}): post {nums['site_ki_post_text']}, pre "
-                    f"{nums['site_ki_pre_text']}; KN-set Jaccard {nums['site_mean_jaccard_text']}")
-    return nums
+                    f"{nums['site_ki_pre_text']}; KN-set Jaccard {nums['site_mean_jaccard_text']}"))
+    return nums, claims
 
 
 def intersection_flags(cs: pd.DataFrame, kind: str, threshold: float, model: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from kqlib.paper.intervals import unit_interval
 from kqlib.paper.mapping import CONDITIONS, MAPPING_COLUMNS, OPS, UNIT, mapping_queries, per_fact_effects, run_mapping
 from kqlib.paper.stats import ci_cell, finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table, with_average
 from kqlib.book.report import records  # noqa: F401 (the notebook's K.records)
+from kqlib.book.claims.verdicts import measurement
 
 
 def classify_facts(cs: pd.DataFrame, p) -> pd.DataFrame:
@@ -184,11 +185,11 @@ def contrasts_view(contrasts: pd.DataFrame):
             .style.format({"p": "{:.2g}"}, na_rep="–").hide(axis="index"))
 
 
-def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
-                    contrasts: pd.DataFrame | None = None) -> dict:
-    """Chapter 03's headline numbers (first model, first method) and its claims (every model)."""
+def mapping_numbers(lms, p, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
+                    contrasts: pd.DataFrame | None = None) -> tuple[dict, list[dict]]:
+    """Chapter 03's headline numbers (first model, first method) and its claim measurements (every model; for ``ch.claims_from``)."""
 
-    p, lms = ch.p, ch.models()
+    claims: list[dict] = []
     lm0, method0 = lms[0].name, p.methods[0]
     S = summary.set_index(["model", "method", "group", "condition", "operation"])
     T = tests.set_index(["model", "method", "group", "operation", "b"])
@@ -249,10 +250,10 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
             part = mapping[(mapping.model == lm.name) & (mapping.method == method0) & (mapping.group == group)]
             n_q = int(part[UNIT].drop_duplicates().shape[0])
             if key not in C.index or C.loc[key, "estimate"] is None or not np.isfinite(C.loc[key, "estimate"]):
-                ch.claim(claim_id, lm.name, why_not=f"no {group} fact with queries ({method0})" if not n_q else
+                claims.append(measurement(claim_id, lm.name, why_not=f"no {group} fact with queries ({method0})" if not n_q else
                          f"none of the {n_q} {group} queries has a non-empty ∩ of its neighbors' KNs "
                          f"({method0}): own vs ∩ would compare with a no-op" if "∩" in comp else
-                         f"no {group} query with a defined ΔProb ({method0})")
+                         f"no {group} query with a defined ΔProb ({method0})"))
                 continue
             r = C.loc[key]
             detail = f"own {r.mean_a:.2f} vs {comp.split(' − ')[1]} {r.mean_b:.2f} ({method0}); {r.detail}"
@@ -261,10 +262,10 @@ def mapping_numbers(ch, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.
                 detail = (f"on the {int(r.queries)} of {n_q} {group} queries ({int(r.facts)} facts) whose ∩ is "
                           f"non-empty; beside it ∩ − a random subset of the union as large as ∩: "
                           f"{ci_cell(m.estimate, m.low, m.high, '+.3f')}; " + detail)
-            ch.claim(claim_id, lm.name, r.estimate, r.low, r.high, int(r.n), p=finite_or_none(r.p), unit=r.unit,
-                     detail=detail)
+            claims.append(measurement(claim_id, lm.name, r.estimate, r.low, r.high, int(r.n), p=finite_or_none(r.p), unit=r.unit,
+                     detail=detail))
         gi, gc = [C.loc[(lm.name, method0, g, "own − ∩"), "estimate"]
                   if (lm.name, method0, g, "own − ∩") in C.index else None for g in ("K_I", "K_C")]
-        ch.claim("mapping_gap_smaller_kc", lm.name, None if gi is None or gc is None else gi - gc,
-                 detail="own − ∩ gap (queries with a non-empty ∩), K_I minus K_C")
-    return nums
+        claims.append(measurement("mapping_gap_smaller_kc", lm.name, None if gi is None or gc is None else gi - gc,
+                 detail="own − ∩ gap (queries with a non-empty ∩), K_I minus K_C"))
+    return nums, claims

@@ -10,6 +10,7 @@ import pandas as pd
 
 
 from kqlib.paper.synapses import run_synapse_experiment, activation_states, SETS, MATCHED
+from kqlib.book.claims.verdicts import measurement
 
 
 # ----------------------------------------------------------------------- chapter 04 (Figure 5)
@@ -17,19 +18,18 @@ from kqlib.paper.synapses import run_synapse_experiment, activation_states, SETS
 UNIT = ["model", "fact_id", "pattern_index"]
 
 
-def choose_queries(ch, p) -> tuple[dict, dict, dict]:
-    """Per model: a seeded sample of ``p.n_queries`` queries with knowledge neurons (method ``p.kn_method``),
-    their KN sets and metadata (with the fact's K_C / K_I / K_none label at the static θ)."""
+def choose_queries(lms, data, p) -> tuple[dict, dict, dict]:
+    """Per model: a seeded sample of ``p.n_queries`` queries with knowledge neurons (method ``p.kn_method``; ``data``
+    its localization), their KN sets and metadata (with the fact's K_C / K_I / K_none label at the static θ)."""
     import random
     import time
 
     from kqlib.paper.consistency import class_label_series as class_labels
 
     chosen, kn_sets, metas = {}, {}, {}
-    data = ch.localize([p.kn_method], verbose=False)
     cs = data.consistency(p.cs_kind)
     labels = dict(zip(zip(cs.model, cs.fact_id), class_labels(cs, p.static_threshold, p.cs_kind)))
-    for lm in ch.models():
+    for lm in lms:
         t0 = time.time()
         ds = data.datasets[lm.name]
         sets = data.locs[lm.name].sets(p.kn_method, model=lm.name)
@@ -194,11 +194,11 @@ def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: s
     return dict(m, mean_a=float(per["synapse"].mean()), mean_b=float(per[b].mean()))
 
 
-def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> dict:
-    """Chapter 04's headline numbers (first model) and its claims (every model)."""
+def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> tuple[dict, list[dict]]:
+    """Chapter 04's headline numbers (first model) and its claim measurements (every model; for ``ch.claims_from``)."""
     from kqlib.paper.stats import finite_or_none, fmt
 
-    p, lms = ch.p, ch.models()
+    claims: list[dict] = []
     alphas = [float(a) for a in p.alphas]
     a_sup = min(alphas) if min(alphas) < 1 else None
     a_enh = max(alphas) if max(alphas) > 1 else None
@@ -251,24 +251,24 @@ def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Data
                                      ("synapse_prob_enhance", a_enh, "abs_d_prob")):
             m = None if a is None else paired_claim(syn, lm.name, a, measure, "control", p)
             if m is None:
-                ch.claim(claim_id, lm.name, why_not="no such α in alphas" if a is None else "no paired facts")
+                claims.append(measurement(claim_id, lm.name, why_not="no such α in alphas" if a is None else "no paired facts"))
                 continue
-            ch.claim(claim_id, lm.name, m["estimate"], m["low"], m["high"], m["n"], p=m["p"], unit=m["unit"],
+            claims.append(measurement(claim_id, lm.name, m["estimate"], m["low"], m["high"], m["n"], p=m["p"], unit=m["unit"],
                      detail=f"α = {a:g}: mean |{measure[4:]}| synapses {m['mean_a']:.3f} vs control "
-                            f"{m['mean_b']:.3f}; {m['detail']}")
+                            f"{m['mean_b']:.3f}; {m['detail']}"))
         m = None if a_sup is None else paired_claim(syn, lm.name, a_sup, "abs_d_act", MATCHED, p)
         if m is None:
-            ch.claim("synapse_act_suppress_mass_matched", lm.name,
+            claims.append(measurement("synapse_act_suppress_mass_matched", lm.name,
                      why_not="no suppressing α" if a_sup is None else
                      "the mass-matched control was not run (mass_matched = False)" if not p.mass_matched else
-                     "no paired facts")
+                     "no paired facts"))
         else:
             mass = syn[(syn.model == lm.name) & (syn.alpha == a_sup)].groupby("set").mass.mean()
-            ch.claim("synapse_act_suppress_mass_matched", lm.name, m["estimate"], m["low"], m["high"], m["n"],
+            claims.append(measurement("synapse_act_suppress_mass_matched", lm.name, m["estimate"], m["low"], m["high"], m["n"],
                      p=m["p"], unit=m["unit"],
                      detail=f"α = {a_sup:g}: mean |d_act| synapses {m['mean_a']:.3f} vs matched {m['mean_b']:.3f}; "
                             f"attention mass scaled {mass.get('synapse', np.nan):.3f} vs "
-                            f"{mass.get(MATCHED, np.nan):.3f}; {m['detail']}")
+                            f"{mass.get(MATCHED, np.nan):.3f}; {m['detail']}"))
     for s_, short in (("control", "ctrl"), (MATCHED, "matched")):
         m = part0[(part0["set"] == s_) & (part0.alpha == (a_sup if a_sup is not None else part0.alpha.min()))].mass
         nums[f"mass_{short}"] = finite_or_none(m.mean()) if len(m) else None
@@ -282,7 +282,7 @@ def synapse_numbers(ch, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Data
     nums["p_act_matched_sup"] = finite_or_none(Tm.loc[key, "p"]) if key in Tm.index else None
     nums["absact_matched_sup_text"] = fmt(nums["absact_matched_sup"], ".3f", "not run")
     nums["p_act_matched_sup_text"] = fmt(nums["p_act_matched_sup"], ".1e", "undefined")
-    return nums
+    return nums, claims
 
 
 def mean_ci_cluster_by_group(syn: pd.DataFrame, p) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 from kqlib.paper.intervals import unit_interval
 from kqlib.paper.stats import ci_cell, fmt
 from kqlib.paper.strata import within_stratum_gap
+from kqlib.book.claims.verdicts import measurement
 
 
 # ------------------------------------------------------------------------ chapter 05: CAS editing
@@ -312,12 +313,12 @@ def beta_figure(abl: pd.DataFrame, beta1: float):
     return fig
 
 
-def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
-                classes: Mapping) -> dict[str, Any]:
-    """Chapter 05's headline numbers and its claims (kept on ``ch``)."""
+def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
+                classes: Mapping) -> tuple[dict, list[dict]]:
+    """Chapter 05's headline numbers and its claim measurements (for ``ch.claims_from``)."""
     from kqlib.book.report import finite_or_none
 
-    p, lms = ch.p, ch.models()
+    claims: list[dict] = []
     lm0 = lms[0].name
 
     def gain(baseline, metric="avg", group="all", model="all", task="both"):
@@ -374,8 +375,8 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
     nums["update_dppl_median_text"] = fmt(nums["update_dppl_median"], ".3g",
                                           "infinite (overflow)" if len(upd) else "no update edit")
     nums["update_ppl_before_text"] = fmt(nums["update_ppl_before"], ".3g", "no update edit")
-    nums["lambda2"] = float(ch.p.lambda2)
-    nums["lambda2_text"] = f"{float(ch.p.lambda2):g}"
+    nums["lambda2"] = float(p.lambda2)
+    nums["lambda2_text"] = f"{float(p.lambda2):g}"
     for k in ("avg_erase_cas_model0", "avg_erase_N_i_model0", "avg_erase_N_g_model0", "avg_update_cas_model0",
               "avg_update_N_i_model0", "avg_update_N_g_model0", "best_beta2", "avg_beta2_0", "avg_beta2_main"):
         nums[k + "_text"] = fmt(nums[k], ".2f" if not k.startswith("best") else "g")
@@ -389,12 +390,12 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
                               ("cas_gain_generalization", "N_i", "gen")):
         fg = fact_gains(edits, classes, metric=metric, baseline=base)
         if not len(fg):
-            ch.claim(cid, "all", why_not="no fact edited with both selections")
+            claims.append(measurement(cid, "all", why_not="no fact edited with both selections"))
             continue
         m = unit_interval(fg.gain, fg.relation, n_boot=p.n_boot, seed=p.seed)
-        ch.claim(cid, "all", m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
+        claims.append(measurement(cid, "all", m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
                  detail=f"{'tasks averaged per fact' if metric == 'avg' else 'Gen only'}; models pooled; "
-                        f"{len(fg)} facts; {m['detail']}")
+                        f"{len(fg)} facts; {m['detail']}"))
     llama3 = [m for m in (lm.name for lm in lms) if "llama-3-8b" in m.lower()]
     if llama3:
         part = edits[(edits.model == llama3[0]) & (edits.task == "erase")]
@@ -402,15 +403,15 @@ def cas_numbers(ch, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, 
         best = max(("N_i", "N_g"), key=lambda s: wide[s].mean())
         d = (wide["cas"] - wide[best]).dropna()
         m = unit_interval(d.to_numpy(float), d.index.get_level_values("relation"), n_boot=p.n_boot, seed=p.seed)
-        ch.claim("cas_llama3_erasure", llama3[0], m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
+        claims.append(measurement("cas_llama3_erasure", llama3[0], m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
                  detail=f"best baseline {best} {wide[best].mean():.2f} → CAS {wide['cas'].mean():.2f}; "
-                        f"{m['detail']}")
+                        f"{m['detail']}"))
     else:
-        ch.claim("cas_llama3_erasure", "all", why_not="LLaMA3-8b is not in this profile (use --profile paper)",
+        claims.append(measurement("cas_llama3_erasure", "all", why_not="LLaMA3-8b is not in this profile (use --profile paper)",
                  detail=f"{lm0}: N_i {nums['avg_erase_N_i_model0_text']}, N_g {nums['avg_erase_N_g_model0_text']}"
-                        f" → CAS {nums['avg_erase_cas_model0_text']}")
-    ch.claim("cas_gain_small_kc", "all", **small_kc_claim(edits, classes, p))
-    return nums
+                        f" → CAS {nums['avg_erase_cas_model0_text']}"))
+    claims.append(measurement("cas_gain_small_kc", "all", **small_kc_claim(edits, classes, p)))
+    return nums, claims
 
 
 # What the notebook calls besides this module's own functions (it imports this module and Chapter only).

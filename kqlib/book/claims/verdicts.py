@@ -257,6 +257,15 @@ def _plain(x):
     return float(x) if _finite(x) else None
 
 
+def measurement(claim_id: str, model: str = "all", estimate=None, low=None, high=None, n: int | None = None,
+                **kw) -> dict[str, Any]:
+    """A claim's measurement as a chapter module returns it (not judged yet): the arguments of
+    :func:`claim_row`, as one dict. The notebook hands a list of them to ``Chapter.claims``, which judges each
+    (the one verdict rule) and keeps the rows; a chapter module never holds the ``Chapter`` itself."""
+    claim(claim_id)  # an unknown id is an error here, where the module measured it
+    return {"claim_id": claim_id, "model": model, "estimate": estimate, "low": low, "high": high, "n": n, **kw}
+
+
 def claim_row(claim_id: str, model: str = "all", estimate=None, low=None, high=None, n: int | None = None, *,
               p=None, unit: str = "facts", why_not: str | None = None, detail: str = "",
               interval: str = "bootstrap") -> dict[str, Any]:
