@@ -15,10 +15,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
+from kqlib.core import answers
 from kqlib.errors import (MissingDependencyError, OfflineError, ParameterError, UnknownModelError,
                           UnsupportedArchitectureError)
 from kqlib.core.architectures import Family, family_for, get_module
@@ -336,6 +337,15 @@ class LM:
         """Logits ``[vocab]`` of the token after ``prompt``."""
         out = self.model(self.encode(prompt), logits_to_keep=1, use_cache=False)
         return out.logits[0, -1].float()
+
+    def next_token_logits_batch(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Next-token logits ``[len(prompts), vocab]`` of one left-padded forward (:mod:`kqlib.core.answers`)."""
+        return answers.next_token_logits_batch(self, prompts)
+
+    def answer_probabilities(self, prompts: Sequence[str], target_ids: Sequence[int], batch_size: int = 1,
+                             extra_id: int | None = None) -> dict[str, torch.Tensor]:
+        """The one p(answer) with rank and top-1 for many prompts (:func:`kqlib.core.answers.answer_probabilities`)."""
+        return answers.answer_probabilities(self, prompts, target_ids, batch_size, extra_id)
 
     def __repr__(self) -> str:
         return (

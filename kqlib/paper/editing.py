@@ -192,17 +192,10 @@ def predict(lm, queries: Sequence[Query], extra_id: int | None = None) -> dict[s
     """One forward per prompt (``logits_to_keep=1``): ``top1 [n]`` (argmax id), ``p_target [n]`` (softmax
     probability of each query's target) and, with ``extra_id``, ``p_extra [n]`` (probability of that token)."""
     queries = _check_queries(queries, "queries")
-    top1, p_target, p_extra = [], [], []
-    for prompt, target in queries:
-        logits = lm.next_token_logits(prompt).double()
-        probs = torch.softmax(logits, dim=-1)
-        top1.append(int(logits.argmax()))
-        p_target.append(float(probs[target]))
-        if extra_id is not None:
-            p_extra.append(float(probs[extra_id]))
-    out = {"top1": torch.tensor(top1, dtype=torch.long), "p_target": torch.tensor(p_target, dtype=torch.float64)}
+    a = lm.answer_probabilities([q for q, _ in queries], [t for _, t in queries], batch_size=1, extra_id=extra_id)
+    out = {"top1": a["top1"].long(), "p_target": a["p"].double()}
     if extra_id is not None:
-        out["p_extra"] = torch.tensor(p_extra, dtype=torch.float64)
+        out["p_extra"] = a["p_extra"].double()
     return out
 
 

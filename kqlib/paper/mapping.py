@@ -61,8 +61,8 @@ def condition_neurons(q: MappingQuery, n_layers: int, n_neurons: int, seed: int)
 @torch.no_grad()
 def answer_prob(lm, prompt: str, target_id: int) -> tuple[float, int]:
     """``(p(target | prompt), top-1 token)`` at the next position."""
-    logits = lm.next_token_logits(prompt)
-    return float(torch.softmax(logits, -1)[target_id]), int(logits.argmax())
+    a = lm.answer_probabilities([prompt], [target_id])
+    return float(a["p"][0]), int(a["top1"][0])
 
 
 def run_mapping(lm, queries: Iterable[MappingQuery], *, site: str = "post", seed: int = 0,

@@ -35,46 +35,8 @@ from kqlib.paper.pararel_files import (  # noqa: F401 (re-exported: the ParaRel 
 # ------------------------------------------------------------------------------------------ model scoring
 
 
-def _pad_id(lm) -> int:
-    tok = lm.tokenizer
-    for cand in (tok.pad_token_id, tok.eos_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0
-
-
-@torch.no_grad()
-def next_token_logits_batch(lm, prompts: Sequence[str]) -> torch.Tensor:
-    """Next-token logits ``[len(prompts), vocab]``: one left-padded forward pass with attention mask.
-
-    Tokenized like :meth:`LM.encode` (default special tokens); positions restart at 0 after the padding, so the
-    result matches ``lm.next_token_logits`` prompt by prompt up to float rounding.
-    """
-    ids = [lm.tokenizer(p).input_ids for p in prompts]
-    if any(len(x) == 0 for x in ids):
-        raise ParameterError(f"a prompt encodes to zero tokens: {[p for p, x in zip(prompts, ids) if not x]}")
-    width = max(len(x) for x in ids)
-    pad = _pad_id(lm)
-    input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], device=lm.device)
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=lm.device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
-                   use_cache=False)
-    return out.logits[:, -1].float()
-
-
-def _logits_for(lm, prompts: Sequence[str], batch_size: int) -> torch.Tensor:
-    if batch_size <= 1:
-        return torch.stack([lm.next_token_logits(p).float() for p in prompts])
-    parts = [next_token_logits_batch(lm, prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
-    return torch.cat(parts)
-
-
-def _score(query: Query, logits: torch.Tensor, top_k: int) -> Query:
-    target = query.target_id
-    rank = int((logits > logits[target]).sum().item()) + 1
-    prob = float(torch.softmax(logits, -1)[target].item())
-    return replace(query, rank=rank, prob=prob, correct=rank <= top_k, top_id=int(logits.argmax().item()))
+def _score(query: Query, prob: float, rank: int, top1: int, top_k: int) -> Query:
+    return replace(query, rank=int(rank), prob=float(prob), correct=int(rank) <= top_k, top_id=int(top1))
 
 
 def attach_answers(lm, queries: Sequence[Query]) -> list[Query]:
@@ -93,8 +55,9 @@ def score_queries(lm, queries: Sequence[Query], top_k: int = 1, batch_size: int 
     queries = [q if q.target_id is not None else attach_answers(lm, [q])[0] for q in queries]
     if not queries:
         return []
-    logits = _logits_for(lm, [q.prompt for q in queries], batch_size)
-    return [_score(q, row, top_k) for q, row in zip(queries, logits)]
+    a = lm.answer_probabilities([q.prompt for q in queries], [q.target_id for q in queries], batch_size=batch_size)
+    return [_score(q, p, r, t, top_k) for q, p, r, t in zip(queries, a["p"].tolist(), a["rank"].tolist(),
+                                                         a["top1"].tolist())]
 
 
 # ------------------------------------------------------------------------------------------ dataset

@@ -33,6 +33,8 @@ For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN se
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import random
 import zlib
@@ -151,15 +153,11 @@ def kn_forward(lm, prompt: str, target_id: int, neurons: Sequence[tuple[int, int
     neurons = [(int(l), int(i)) for l, i in neurons]
     entries = synapse_entries(entries)
     layers = sorted({l for l, _ in neurons})
-    ids = lm.encode(prompt)
     with capture(lm, site=site, layers=layers, position=-1) as acts:
-        if entries:
-            with scale_attention(lm, entries, alpha, renormalize=renormalize):
-                logits = lm.model(ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
-        else:
-            logits = lm.model(ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+        with scale_attention(lm, entries, alpha, renormalize=renormalize) if entries else contextlib.nullcontext():
+            a = lm.answer_probabilities([prompt], [int(target_id)])
     vals = torch.tensor([float(acts[l][0, i]) for l, i in neurons], dtype=torch.float64)
-    return vals, float(torch.softmax(logits, -1)[int(target_id)]), int(logits.argmax())
+    return vals, float(a["p"][0]), int(a["top1"][0])
 
 
 def delta_activation(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:

@@ -241,7 +241,7 @@ def test_batched_logits_match_unbatched(family):
     model = tiny_lm(family)
     prompts = ["the capital of france is", "paris", "the native language of a city in germany is",
                "birds live under the"]
-    batched = pararel.next_token_logits_batch(model, prompts)
+    batched = model.next_token_logits_batch(prompts)
     single = torch.stack([model.next_token_logits(p) for p in prompts])
     torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
 

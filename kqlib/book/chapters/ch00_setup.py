@@ -22,25 +22,17 @@ SETUP_FACTS = [
 ]
 
 
-def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> "Any":
-    """Next-token probability and rank of each fact's answer (its first token) for each model."""
+def fact_probabilities(lms: Sequence, facts: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """Next-token probability and rank of each fact's answer (its first token) for each model
+    (:meth:`kqlib.LM.answer_probabilities`)."""
+    facts = list(facts)
     rows = []
     for lm in lms:
-        for prompt, answer in facts:
-            logits = lm.next_token_logits(prompt)
-            probs = torch.softmax(logits, dim=-1)
-            target = lm.answer_token_ids(prompt, answer)[0]
-            top = int(probs.argmax())
-            rows.append(
-                {
-                    "model": lm.name,
-                    "prompt": prompt,
-                    "answer": answer,
-                    "p(answer)": float(probs[target]),
-                    "rank": int((probs > probs[target]).sum()) + 1,
-                    "top-1": lm.tokenizer.decode([top]),
-                }
-            )
+        prompts = [prompt for prompt, _ in facts]
+        a = lm.answer_probabilities(prompts, [lm.answer_token_ids(prompt, answer)[0] for prompt, answer in facts])
+        for (prompt, answer), p, rank, top in zip(facts, a["p"].tolist(), a["rank"].tolist(), a["top1"].tolist()):
+            rows.append({"model": lm.name, "prompt": prompt, "answer": answer, "p(answer)": p, "rank": rank,
+                         "top-1": lm.tokenizer.decode([top])})
     return pd.DataFrame(rows)
 
 
