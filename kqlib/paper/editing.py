@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from kqlib.runs.queries import query_prompt_target
 from kqlib.errors import ParameterError
 
 DEFAULT_PPL_TEXTS: tuple[str, ...] = (
@@ -175,14 +176,14 @@ def perplexity(lm, texts: Sequence[str] = DEFAULT_PPL_TEXTS) -> float:
 
 
 def _check_queries(queries, what: str) -> list[Query]:
+    """``(prompt, target id)`` pairs through the one query normaliser (:func:`kqlib.runs.queries.query_prompt_target`),
+    with the target reduced to its first token id."""
     out = []
     for q in queries or []:
         try:
-            prompt, target = q
-        except (TypeError, ValueError):
-            raise ParameterError(f"{what} must be (prompt, target_id) pairs, got {q!r}") from None
-        if not isinstance(prompt, str):
-            raise ParameterError(f"{what}: prompt must be a string, got {prompt!r}")
+            prompt, target = query_prompt_target(q)
+        except ParameterError as exc:
+            raise ParameterError(f"{what}: {exc}") from None
         out.append((prompt, _first_token(target, f"{what} target_id")))
     return out
 

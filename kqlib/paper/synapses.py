@@ -41,6 +41,7 @@ import zlib
 from typing import Iterable, Sequence
 
 import pandas as pd
+import numpy as np
 import torch
 
 from kqlib.core.attention import random_non_synapses, scale_attention, synapse_entries
@@ -48,15 +49,19 @@ from kqlib.attribution import AttributionConfig, attribute_attention, knowledge_
 from kqlib.runs.cache import AttributionCache
 from kqlib.errors import ParameterError
 from kqlib.core.hooks import capture
+from kqlib.runs.queries import query_prompt_target
 
 SETS = ("synapse", "control")
 MATCHED = "matched"  # the attention-mass-matched control (``run_synapse_experiment(..., matched=True)``)
 
 
 def _prompt_target(q) -> tuple[str, int]:
-    if isinstance(q, (tuple, list)) and len(q) == 2:
-        return str(q[0]), int(q[1])
-    return str(q.prompt), int(q.target_id)
+    """The one query normaliser (:func:`kqlib.runs.queries.query_prompt_target`), with an integer target id."""
+    prompt, target = query_prompt_target(q)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) and not (
+            torch.is_tensor(target) and target.numel() == 1):
+        raise ParameterError(f"synapse queries need an integer target id, got {target!r} for {prompt!r}")
+    return prompt, int(target)
 
 
 def synapse_scores(lm, prompt: str, target_id: int, *, steps: int = 20, cache: AttributionCache | str | None = None,

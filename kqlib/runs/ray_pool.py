@@ -36,6 +36,7 @@ import torch
 
 from kqlib.attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token, tensor_digest
 from kqlib.runs.cache import AttributionCache
+from kqlib.runs.queries import query_prompt_target
 from kqlib.errors import KqError, MissingDependencyError, ParameterError
 from kqlib.runs.progress import Progress
 
@@ -248,7 +249,7 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
                 f"{info['fingerprint'][:12]} != {lm.fingerprint[:12]}): an LM changed in memory cannot be sent "
                 f"to workers; save it and pass its directory, or use executor='local'.")
         # --- keys, computed by the driver, and the cache lookup
-        pairs = [_prompt_target(q) for q in queries]
+        pairs = [query_prompt_target(q) for q in queries]
         targets: list[int | None] = [int(t) if _is_int(t) else None for _, t in pairs]
         need = [i for i, t in enumerate(targets) if t is None]
         if need and lm is not None:
@@ -333,12 +334,6 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
                 pass
         stats["seconds"] = time.time() - t_start
         last_run.update(stats)
-
-
-def _prompt_target(q):
-    from kqlib.runs.queries import query_prompt_target
-
-    return query_prompt_target(q)
 
 
 def _is_int(t) -> bool:
