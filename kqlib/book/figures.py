@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kqlib.book.report import output_dir
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -20,7 +22,6 @@ import numpy as np
 
 def save(fig, name: str) -> Path:
     """Save ``fig`` as ``<build dir>/figures/<name>.png`` (dpi 110); returns the path."""
-    from kqlib.book.report import output_dir
 
     out = output_dir() / "figures" / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)

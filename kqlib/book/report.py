@@ -6,18 +6,23 @@ Each chapter ends with ``write_results(chapter, numbers, run_record(...))``, whi
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from kqlib.errors import ParameterError
+from kqlib.book.claims.verdicts import (
+    COLOURS as VERDICT_COLOURS,  # noqa: F401  (the one colour scheme; kept under its old name)
+)
+from kqlib.book.claims.verdicts import table
+from kqlib.errors import DataError, ParameterError
 from kqlib.paper.stats import finite_or_none  # noqa: F401 (the chapters call report.finite_or_none)
-from kqlib.book.claims.verdicts import COLOURS as VERDICT_COLOURS  # noqa: F401  (the one colour scheme; kept under its old name)
 
 
 def book_root(start: str | Path | None = None) -> Path | None:
@@ -55,7 +60,6 @@ def output_dir() -> Path:
 
 def quiet() -> None:
     """Keep library noise out of rendered pages: tqdm's IProgress warning, transformers' progress bars."""
-    import warnings
 
     warnings.filterwarnings("ignore", message=".*IProgress.*")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
@@ -152,7 +156,6 @@ def model_table(lms: Sequence) -> "Any":
 def paper_vs_run_table(rows: Iterable[Mapping[str, Any]], link: bool = False):
     """The "Paper vs this run" table of claim rows (:func:`kqlib.book.claims.verdicts.claim_row`), one vocabulary and one
     colour scheme (:data:`kqlib.book.claims.verdicts.COLOURS`) for every chapter and the scorecard."""
-    from kqlib.book.claims.verdicts import table
 
     return table(list(rows), link=link)
 
@@ -277,7 +280,6 @@ def read_results(path: str | Path) -> dict[str, Any]:
     """A chapter's results file, checked: ``{"chapter", "numbers": {...}, "run": {...}}``. A missing file raises
     FileNotFoundError; a damaged or wrongly shaped one :class:`~kqlib.errors.DataError` naming the file and what
     to do (rerun its chapter, or delete the file)."""
-    from kqlib.errors import DataError
 
     path = Path(path)
     text = path.read_text()
@@ -309,7 +311,6 @@ def glue_numbers(numbers: Mapping[str, Any]) -> None:
 
 def read_glued(notebook: str | Path) -> dict[str, Any]:
     """``{key: value}`` of the numbers glued in an executed notebook (parsed from their text form)."""
-    import ast
 
     import nbformat
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -20,9 +21,14 @@ from typing import Callable, Sequence
 import torch
 
 from kqlib.core import answers
-from kqlib.errors import (MissingDependencyError, OfflineError, ParameterError, UnknownModelError,
-                          UnsupportedArchitectureError)
 from kqlib.core.architectures import Family, family_for, get_module
+from kqlib.errors import (
+    MissingDependencyError,
+    OfflineError,
+    ParameterError,
+    UnknownModelError,
+    UnsupportedArchitectureError,
+)
 
 
 def cache_root() -> Path:
@@ -174,7 +180,6 @@ _WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.jso
 def check_model_dir(path: str | os.PathLike) -> dict:
     """Refuse a local folder that is not a causal LM kqlib can load, with what is wrong and what to do;
     returns its ``config.json``. Checked before anything is loaded (no transformers traceback)."""
-    import json
 
     from kqlib.core.architectures import family_for
 

@@ -21,13 +21,18 @@ interrupted chapter resumes its edits; ``edit_cache=False`` turns that off.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from kqlib.core.models import cache_root
 from kqlib.errors import ParameterError
 from kqlib.paper import editing
-from kqlib.paper.pararel import QUERY_FILTERS, check_query_filter  # noqa: F401 (QUERY_FILTERS re-exported)
+from kqlib.paper.pararel import QUERY_FILTERS, check_query_filter, load_facts  # noqa: F401 (QUERY_FILTERS re-exported)
+from kqlib.runs.cache import AttributionCache
 from kqlib.runs.progress import Progress
 
 TASKS = ("erase", "update")
@@ -61,7 +66,6 @@ def pick_new_object(lm, prompt: str, target_id: int, objects: Sequence[str], rng
 
 
 def _relation_objects(relation: str) -> list[str]:
-    from kqlib.paper.pararel import load_facts
 
     return sorted({f.obj for f in load_facts(relation)})
 
@@ -112,8 +116,6 @@ def first_queries(entries) -> dict:
 def edit_key(fingerprint: str, task: str, neurons, edited, neighbors, unrelated, new_id, lambda1: float,
              lambda2: float, texts) -> str:
     """sha256 over everything an edit's result depends on (JSON, sorted neuron set, version)."""
-    import hashlib
-    import json
 
     fields = {"model": fingerprint, "task": task, "neurons": sorted([list(map(int, n)) for n in neurons]),
               "edited": [list(q) for q in edited], "neighbors": [list(q) for q in neighbors],
@@ -124,7 +126,6 @@ def edit_key(fingerprint: str, task: str, neurons, edited, neighbors, unrelated,
 
 def _encode(result: dict):
     """:data:`RESULT_KEYS` as a ``[3, K]`` float64 tensor: values (NaN for None), is-None and is-int flags."""
-    import math
 
     import torch
 
@@ -143,14 +144,12 @@ def _decode(t) -> dict | None:
 def edit_store(edit_cache):
     """The on-disk store of edits: None (off) for ``False``; ``$KQLIB_CACHE/edits`` for ``None``/``True``; else the
     given :class:`~kqlib.runs.cache.AttributionCache` or folder."""
-    from kqlib.runs.cache import AttributionCache
 
     if edit_cache is False:
         return None
     if isinstance(edit_cache, AttributionCache):
         return edit_cache
     if edit_cache is None or edit_cache is True:
-        from kqlib.core.models import cache_root
 
         edit_cache = cache_root() / "edits"
     return AttributionCache(edit_cache)

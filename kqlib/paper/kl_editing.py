@@ -35,9 +35,17 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 
 from kqlib.paper import editing
+from kqlib.paper.cas_editing import table3
 from kqlib.paper.consistency import class_labels
-from kqlib.paper.edit_loop import (QUERY_FILTERS, RESULT_KEYS, TASKS, FactEdit,  # noqa: F401 (re-exported)
-                                   check_edit_options, first_queries, run_edits)
+from kqlib.paper.edit_loop import (  # noqa: F401 (re-exported)
+    QUERY_FILTERS,
+    RESULT_KEYS,
+    TASKS,
+    FactEdit,
+    check_edit_options,
+    first_queries,
+    run_edits,
+)
 
 METRICS = ("rel", "gen", "loc", "avg", "dppl")
 
@@ -125,7 +133,6 @@ def table2(rows: pd.DataFrame, classes: Mapping[tuple[str, str], str], n_boot: i
     """Table 2: mean (and percentile-bootstrap CI over facts) of Rel/Gen/Loc/Avg/ΔPPL per (model, task, class),
     via :func:`kqlib.paper.cas_editing.table3`. Groups: "all", "K_C", "K_I" (a class without edited facts: facts = 0,
     NaN metrics)."""
-    from kqlib.paper.cas_editing import table3
 
     out = table3(rows, classes=classes, metrics=METRICS, n_boot=n_boot, level=level, seed=seed)
     return out.drop(columns=["selection"], errors="ignore")

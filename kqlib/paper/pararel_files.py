@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-
+from kqlib.core.models import cache_root
 from kqlib.errors import DataError, OfflineError, ParameterError
 from kqlib.runs.progress import Progress
 
@@ -147,7 +147,6 @@ def _looks_complete(root: Path) -> bool:
 
 def cache_dir(commit: str = PARAREL_COMMIT) -> Path:
     """Where downloads of ``commit`` go: ``kqlib.core.models.cache_root() / "pararel" / commit``."""
-    from kqlib.core.models import cache_root
 
     return cache_root() / "pararel" / commit
 

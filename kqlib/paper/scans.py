@@ -21,9 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from kqlib.core.models import cache_root
 from kqlib.errors import TooFewFacts
 from kqlib.paper import pararel
 from kqlib.paper.pararel import Dataset, Fact, FactEntry, Query
+from kqlib.runs.cache import AttributionCache
 
 SCAN_VERSION = 1  # bump when build_dataset's output changes for the same inputs
 _PARAMS = ("relations", "n_per_relation", "seed", "top_k", "min_correct", "min_queries", "multi_token", "max_scan",
@@ -62,8 +64,6 @@ def from_record(rec: Mapping) -> Dataset:
 
 
 def _store():
-    from kqlib.core.models import cache_root
-    from kqlib.runs.cache import AttributionCache
 
     return AttributionCache(cache_root() / "scans")
 

@@ -33,22 +33,22 @@ For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN se
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-
 import math
 import random
 import zlib
 from typing import Iterable, Sequence
 
-import pandas as pd
 import numpy as np
+import pandas as pd
 import torch
 
-from kqlib.core.attention import random_non_synapses, scale_attention, synapse_entries
 from kqlib.attribution import AttributionConfig, attribute_attention, knowledge_synapses
-from kqlib.runs.cache import AttributionCache
-from kqlib.errors import ParameterError
+from kqlib.core.attention import capture_attention, random_non_synapses, scale_attention, synapse_entries
 from kqlib.core.hooks import capture
+from kqlib.errors import ParameterError
+from kqlib.runs.cache import AttributionCache
 from kqlib.runs.queries import query_prompt_target
 
 SETS = ("synapse", "control")
@@ -94,7 +94,6 @@ def synapse_sets(scores: torch.Tensor, t: float, seed: int) -> dict[str, set]:
 @torch.no_grad()
 def attention_last_row(lm, prompt: str) -> torch.Tensor:
     """Attention probabilities of the last query position, ``[n_layers, n_heads, T]`` (batch 1)."""
-    from kqlib.core.attention import capture_attention
 
     ids = lm.encode(prompt)
     with capture_attention(lm) as probs:
@@ -120,7 +119,6 @@ def mass_matched_non_synapses(row: torch.Tensor, synapses, seed: int = 0, k: int
     free_vals = [float(flat[i]) for i in free]
     used: set[int] = set()
     out = set()
-    import bisect
 
     for e in syn:
         a = float(row[e])

@@ -21,6 +21,7 @@ the same bytes under the same name: it changes nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -33,8 +34,8 @@ from pathlib import Path
 import torch
 
 from kqlib.attribution.config import tensor_digest
-from kqlib.errors import KqError
 from kqlib.core.models import cache_root
+from kqlib.errors import KqError, MissingDependencyError
 
 
 class CacheUnreachableError(KqError, OSError):
@@ -46,7 +47,6 @@ class CacheWriteError(KqError, OSError):
 
 
 def _write_failed(folder: Path, exc: OSError) -> CacheWriteError:
-    import errno
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         what = f"the disk holding the cache folder {folder} is full ({exc.strerror})"
@@ -106,7 +106,6 @@ class AttributionCache:
             try:
                 self._fs, self._base = fsspec.core.url_to_fs(self.url, **self.storage_options)
             except ImportError as exc:
-                from kqlib.errors import MissingDependencyError
 
                 raise MissingDependencyError(
                     f"the cache URL {self.url!r} needs an fsspec backend that is not installed ({exc}); "

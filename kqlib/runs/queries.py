@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kqlib.attribution.targets import check_prompt_text
 from kqlib.errors import ParameterError
 
 
@@ -9,7 +10,6 @@ def query_prompt_target(q) -> tuple[str, object]:
     """Accept ``(prompt, target)`` pairs or objects with ``.prompt`` and ``.target_id`` / ``.target`` / ``.obj``;
     the prompt must be text (:func:`kqlib.attribution.targets.check_prompt_text`; the model-dependent checks
     follow in :func:`~kqlib.attribution.targets.target_token`)."""
-    from kqlib.attribution.targets import check_prompt_text
 
     if isinstance(q, (tuple, list)) and len(q) == 2:
         return check_prompt_text(q[0]), q[1]

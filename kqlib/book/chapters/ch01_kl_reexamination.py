@@ -1,7 +1,9 @@
 """Chapter 01 (KL re-examination): Figure 1, the one-query edits of Table 2 and the chapter's numbers.
 
-The chapter notebook calls these through :mod:`kqlib.book.chapter` (``K.name``); ``ch`` is its
-:class:`~kqlib.book.chapter.Chapter`, ``p`` its parameters, ``data`` its :class:`~kqlib.book.chapter.Localized`."""
+The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
+frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
+return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
 
@@ -13,10 +15,15 @@ import pandas as pd
 
 from kqlib.book import report
 from kqlib.book.claims.verdicts import measurement
-from kqlib.paper import strata
+from kqlib.book.figures import query_heatmaps
+from kqlib.paper import consistency as C
+from kqlib.paper import editing, kl_editing, strata
+from kqlib.paper.consistency import INTERSECTION_METHOD, classify, share_inconsistent, thetas, welch_claim, wilson_ci
 from kqlib.paper.consistency import class_label_series as class_labels
+from kqlib.paper.localization import query_scores
+from kqlib.paper.pararel import QUERY_FILTERS
 from kqlib.paper.stats import ci_cell, fmt
-
+from kqlib.paper.strata import within_stratum_gap
 
 # ----------------------------------------------------------------------- chapter 01: Figure 1, Table 2
 
@@ -26,8 +33,6 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     fact id), two queries each, their attribution heatmaps over the same top neurons per layer."""
     import matplotlib.pyplot as plt
 
-    from kqlib.book.figures import query_heatmaps
-    from kqlib.paper.localization import query_scores
 
     kind = p.cs_kind
     pool = cs[(cs.model == lm.name) & (cs.method == method)].sort_values([kind, "fact_id"])
@@ -51,8 +56,6 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
 
 def one_query_edits(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
     """Table 2's edits: each fact edited through the KNs of one query (``kqlib.paper.kl_editing``), with its CS."""
-    from kqlib.paper import editing
-    from kqlib.paper import kl_editing
 
     frames = []
     for lm in lms:
@@ -71,7 +74,6 @@ def one_query_edits(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
 
 def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, p, tk: str) -> dict[tuple[str, str], str]:
     """``{(model, fact_id): "K_C" | "K_I" | "K_none"}`` under ``p.edit_method`` at threshold kind ``tk``."""
-    from kqlib.paper.consistency import thetas
 
     theta = thetas(shares)
     part = cs[cs.method == p.edit_method]
@@ -82,7 +84,6 @@ def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, p, tk: str) -> dict[tup
 
 def table2(edits: pd.DataFrame, cs: pd.DataFrame, shares: pd.DataFrame, p) -> pd.DataFrame:
     """Mean Rel/Gen/Loc/Avg/ΔPPL with bootstrap CIs over facts per (model, threshold kind, task, class)."""
-    from kqlib.paper import kl_editing
 
     out = pd.concat([kl_editing.table2(edits, edit_classes(cs, shares, p, tk), n_boot=p.n_boot, seed=p.seed)
                      .assign(threshold_kind=tk) for tk in ("static", "otsu")], ignore_index=True)
@@ -126,7 +127,6 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
     the class): d_r = mean Gen of its K_C facts − mean Gen of its K_I facts for every relation that has
     edited facts of both classes; the estimate is the mean of d_r with a bootstrap over those relations
     (n = relations)."""
-    from kqlib.paper.strata import within_stratum_gap
 
     part = edits[(edits.model == model) & (edits.task == task)].dropna(subset=["gen"])
     part = part.assign(cls=[classes.get((model, f)) for f in part.fact_id])
@@ -142,8 +142,6 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
 def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
                classes: Mapping) -> tuple[dict[str, Any], list[dict]]:
     """Chapter 01's headline numbers (glued into its prose) and its claim measurements (for ``ch.claims_from``)."""
-    from kqlib.paper import consistency as C
-    from kqlib.paper.consistency import INTERSECTION_METHOD, welch_claim
 
     claims: list[dict] = []
     facts = data.facts
@@ -207,8 +205,6 @@ def filter_sensitivity(p, data, other_loc, method: str) -> pd.DataFrame:
     same with every fact's phrasings subsampled to its number of answered phrasings (matched k); the
     population mean delta_j (two-level interval over relations); and, within templates, the Jaccard of an
     answered phrasing with its fact's others minus that of an unanswered one."""
-    from kqlib.paper import consistency as C
-    from kqlib.paper.pararel import QUERY_FILTERS
 
     other = next(f for f in QUERY_FILTERS if f != p.query_filter)
     locs = {p.query_filter: data, other: other_loc}
@@ -263,7 +259,6 @@ def chance_claim(chance: pd.DataFrame, model: str) -> dict:
 
 def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | None:
     """"not measurable here" for the CS2 share when fewer facts can fall below θ than a "holds" needs."""
-    from kqlib.paper.consistency import INTERSECTION_METHOD
 
     if (model, INTERSECTION_METHOD) not in reach.index:
         return None
@@ -277,7 +272,6 @@ def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | No
 def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
     """CS2 at matched k: each fact's mean CS2 over its k0-subsets of phrasings, K_I share at the static θ with
     its Wilson interval per model × method; facts with fewer than k0 phrasings are counted and left out."""
-    from kqlib.paper.consistency import classify, wilson_ci
 
     mk = strata.matched_k(data.neurons, data.queries, k0=k0, kind=p.cs_kind)
     col, rows = f"{p.cs_kind}_k{k0}", []
@@ -294,7 +288,6 @@ def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
 def chance_views(cs: pd.DataFrame, p, data=None) -> dict[str, pd.DataFrame]:
     """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation, and
     (with ``data``) the CS2 at matched k."""
-    from kqlib.paper.consistency import share_inconsistent
 
     per_rel = (cs.dropna(subset=["delta_j"]).groupby(["model", "method", "relation"])
                .agg(facts=("fact_id", "nunique"), k=("k_null", "mean"), mean_delta=("delta_j", "mean"),
@@ -340,4 +333,11 @@ def pair_type_figure(tab: pd.DataFrame):
 
 # What the notebook calls besides this module's own functions (it imports this module and Chapter only).
 from kqlib.book.report import records  # noqa: E402,F401
-from kqlib.paper.consistency import ki_share_table, ordered_shares, per_relation_table, table1, theta_table, welch_table  # noqa: E402,F401
+from kqlib.paper.consistency import (  # noqa: E402,F401
+    ki_share_table,
+    ordered_shares,
+    per_relation_table,
+    table1,
+    theta_table,
+    welch_table,
+)

@@ -1,26 +1,31 @@
 """Chapter 02 (consistency violins): model sizes, the t x θ grid, the site comparison, the chapter's numbers.
 
-The chapter notebook calls these through :mod:`kqlib.book.chapter` (``K.name``); ``ch`` is its
-:class:`~kqlib.book.chapter.Chapter`, ``p`` its parameters, ``data`` its :class:`~kqlib.book.chapter.Localized`."""
+The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
+frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
+return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
 
+import random
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from kqlib.paper.consistency import classify
-from kqlib.paper.stats import cluster_bootstrap_ci, fmt, two_level_bootstrap_ci
 from kqlib.book.claims.verdicts import measurement
-
+from kqlib.book.figures import heat_table
+from kqlib.book.report import finite_or_none, order_by_size
+from kqlib.paper.consistency import INTERSECTION_METHOD, classify, consistency_table, jaccard, share_inconsistent
+from kqlib.paper.localization import localize
+from kqlib.paper.stats import cluster_bootstrap_ci, fmt, newcombe_ci, two_level_bootstrap_ci
+from kqlib.paper.strata import MIN_RELATIONS
 
 # -------------------------------------------------------------- chapter 02: sizes, thresholds, sites
 
 
 def size_table(shares: pd.DataFrame, sizes: Mapping[str, Mapping]) -> pd.DataFrame:
     """K_I shares per model with both size measures, ordered by MLP neurons."""
-    from kqlib.book.report import order_by_size
 
     order = {m: i for i, m in enumerate(order_by_size(sizes))}
     out = shares.assign(**{"MLP neurons": shares.model.map(lambda m: sizes[m]["mlp_neurons"]),
@@ -36,9 +41,6 @@ def size_table(shares: pd.DataFrame, sizes: Mapping[str, Mapping]) -> pd.DataFra
 def threshold_grid(data, p) -> pd.DataFrame:
     """∩ and per-method K_I shares for every (t, θ) of ``p.t_grid`` × ``p.theta_grid`` (KN sets recomputed
     from the cached scores for every t)."""
-    from kqlib.paper.consistency import ki_share_table
-    from kqlib.paper.localization import localize
-
     rows = []
     for t in p.t_grid:
         loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, steps=p.steps, rule=p.rule, site=p.site,
@@ -54,8 +56,6 @@ def threshold_grid(data, p) -> pd.DataFrame:
 def grid_figure(grid: pd.DataFrame, models: Sequence[str], methods: Sequence[str]):
     import matplotlib.pyplot as plt
 
-    from kqlib.paper.consistency import INTERSECTION_METHOD
-    from kqlib.book.figures import heat_table
 
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.8), squeeze=False)
     for ax, m in zip(axes[0], models):
@@ -71,10 +71,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The same facts attributed at ``p.site`` and ``p.compare_site`` (methods ``p.site_methods``, facts
     ``p.site_relations`` / ``p.n_site_facts``): per-fact CS per site, per-query KN-set Jaccard, and a
     summary per (model, method, site)."""
-    import random
 
-    from kqlib.paper.consistency import consistency_table, jaccard, share_inconsistent
-    from kqlib.paper.localization import localize
 
     kind = p.cs_kind
     site_rows, overlap_rows = [], []
@@ -132,8 +129,6 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
     """Claim 2: ∩ static K_I share of the model with the fewest MLP neurons minus that of the model with the
     most, bootstrap over each model's facts; "not measurable here" with one model. The detail names both
     orderings (MLP neurons and parameters)."""
-    from kqlib.book.report import order_by_size
-    from kqlib.paper.stats import newcombe_ci
 
     by_mlp, by_params = order_by_size(sizes, "mlp_neurons"), order_by_size(sizes, "parameters")
     orders = (f"smallest by MLP neurons: {by_mlp[0]} ({sizes[by_mlp[0]]['mlp_neurons']:,}); "
@@ -155,8 +150,6 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
 def violin_numbers(p, sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
                    overlap: pd.DataFrame, site_summary: pd.DataFrame) -> tuple[dict, list[dict]]:
     """Chapter 02's headline numbers and claim measurements (for ``ch.claims_from``)."""
-    from kqlib.paper.consistency import INTERSECTION_METHOD
-    from kqlib.book.report import finite_or_none, order_by_size
 
     claims: list[dict] = []
     order = order_by_size(sizes)
@@ -222,7 +215,6 @@ def below_threshold_claim(cs: pd.DataFrame, kind: str, threshold: float, model: 
     """Share of (fact, method) CS values below θ for one model. CI: a two-level bootstrap over relations
     (facts within) when there are at least :data:`kqlib.paper.strata.MIN_RELATIONS` relations, else a cluster
     bootstrap over facts; n counts the resampled unit."""
-    from kqlib.paper.strata import MIN_RELATIONS
 
     part = cs[cs.model == model]
     below = classify(part[kind], threshold).astype(float)

@@ -1,17 +1,22 @@
 """Chapter 04 (dynamic KN selection, Figure 5): choosing the queries, running the synapse experiment per model, the
 heatmap and distributions, the tables and tests over facts, the chapter's numbers. The experiment itself is
-:mod:`kqlib.paper.synapses`."""
+:mod:`kqlib.paper.synapses`. The notebook imports this module (as ``K``) and
+:class:`~kqlib.book.chapter.Chapter` only; functions return claim measurements, never hold the ``Chapter``."""
 
 from __future__ import annotations
 
+import random
+import time
 
 import numpy as np
 import pandas as pd
 
-
-from kqlib.paper.synapses import run_synapse_experiment, activation_states, SETS, MATCHED
 from kqlib.book.claims.verdicts import measurement
-
+from kqlib.errors import TooFewFacts
+from kqlib.paper.consistency import class_label_series as class_labels
+from kqlib.paper.intervals import unit_interval
+from kqlib.paper.stats import finite_or_none, fmt, mean_ci_cluster_table, paired_fact_table
+from kqlib.paper.synapses import MATCHED, SETS, activation_states, run_synapse_experiment
 
 # ----------------------------------------------------------------------- chapter 04 (Figure 5)
 
@@ -21,10 +26,7 @@ UNIT = ["model", "fact_id", "pattern_index"]
 def choose_queries(lms, data, p) -> tuple[dict, dict, dict]:
     """Per model: a seeded sample of ``p.n_queries`` queries with knowledge neurons (method ``p.kn_method``; ``data``
     its localization), their KN sets and metadata (with the fact's K_C / K_I / K_none label at the static θ)."""
-    import random
-    import time
 
-    from kqlib.paper.consistency import class_label_series as class_labels
 
     chosen, kn_sets, metas = {}, {}, {}
     cs = data.consistency(p.cs_kind)
@@ -46,10 +48,8 @@ def choose_queries(lms, data, p) -> tuple[dict, dict, dict]:
 
 
 def run_chapter_synapses(lms, chosen, kn_sets, metas, p) -> pd.DataFrame:
-    import time
 
     if not any(chosen.get(lm.name) for lm in lms):  # nothing to scale: a clear stop, not empty tables downstream
-        from kqlib.errors import TooFewFacts
 
         raise TooFewFacts(f"no query has knowledge neurons ({p.kn_method}, t_threshold={p.t_threshold}) in "
                           f"{', '.join(lm.name for lm in lms)}: there are no synapses to scale. Rerun with more facts "
@@ -150,7 +150,6 @@ MEASURES = ("d_act", "abs_d_act", "d_prob", "abs_d_prob", "act_shift")
 def summary_table(syn: pd.DataFrame, p) -> pd.DataFrame:
     """Mean of every measure per (model, α, set), pooled over queries, 95 % cluster-bootstrap CI over facts
     (n = facts, n_rows = queries), and the flip rate."""
-    from kqlib.paper.stats import mean_ci_cluster_table
 
     summary = pd.concat([mean_ci_cluster_table(syn, ["model", "alpha", "set"], m, cluster=["fact_id"],
                                                n_boot=p.n_boot, seed=p.seed).assign(measure=m) for m in MEASURES],
@@ -169,7 +168,6 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
 def fact_tests(syn: pd.DataFrame, p) -> pd.DataFrame:
     """Wilcoxon synapse vs control on |ΔAct| and |ΔProb|, the FACT as the unit (per-fact means first); ``diff``
     = mean over facts of |effect|(synapses) − |effect|(control) with a bootstrap CI over facts."""
-    from kqlib.paper.stats import paired_fact_table
 
     pairs = [("synapse", "control")] + ([("synapse", MATCHED)] if MATCHED in set(syn["set"]) else [])
     return pd.concat([paired_fact_table(syn, cluster=["fact_id"], column="set", pairs=pairs,
@@ -182,7 +180,6 @@ def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: s
     suppressed/enhanced minus with the control set ``b``; mean over facts with its interval and Wilcoxon p in
     the claims' unit (:func:`kqlib.paper.intervals.unit_interval`: relations, facts within, with ≥ 8
     relations, else facts). Adds mean_a, mean_b (means of the per-fact means). None when no fact has both."""
-    from kqlib.paper.intervals import unit_interval
 
     part = syn[(syn.model == model) & (syn.alpha == alpha) & syn["set"].isin(["synapse", b])]
     per = part.groupby(["relation", "fact_id", "set"])[measure].mean().unstack()
@@ -196,7 +193,6 @@ def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: s
 
 def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> tuple[dict, list[dict]]:
     """Chapter 04's headline numbers (first model) and its claim measurements (every model; for ``ch.claims_from``)."""
-    from kqlib.paper.stats import finite_or_none, fmt
 
     claims: list[dict] = []
     alphas = [float(a) for a in p.alphas]
@@ -287,7 +283,6 @@ def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.
 
 def mean_ci_cluster_by_group(syn: pd.DataFrame, p) -> pd.DataFrame:
     """ΔAct per (model, α, set, K_C / K_I group), CI over facts."""
-    from kqlib.paper.stats import mean_ci_cluster_table
 
     return mean_ci_cluster_table(syn, ["model", "alpha", "set", "group"], "d_act", cluster=["fact_id"],
                                  n_boot=p.n_boot, seed=p.seed)

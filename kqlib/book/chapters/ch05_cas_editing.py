@@ -1,7 +1,9 @@
 """Chapter 05 (CAS editing): classes, the edit runs, Table 3, gains, the β ablation, the chapter's numbers.
 
-The chapter notebook calls these through :mod:`kqlib.book.chapter` (``K.name``); ``ch`` is its
-:class:`~kqlib.book.chapter.Chapter`, ``p`` its parameters, ``data`` its :class:`~kqlib.book.chapter.Localized`."""
+The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
+frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
+return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from kqlib.paper.intervals import unit_interval
-from kqlib.paper.stats import ci_cell, fmt
-from kqlib.paper.strata import within_stratum_gap
 from kqlib.book.claims.verdicts import measurement
-
+from kqlib.book.report import finite_or_none
+from kqlib.paper import cas_editing as CE
+from kqlib.paper import editing
+from kqlib.paper.consistency import otsu_threshold
+from kqlib.paper.consistency import class_labels as labels
+from kqlib.paper.intervals import unit_interval
+from kqlib.paper.stats import bootstrap_ci, ci_cell, fmt
+from kqlib.paper.strata import within_stratum_gap
 
 # ------------------------------------------------------------------------ chapter 05: CAS editing
 
@@ -26,7 +32,6 @@ GROUPS = ["all", "K_C", "K_I"]
 def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
     """``cs`` with ``class`` (static θ) and ``class_otsu`` (Otsu θ per model), K_none for facts without any
     KN; returns (cs, {(model, fact): class}, {model: Otsu θ})."""
-    from kqlib.paper.consistency import class_labels as labels, otsu_threshold
 
     cs = cs.copy()
     usable = cs[cs.union_size > 0]
@@ -38,7 +43,6 @@ def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
 
 
 def _edit_kw(p) -> dict:
-    from kqlib.paper import editing
 
     return dict(method=p.method, steps=p.steps, rule=p.rule, site=p.site, t=p.t_threshold, cas_method=p.cas_method,
                 cas_threshold=p.cas_threshold, n_heldout=p.n_heldout, split=p.split, query_filter=p.query_filter,
@@ -51,7 +55,6 @@ class CasEdits:
     are kept so that the β ablation re-evaluates only new neuron sets."""
 
     def __init__(self, lms, data, classes: Mapping, p):
-        from kqlib.paper import cas_editing as CE
 
         self.lms, self.data, self.p = lms, data, p
         self.eval_caches = {lm.name: {} for lm in lms}
@@ -75,8 +78,6 @@ class CasEdits:
 
     def ablation(self) -> pd.DataFrame:
         """CAS with β1 fixed and β2 over ``p.beta2_grid``: mean metrics per (model, task, β2), Avg CI over facts."""
-        from kqlib.paper import cas_editing as CE
-        from kqlib.paper.consistency import bootstrap_ci
 
         p = self.p
         abl = [self.edits[self.edits.selection == "cas"]]
@@ -103,7 +104,6 @@ class CasEdits:
     def lambda2_sweep(self) -> pd.DataFrame:
         """Updates with λ2 over ``p.lambda2_grid`` (λ1 fixed), every selection: per (model, selection, λ2) the
         facts, mean Rel, Gen, Loc, Avg, the median ΔPPL and the share of updates whose perplexity overflowed."""
-        from kqlib.paper import cas_editing as CE
 
         p = self.p
         frames = [self.edits[self.edits.task == "update"].assign(lambda2=float(p.lambda2))]
@@ -126,7 +126,6 @@ class CasEdits:
 
 
 def table3(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
-    from kqlib.paper import cas_editing as CE
 
     t3 = CE.table3(edits, classes=classes, n_boot=p.n_boot, seed=p.seed)
     t3["selection"] = pd.Categorical(t3.selection, SEL_ORDER, ordered=True)
@@ -210,7 +209,6 @@ def pooled_per_fact(edits: pd.DataFrame) -> pd.DataFrame:
 def cas_gains(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
     """CAS − baseline per (model, task) and pooled ("all", "both": tasks averaged per fact), paired by fact,
     bootstrap CI over facts, for Avg, Gen, Loc and Rel, overall and per class."""
-    from kqlib.paper import cas_editing as CE
 
     pooled = pooled_per_fact(edits)
     pooled_classes = {("all", f"{m}/{f}"): c for (m, f), c in classes.items()}
@@ -251,7 +249,6 @@ def gain_by_e(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
     """CAS − N_i (Avg, tasks averaged per fact) by |E| (the fact's edited queries) and class, models pooled:
     facts, relations, mean gain with a bootstrap CI over facts. ``left_out``: |E| = 1, where CAS = N_i = N_g by
     construction (gain 0), so those facts do not enter the class comparison."""
-    from kqlib.paper.stats import bootstrap_ci
 
     fg = fact_gains(edits, classes)
     rows = []
@@ -316,7 +313,6 @@ def beta_figure(abl: pd.DataFrame, beta1: float):
 def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
                 classes: Mapping) -> tuple[dict, list[dict]]:
     """Chapter 05's headline numbers and its claim measurements (for ``ch.claims_from``)."""
-    from kqlib.book.report import finite_or_none
 
     claims: list[dict] = []
     lm0 = lms[0].name

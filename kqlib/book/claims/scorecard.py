@@ -12,12 +12,13 @@ that file (``{raw} html`` with ``:file:``), so Sphinx rebuilds the page whenever
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from kqlib.book.claims import verdicts as V
-from kqlib.book.report import read_results
+from kqlib.book.report import book_root, output_dir, read_results
 
 
 def chapter_results(results_dir: str | Path) -> dict[str, dict]:
@@ -171,9 +172,7 @@ def write_table(rows: Iterable[Mapping[str, Any]], chapter_dir: str | Path | Non
     """Write the scorecard's HTML beside the executed chapters (``<build>/executed/<chapter folder>/``), where
     ``book/scorecard.md`` reads it with ``{raw} html :file:``. A file (not a cross-document glue) so that
     Sphinx records the dependency and rebuilds the scorecard page whenever the table changes."""
-    import os
 
-    from kqlib.book.report import book_root, output_dir
 
     here = Path(chapter_dir or os.getcwd()).resolve()
     root = book_root(here)

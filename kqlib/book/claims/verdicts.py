@@ -18,13 +18,16 @@ Chapters call :func:`claim_row` for each claim they measure, put the rows in the
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import tomllib
+
+from kqlib.book.toc import toc_documents
 from kqlib.errors import ParameterError
+from kqlib.paper.stats import holm
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 
@@ -72,7 +75,6 @@ def _load() -> dict[str, Claim]:
     toc = Path(__file__).resolve().parents[3] / "_toc.yml"
     chapters = None
     if toc.exists():
-        from kqlib.book.toc import toc_documents
 
         chapters = {Path(doc).name for doc in toc_documents(toc.parent)}
     required = ("id", "chapter", "text", "paper", "source", "quantity", "direction")
@@ -302,7 +304,6 @@ def holm_family(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``p_holm``: Holm-adjusted across the primary rows of the same model (:func:`kqlib.paper.stats.holm`; rows
     judged "not measurable here" do not count) and ``family`` (its size). A primary "holds" or "differs" whose
     adjusted p is not below the claim's α becomes "inconclusive" (``verdict_unadjusted`` keeps the chapter's)."""
-    from kqlib.paper.stats import holm
 
     out = [dict(r, role="primary" if claim(r["claim"]).primary else "secondary", p_holm=None, family=None)
            for r in rows]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from kqlib.book.toc import BUILD
-
+from kqlib.runs.progress import Progress, fmt_duration
 
 # ------------------------------------------------------------------------------------------- timing
 
@@ -78,7 +79,6 @@ class RunnerProgress:
     still to run, minus the time the current one has already taken; "unknown" for a step never timed."""
 
     def __init__(self, timings: Timings, steps: list[str], label: str = "kq", skip: set[str] = frozenset()):
-        from kqlib.runs.progress import Progress
 
         self.timings, self.steps, self.label, self.skip = timings, steps, label, set(skip)
         self.bar = Progress(len(steps), "book", "step", label=label, stream=sys.stdout, channel=False,
@@ -103,7 +103,6 @@ class RunnerProgress:
         return max(prev - (time.time() - self.t_step), 0.0) + rest
 
     def start(self, i: int) -> None:
-        from kqlib.runs.progress import fmt_duration
 
         self.current, self.t_step, self.said_empty = i, time.time(), set()
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
@@ -114,7 +113,6 @@ class RunnerProgress:
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: {why}")
 
     def done(self, i: int, seconds: float) -> None:
-        from kqlib.runs.progress import fmt_duration
 
         self.timings.record(self.steps[i], seconds)
         self.bar.step()
@@ -125,7 +123,6 @@ class RunnerProgress:
 
     def update(self, record: Mapping[str, Any]) -> None:
         """One update from inside the running chapter (a JSON record of the progress channel)."""
-        from kqlib.runs.progress import fmt_duration
 
         if record.get("event") == "close" or not record.get("text"):
             return
@@ -144,7 +141,6 @@ class _ChannelTail:
     JSON line to ``sink``; ``stop()`` reads what is left and joins."""
 
     def __init__(self, path: Path, sink, every: float = 0.5):
-        import threading
 
         self.path, self.sink, self.every, self.pos = path, sink, every, 0
         self._stop = threading.Event()

@@ -44,23 +44,52 @@ re-executed in the same run (the scorecard) is re-executed after it. The record 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from kqlib.errors import ChapterFailed, KqError, ParameterError, TooFewFacts  # noqa: F401 (ChapterFailed re-exported)
-from kqlib.book.run.progress import (  # noqa: E402,F401 (re-exported)
-    Timings, RunnerProgress, _ChannelTail)
-from kqlib.book.profiles import load_profile, parameters_for, parse_overrides, profile_names
-from kqlib.book.toc import (  # noqa: E402,F401 (re-exported: the runner's API)
-    find_root, toc_documents, source_of, notebook_chapters, match_chapter, executed_path, BUILD, EXECUTED, MATHJAX_DEST)
+from kqlib.book.profiles import declared_parameters, load_profile, parameters_for, parse_overrides, profile_names
+from kqlib.book.report import read_results
+from kqlib.book.run.lock import build_lock
+from kqlib.book.run.progress import RunnerProgress, Timings, _ChannelTail  # noqa: E402,F401 (re-exported)
 from kqlib.book.run.resume import (  # noqa: E402,F401 (re-exported: the runner's API)
-    inputs_path, kqlib_digest, model_identity, model_names, check_models, chapter_inputs, inputs_digest, up_to_date,
-    publish)
+    chapter_inputs,
+    check_models,
+    inputs_digest,
+    inputs_path,
+    kqlib_digest,
+    model_identity,
+    model_names,
+    publish,
+    reads_results,
+    stale_readers,
+    up_to_date,
+)
 from kqlib.book.site.html import (  # noqa: E402,F401 (re-exported: the runner's API)
-    mathjax_source, stage, build_html, _MATHJAX_SKIP)
+    _MATHJAX_SKIP,
+    build_html,
+    mathjax_source,
+    stage,
+)
+from kqlib.book.toc import (  # noqa: E402,F401 (re-exported: the runner's API)
+    BUILD,
+    EXECUTED,
+    MATHJAX_DEST,
+    executed_path,
+    find_root,
+    match_chapter,
+    notebook_chapters,
+    source_of,
+    toc_documents,
+)
+from kqlib.errors import ChapterFailed, KqError, ParameterError, TooFewFacts  # noqa: F401 (ChapterFailed re-exported)
+from kqlib.runs.progress import CHANNEL_ENV, fmt_duration
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -127,7 +156,6 @@ def _kernel_manager_class():
 
 
 def _kill_kernels(pgids: list[int]) -> None:
-    import signal
 
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
@@ -164,7 +192,6 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     import nbformat
     import papermill
 
-    import shutil
 
     params = dict(parameters) if parameters is not None else parameters_for(chapter, profile, overrides)
     build = root / BUILD
@@ -181,7 +208,6 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     timeout = int(profile.get("cell_timeout") or 0) or None
-    from kqlib.runs.progress import CHANNEL_ENV
 
     env = {"KQ_BUILD_DIR": str(build), "KQ_OUTPUT_DIR": str(staged), CHANNEL_ENV: str(channel)}
     tail = _ChannelTail(channel, progress) if progress is not None else None
@@ -206,9 +232,6 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
             raise TooFewFacts(f"chapter {chapter.relative_to(root)} stopped: {_ANSI.sub('', err.evalue)}") from None
         raise ChapterFailed(_failure_message(chapter, partial, err, root, kept)) from None
     except BaseException:  # Ctrl-C / SIGTERM: stop now, keep nothing half-written
-        import logging
-        import signal
-        import threading
 
         # a second Ctrl-C must not interrupt the clean-up
         main = threading.current_thread() is threading.main_thread()
@@ -251,7 +274,6 @@ def _overrides(args) -> dict[str, Any]:
 
 def _model_shorthand(chapter: Path, over: dict[str, Any]) -> dict[str, Any]:
     """``--model X`` means ``model=X``, or ``models=[X, ...]`` for a chapter that declares only ``models``."""
-    from kqlib.book.profiles import declared_parameters
 
     if "model" in over:
         declared = declared_parameters(chapter)
@@ -305,7 +327,6 @@ def add_run_arguments(p) -> None:
 
 def run_book(args) -> int:
     """``kq book``: execute every chapter (or ``--only`` ones), then build the HTML; holds the build's lock."""
-    from kqlib.book.run.lock import build_lock
 
     root = find_root(args.root)
     with build_lock(root / BUILD):
@@ -317,15 +338,12 @@ def _run_book(root: Path, args) -> int:
     over = _overrides(args)
     chapters = notebook_chapters(root)
     if args.only:  # each chapter once, in the book's order; with the HTML build, the chapters reading results too
-        from kqlib.book.run.resume import reads_results
 
         wanted = {match_chapter(root, p) for p in args.only}
         wanted |= set() if args.no_html else {ch for ch in chapters if reads_results(ch)}
         chapters = [ch for ch in chapters if ch in wanted] + sorted(wanted - set(chapters))
     if args.no_execute:
         chapters = []
-        from kqlib.book.report import read_results
-        from kqlib.book.run.resume import stale_readers
 
         for path in sorted((root / BUILD / "results").glob("*.json")):
             read_results(path)  # a damaged one is named as such (what to do), before anything else
@@ -337,7 +355,6 @@ def _run_book(root: Path, args) -> int:
                                  f"them first: kq book --only {' --only '.join(s[:2] for s in stale)} (or kq book).")
     # check every chapter's parameters before running anything; an override goes to the chapters that
     # declare it and must be declared by at least one
-    from kqlib.book.profiles import declared_parameters
 
     plans, known = [], set()
     for ch in chapters:
@@ -354,7 +371,6 @@ def _run_book(root: Path, args) -> int:
     executor = args.executor or profile.get("executor") or "local"
     # which chapters are up to date (their executed notebook was made from the same inputs): skipped
     # a chapter that reads the results of one executed in this run (the scorecard) is executed after it
-    from kqlib.book.run.resume import reads_results
 
     todo, running = [], []
     for ch, params in plans:
@@ -368,7 +384,6 @@ def _run_book(root: Path, args) -> int:
     n_run = sum(not fresh for *_, fresh, _ in todo)
     skip = {s for s, (*_, fresh, _) in zip(steps, todo) if fresh}
     progress = RunnerProgress(timings, steps, "kq book", skip=skip)
-    from kqlib.runs.progress import fmt_duration
 
     eta = fmt_duration(timings.eta(progress.ahead(0)))
     progress.line(f"profile {profile['name']}: {n_run} of {len(chapters)} chapter(s) to execute"
@@ -398,7 +413,6 @@ def _run_book(root: Path, args) -> int:
 
 def run_chapter(args) -> int:
     """``kq run CHAPTER``: execute one chapter with the profile and overrides (no HTML); holds the build's lock."""
-    from kqlib.book.run.lock import build_lock
 
     root = find_root(args.root)
     with build_lock(root / BUILD):

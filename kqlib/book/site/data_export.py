@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from kqlib.book.figures import shared_top_neurons
+from kqlib.book.report import output_dir
 from kqlib.errors import ParameterError
 
 MANIFEST = "manifest.json"
@@ -100,7 +102,6 @@ COLUMN_DOCS = {
 
 def data_dir() -> Path:
     """``<output dir>/data`` (:func:`kqlib.book.report.output_dir`: the build dir, or the runner's staging dir)."""
-    from kqlib.book.report import output_dir
 
     return output_dir() / "data"
 
@@ -225,7 +226,6 @@ def score_frame(scores, prompts, n_per_layer: int = 12):
     import numpy as np
     import pandas as pd
 
-    from kqlib.book.figures import shared_top_neurons
 
     s = np.asarray(scores, dtype=np.float64)
     cols = shared_top_neurons(s, n_per_layer)

@@ -33,8 +33,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from kqlib.book.profiles import load_profile, parameters_for
+from kqlib.book.report import read_results
 from kqlib.book.site.data_export import read_manifest, read_table
-from kqlib.paper.consistency import class_labels
+from kqlib.paper.consistency import class_labels, jaccard, otsu_threshold
 
 SITE = "_site"  # inside the staged book; listed in _config.yml's html_extra_path
 DATA = "data"
@@ -90,7 +92,6 @@ def fact_key(model: str, method: str, fact_id: str) -> str:
 
 def _results(build: Path, stem: str) -> dict:
     """A chapter's results ({} when it has none); a damaged file is named (:func:`kqlib.book.report.read_results`)."""
-    from kqlib.book.report import read_results
 
     try:
         return read_results(build / "results" / f"{stem}.json")
@@ -123,7 +124,6 @@ def reproduce_command(chapter: Path, parameters: dict, full: bool = False) -> st
 
     Only the parameters that differ from what the profile gives the chapter today are spelled out, unless
     ``full`` (then every parameter is)."""
-    from kqlib.book.profiles import load_profile, parameters_for
 
     params = {k: v for k, v in parameters.items() if k != "profile"}
     profile = parameters.get("profile") or "cpu"
@@ -262,7 +262,6 @@ def inject_cells(notebook: Path, stem: str, rel: str, manifest: dict, results: d
 
 
 def _otsu_by_group(cs, kind: str) -> dict:
-    from kqlib.paper.consistency import otsu_threshold
 
     out = {}
     for (model, method), g in cs.groupby(["model", "method"]):
@@ -273,7 +272,6 @@ def _otsu_by_group(cs, kind: str) -> dict:
 
 def explorer_data(build: Path, chapters: list[Path]) -> dict:
     """The explorer's rows and details from the chapters' tables in ``build/data`` (see the module doc)."""
-    from kqlib.paper.consistency import jaccard
 
     data_root = build / DATA
     facts: list[dict] = []

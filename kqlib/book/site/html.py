@@ -3,29 +3,26 @@ downloads and the fact explorer, run Jupyter Book 1.x."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from kqlib.errors import ChapterFailed, ParameterError
 from kqlib.book.toc import BUILD, EXECUTED, MATHJAX_DEST, executed_path, notebook_chapters, source_of, toc_documents
-
-
+from kqlib.errors import ChapterFailed, MissingDependencyError, ParameterError
 
 # --------------------------------------------------------------------------------------------- HTML
 
 
 def mathjax_source() -> Path:
     """MathJax 3's ES5 build inside the ``django-static-mathjax`` package."""
-    import importlib.util
 
     spec = importlib.util.find_spec("mathjax")
     if spec is not None and spec.submodule_search_locations:
         src = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
         if (src / "tex-chtml.js").exists():
             return src
-    from kqlib.errors import MissingDependencyError
 
     raise MissingDependencyError("Offline math needs MathJax 3: pip install django-static-mathjax==3.2.2.1")
 
