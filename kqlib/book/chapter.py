@@ -46,6 +46,15 @@ def declared_names(name: str) -> list[str] | None:
     return None
 
 
+def rule_kw(p) -> dict:
+    """A chapter's attribution-rule arguments from its parameters ``p``: ``rule`` with ``steps`` (fixed rules:
+    ``riemann``, ``gauss``) or with ``tol`` (``adaptive``, which places its own points: ``steps`` does not
+    apply to it)."""
+    if p.rule == "adaptive":
+        return dict(rule="adaptive", steps=None, tol=getattr(p, "tol", None))
+    return dict(rule=p.rule, steps=p.steps, tol=None)
+
+
 class Chapter:
     """One chapter's run: its parameters (``ch.p.NAME``), models, data, claims, numbers and figures."""
 
@@ -65,8 +74,8 @@ class Chapter:
         # where attributions run: values the book runner passes next to ``profile`` (not chapter parameters)
         self.executor = namespace.get("executor", "local")
         self.ray_address = namespace.get("ray_address")
-        # rule and query_filter: the book's defaults unless the chapter declares them
-        self.p = SimpleNamespace(**{"rule": "riemann", "query_filter": "correct", **self.params},
+        # rule, tol and query_filter: the book's defaults unless the chapter declares them
+        self.p = SimpleNamespace(**{"rule": "adaptive", "tol": 1e-2, "query_filter": "correct", **self.params},
                                  executor=self.executor, ray_address=self.ray_address)
         self._scanned: dict = {}  # model name -> its ParaRel scan (before the query filter)
         self.lms: list = []
@@ -76,6 +85,10 @@ class Chapter:
         report.quiet()
         sns.set_theme(style="whitegrid", context="notebook")
         pd.set_option("display.max_colwidth", 80)
+
+    @property
+    def rule_kw(self) -> dict:
+        return rule_kw(self.p)
 
     # ------------------------------------------------------------------------------------- models, data
 
@@ -96,7 +109,7 @@ class Chapter:
     def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
                  query_filter: str | None = None) -> "Localized":
         """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
-        ``p.methods``), with the chapter's ``steps``, ``rule``, ``site`` and ``t_threshold`` (attributions come from
+        ``p.methods``), with the chapter's rule (:attr:`rule_kw`), ``site`` and ``t_threshold`` (attributions come from
         the on-disk cache when an earlier chapter computed them).
 
         The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
@@ -117,7 +130,7 @@ class Chapter:
                                                        seed=p.seed, min_correct=2, progress=False)
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
-            locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
+            locs[lm.name] = localize(lm, ds.queries, methods, **self.rule_kw, site=p.site, t=p.t_threshold,
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "

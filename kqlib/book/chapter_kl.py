@@ -25,6 +25,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     import matplotlib.pyplot as plt
 
     from kqlib.book.figures import query_heatmaps
+    from kqlib.book.chapter import rule_kw
     from kqlib.paper.localization import query_scores
 
     kind = p.cs_kind
@@ -35,7 +36,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     info, image = {}, None
     for col, (label, row) in enumerate(chosen.items()):
         two = sorted(by_fact[row.fact_id].queries, key=lambda q: q.pattern_index)[:2]
-        sc = query_scores(lm, two, method=method, steps=p.steps, site=p.site, rule=p.rule)
+        sc = query_scores(lm, two, method=method, site=p.site, **rule_kw(p))
         image = query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
                                [f"{label} ({kind} = {row[kind]:.2f})\n“{q.prompt} …”" for q in two])
         f = by_fact[row.fact_id].fact

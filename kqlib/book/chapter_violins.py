@@ -35,11 +35,12 @@ def threshold_grid(data, p) -> pd.DataFrame:
     """∩ and per-method K_I shares for every (t, θ) of ``p.t_grid`` × ``p.theta_grid`` (KN sets recomputed
     from the cached scores for every t)."""
     from kqlib.paper.consistency import ki_share_table
+    from kqlib.book.chapter import rule_kw
     from kqlib.paper.localization import localize
 
     rows = []
     for t in p.t_grid:
-        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, steps=p.steps, rule=p.rule, site=p.site,
+        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, **rule_kw(p), site=p.site,
                                    t=float(t), progress=False) for lm in data.lms}
         s_t = ki_share_table(data.consistency(p.cs_kind, loc_t), kind=p.cs_kind, static=list(p.theta_grid),
                              otsu=False, n_boot=1, seed=p.seed)
@@ -72,6 +73,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     import random
 
     from kqlib.paper.consistency import consistency_table, jaccard, share_inconsistent
+    from kqlib.book.chapter import rule_kw
     from kqlib.paper.localization import localize
 
     kind = p.cs_kind
@@ -86,7 +88,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             continue
         by_site = {}
         for s in (p.site, p.compare_site):
-            by_site[s] = localize(lm, qs, p.site_methods, steps=p.steps, rule=p.rule, site=s, t=p.t_threshold,
+            by_site[s] = localize(lm, qs, p.site_methods, **rule_kw(p), site=s, t=p.t_threshold,
                                  progress=False)
             c = consistency_table(by_site[s].neurons, queries=by_site[s].queries).dropna(subset=[kind])
             site_rows.append(c.assign(site=s))

@@ -170,7 +170,9 @@ def _methods(v):
 #: something else (``steps=0``, ``t_threshold=1.5``, a repeated relation) is refused before any chapter runs.
 VALUE_RULES = {
     "steps": lambda v: None if v >= 1 else "must be >= 1 (path points; 1 = attribution patching)",
-    "rule": _one_of(("riemann", "gauss")),
+    "rule": _one_of(("adaptive", "riemann", "gauss")),
+    "tol": lambda v: None if 0.0 < v < float("inf") else "must be a finite number > 0 (rule='adaptive': estimated "
+                                                         "max abs error / max |score|, e.g. 0.01)",
     "query_filter": _one_of(("correct", "all")),  # kqlib.paper.pararel.QUERY_FILTERS, the book's answer filter
     "n_facts_per_relation": lambda v: None if v >= 0 else "must be >= 0 (0 = every fact)",
     "t_threshold": lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1) (score > t * max; 1 keeps none)",
