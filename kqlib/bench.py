@@ -326,6 +326,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int_at_least(0), default=None,
                    help="untimed calls before them (default 1; 0 with --quick)")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 repeat, no warm-up, 4 steps")
+    p.add_argument("--converged", action="store_true",
+                   help="time-to-converged (adaptive vs fixed rules, 10 ParaRel queries per embedded model), kernel "
+                        "efficiency and memory rows with their targets; with --quick: 2 queries, gauss-64 reference")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
     p.add_argument("--threads", type=_threads_arg, default=None,
@@ -342,6 +345,16 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if getattr(args, "converged", False):
+        from kqlib.bench_converged import COUNTS, report
+
+        print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info().items()), flush=True)
+        quick = args.quick
+        for line in report(["smollm2-135m"] if quick else ["smollm2-135m", "gemma3-270m"],
+                           n_queries=2 if quick else 10, reference=64 if quick else 128,
+                           counts=(8, 16, 32) if quick else COUNTS, memory_tokens=1000 if quick else 3000):
+            print(line, flush=True)
+        return 0
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [n for n in names if n not in CASES]
     if unknown or not names:
