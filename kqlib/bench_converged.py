@@ -109,7 +109,7 @@ def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference
             if rule == "riemann" or n != counts[-1]:
                 results.pop(label)  # keep only the smallest rule meeting tol (or the largest tried)
     if captum and "gauss" in smallest:
-        from kqlib.bench import _captum_query
+        from kqlib.bench_machine import _captum_query
         from kqlib.bench_cases import Case
 
         n = smallest["gauss"]

@@ -31,6 +31,7 @@ from kqlib.paper.consistency import class_label_series as class_labels  # noqa: 
 from kqlib.errors import ParameterError
 from kqlib.book.figures import violin_figure  # noqa: F401 (chapter 02: K.violin_figure)
 from kqlib.paper.stats import ci_cell, fmt  # noqa: F401
+from kqlib.book.profiles import rule_kw
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -44,15 +45,6 @@ def declared_names(name: str) -> list[str] | None:
         if path.exists():
             return list(declared_parameters(path))
     return None
-
-
-def rule_kw(p) -> dict:
-    """A chapter's attribution-rule arguments from its parameters ``p``: ``rule`` with ``steps`` (fixed rules:
-    ``riemann``, ``gauss``) or with ``tol`` (``adaptive``, which places its own points: ``steps`` does not
-    apply to it)."""
-    if p.rule == "adaptive":
-        return dict(rule="adaptive", steps=None, tol=getattr(p, "tol", None))
-    return dict(rule=p.rule, steps=p.steps, tol=None)
 
 
 class Chapter:

@@ -37,7 +37,7 @@ def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
 def _edit_kw(p) -> dict:
     from kqlib.paper import editing
 
-    from kqlib.book.chapter import rule_kw
+    from kqlib.book.profiles import rule_kw
 
     return dict(method=p.method, **rule_kw(p), site=p.site, t=p.t_threshold, cas_method=p.cas_method,
                 cas_threshold=p.cas_threshold, n_heldout=p.n_heldout, split=p.split, query_filter=p.query_filter,

@@ -25,7 +25,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     import matplotlib.pyplot as plt
 
     from kqlib.book.figures import query_heatmaps
-    from kqlib.book.chapter import rule_kw
+    from kqlib.book.profiles import rule_kw
     from kqlib.paper.localization import query_scores
 
     kind = p.cs_kind

@@ -35,7 +35,7 @@ def threshold_grid(data, p) -> pd.DataFrame:
     """∩ and per-method K_I shares for every (t, θ) of ``p.t_grid`` × ``p.theta_grid`` (KN sets recomputed
     from the cached scores for every t)."""
     from kqlib.paper.consistency import ki_share_table
-    from kqlib.book.chapter import rule_kw
+    from kqlib.book.profiles import rule_kw
     from kqlib.paper.localization import localize
 
     rows = []
@@ -73,7 +73,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     import random
 
     from kqlib.paper.consistency import consistency_table, jaccard, share_inconsistent
-    from kqlib.book.chapter import rule_kw
+    from kqlib.book.profiles import rule_kw
     from kqlib.paper.localization import localize
 
     kind = p.cs_kind

@@ -188,6 +188,15 @@ VALUE_RULES = {
 }
 
 
+def rule_kw(p) -> dict:
+    """A chapter's attribution-rule arguments from its parameters ``p``: ``rule`` with ``steps`` (fixed rules:
+    ``riemann``, ``gauss``) or with ``tol`` (``adaptive``, which places its own points: ``steps`` does not
+    apply to it)."""
+    if p.rule == "adaptive":
+        return dict(rule="adaptive", steps=None, tol=getattr(p, "tol", None))
+    return dict(rule=p.rule, steps=p.steps, tol=None)
+
+
 def check_value(name: str, value: Any, where: str) -> None:
     """Refuse a value of a shared parameter that is out of range (see :data:`VALUE_RULES`)."""
     rule = VALUE_RULES.get(name)
