@@ -38,3 +38,30 @@ def test_cheap_rankings_are_perfect_against_themselves_and_imperfect_against_ig(
     g4, r1 = df[df.rule == "gauss-4"], df[df.rule == "riemann-1"]
     assert g4.spearman.mean() > r1.spearman.mean()  # 4 Gauss points rank closer to IG than 1 point
     assert (df.spearman.between(-1, 1)).all()
+
+
+def test_rules_per_query_and_per_fact_against_the_reference(tmp_path):
+    import pytest
+
+    from kqlib.errors import ParameterError
+    from kqlib.paper import path_rules
+
+    lm = tiny_lm("llama", dtype=torch.float64, seed=3)
+    qs = _queries(lm)
+    qs = qs + [SimpleNamespace(prompt="the capital of france is paris and the capital of italy is",
+                               target_id=lm.answer_token_ids("the capital of italy is", "rome")[0], relation="P36",
+                               fact_id="f0", pattern_index=1)]
+    labels = ["riemann-2", "gauss-8", "adaptive"]
+    q = path_rules.per_query(lm, qs, labels, reference_points=64, tol=1e-3, cache=tmp_path)
+    assert sorted(q.setting.unique()) == sorted(labels) and len(q) == 3 * len(qs)
+    s = path_rules.query_summary(q).set_index("setting")
+    assert s.loc["adaptive", "mean"] <= 1e-3 < s.loc["riemann-2", "mean"]  # the coarse rule is worse
+    assert (s.n == 2).all()  # intervals count facts, not queries
+    f = path_rules.per_fact(lm, qs, labels, reference_points=64, tol=1e-3, cache=tmp_path)
+    assert set(f.fact_id) == {"f0"}  # only f0 has two queries
+    ad = f[f.setting == "adaptive"].iloc[0]
+    assert ad.class_changed == 0.0  # within tol, the class is the reference's
+    table = path_rules.fact_summary(f)
+    assert {"share_ki", "share_ki_low", "class_changed_high", "cs_abs_diff"} <= set(table.columns)
+    with pytest.raises(ParameterError, match="RULE-N"):
+        path_rules.setting("simpson-4")
