@@ -95,3 +95,39 @@ def fact_summary(df: pd.DataFrame) -> pd.DataFrame:
         t = t.drop(columns="n_rows")
         out = t if out is None else out.merge(t.drop(columns="facts"), on=["model", "setting"])
     return out.rename(columns={"is_ki": "share_ki", "is_ki_low": "share_ki_low", "is_ki_high": "share_ki_high"})
+
+
+def cheap_table(lm, queries, labels, *, reference_points: int = 128, site: str = "post", t: float = 0.2,
+                cache=None) -> pd.DataFrame:
+    """:func:`kqlib.paper.path_points.cheap_rankings` of the fixed-rule ``labels`` (e.g. ``"riemann-1"``)
+    against Gauss–Legendre ``reference_points``; one row per (query, setting)."""
+    from kqlib.paper.path_points import cheap_rankings
+    from kqlib.runs.many import attribute_many
+
+    queries = list(queries)
+    specs = [setting(x) for x in labels]
+    if any(s["rule"] == "adaptive" for s in specs):
+        raise ParameterError("cheap rankings are fixed rules (e.g. 'riemann-1', 'gauss-4'), not 'adaptive'")
+    ref = attribute_many(lm, queries, rule="gauss", steps=reference_points, site=site, cache=cache, progress=False)
+    df = cheap_rankings(lm, queries, ref, cheap=[(s["rule"], s["steps"]) for s in specs], site=site, t=t,
+                        cache=cache, progress=False)
+    return df.assign(setting=df["rule"])
+
+
+def headline(per_query_df: pd.DataFrame, facts_summary: pd.DataFrame, cheap_summary: pd.DataFrame) -> dict:
+    """The page's numbers (worst model for each): queries, facts, median error / mean Jaccard and the share of
+    facts whose class changes under riemann-20 and adaptive, the 1-point rule's mean Spearman. NaN where a
+    setting was not run."""
+    nan = float("nan")
+    q = per_query_df.groupby(["model", "setting"]).agg(med=("error", "median"), jac=("jaccard", "mean"))
+    out = {"n_queries": int(per_query_df.drop_duplicates(["model", "fact_id", "pattern_index"]).shape[0]),
+           "n_facts": int(facts_summary.groupby("model").facts.max().sum()) if len(facts_summary) else 0}
+    for label, key in (("riemann-20", "riemann20"), ("adaptive", "adaptive")):
+        part = q.xs(label, level="setting") if label in q.index.get_level_values("setting") else None
+        out[f"{key}_median_error"] = float(part.med.max()) if part is not None else nan
+        out[f"{key}_mean_jaccard"] = float(part.jac.min()) if part is not None else nan
+        f = facts_summary[facts_summary.setting == label]
+        out[f"{key}_class_changed"] = float(f.class_changed.max()) if len(f) else nan
+    one = cheap_summary[cheap_summary.setting == "riemann-1"]
+    out["one_point_spearman"] = float(one.mean_spearman.min()) if len(one) else nan
+    return out
