@@ -88,8 +88,8 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
                         "(error-controlled to --tol; places its own points)")
     p.add_argument("--tol", type=float, default=None,
                    help="rule adaptive: estimated max abs error / max |score| (default 0.01)")
-    p.add_argument("--threads", default=None, help="torch threads: a number or 'auto' (the cores free now; "
-                   "default: torch's default)")
+    p.add_argument("--threads", default="auto", help="torch threads: a number or 'auto' (default: the cores free "
+                   "now, looked at again between queries)")
     p.add_argument("--site", default="post", choices=["post", "pre"], help="neuron site (default post)")
     p.add_argument("--threshold", type=float_in(0.0, 1.0, " (a fraction of the top score; 1 would keep none)"),
                    default=0.2, help="knowledge neurons: score > t * max, 0 <= t < 1 (default 0.2)")
@@ -165,7 +165,8 @@ def _attribute_run(args) -> int:
         scores, diags = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site, rule=args.rule,
                                        tol=args.tol, batch_size=args.batch_size, cache=args.cache,
                                        desc=f"{method} attribution", executor=args.executor, address=args.address,
-                                       workers=args.workers, diagnostics=True)
+                                       workers=args.workers, diagnostics=True,
+                                       threads=args.threads if args.executor == "local" else None)
         for q, s, d in zip(queries, scores, diags):
             diag_rows.append(dict(method=method, relation=q.relation, fact_id=q.fact_id,
                                   pattern_index=q.pattern_index, prompt=q.prompt, **_diagnostics_row(d)))

@@ -122,7 +122,9 @@ class Chapter:
                                                        seed=p.seed, min_correct=2, progress=False)
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
+            # threads: the cores free now, looked at again between queries (the book is an edge: it may choose)
             locs[lm.name] = localize(lm, ds.queries, methods, **self.rule_kw, site=p.site, t=p.t_threshold,
+                                     threads="auto",
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "

@@ -46,10 +46,11 @@ class Localization:
 def localize(lm, queries, methods=("ig",), *, steps: int | None = None, site: str = "post", t: float = 0.2,
              rule: str = "riemann", batch_size: int | None = None, cache=None, progress: bool = True,
              model_name: str | None = None, amig_baseline: torch.Tensor | None = None,
-             executor: str | None = None, address: str | None = None, tol: float | None = None) -> Localization:
+             executor: str | None = None, address: str | None = None, tol: float | None = None,
+             threads: int | str | None = None) -> Localization:
     """Attribute ``queries`` (ParaRel :class:`~kqlib.paper.pararel.Query` objects) with each method and threshold.
     ``rule``/``steps``/``tol``: as in :func:`kqlib.attribute` (``steps`` only for fixed rules, ``tol`` only for
-    ``adaptive``).
+    ``adaptive``). ``threads``: as in :func:`kqlib.attribute_many` (local executor only).
 
     Cost: len(queries) x len(methods) attributions, each ~n_layers x steps path points (cached on disk).
     """
@@ -57,6 +58,7 @@ def localize(lm, queries, methods=("ig",), *, steps: int | None = None, site: st
     neuron_rows, query_rows = [], []
     for method in methods:
         scores = attribute_many(lm, queries, method=method, steps=steps, site=site, rule=rule, tol=tol,
+                                threads=threads if (executor or "local") == "local" else None,
                                 batch_size=batch_size, executor=executor, address=address, cache=cache, progress=progress, desc=f"{name} {method}",
                                 baseline=amig_baseline if method == "amig" else None)
         for q, s in zip(queries, scores):

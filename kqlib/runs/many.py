@@ -14,6 +14,34 @@ from kqlib.runs.progress import Progress
 from kqlib.runs.queries import query_prompt_target
 
 
+RESAMPLE_S = 10.0  # threads="auto": seconds between two looks at the free cores
+
+
+def _thread_picker(threads):
+    """A function to call before each query: sets torch's threads per ``threads`` (see :func:`attribute_many`)."""
+    import time
+
+    from kqlib.core.threads import parse_threads
+
+    if threads is None:
+        return lambda: None
+    auto = isinstance(threads, str) and threads.strip().lower() == "auto"
+    n = parse_threads(threads)  # refuses a bad value before any work
+    torch.set_num_threads(n)
+    if not auto:
+        return lambda: None
+    last = [time.monotonic()]
+
+    def pick():
+        from kqlib.core.threads import free_cores
+
+        if time.monotonic() - last[0] >= RESAMPLE_S:
+            torch.set_num_threads(free_cores(interval=0.1))
+            last[0] = time.monotonic()
+
+    return pick
+
+
 def attribute(lm, prompt: str, target, **kw):
     """One query: :func:`kqlib.attribution.attribute_with_diagnostics` (an ``Attribution``: scores and
     diagnostics); the one place :func:`attribute_many` computes."""
@@ -25,12 +53,15 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
                    progress: bool = True, desc: str | None = None, executor: str | None = None,
                    address: str | None = None, workers: int | None = None, tol: float | None = None,
-                   diagnostics: bool = False):
+                   diagnostics: bool = False, threads: int | str | None = None):
     """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`; ``rule``,
     ``steps`` and ``tol`` as there).
 
     Each attribution is cached with its :class:`~kqlib.attribution.Diagnostics`; with ``diagnostics=True`` the
     call returns ``(scores, [Diagnostics or None per query])`` (None: an entry cached before diagnostics existed).
+    ``threads``: torch threads for the local executor: None leaves torch's setting, an integer sets it,
+    ``"auto"`` uses the cores free now (:func:`kqlib.core.threads.free_cores`) and looks again between
+    queries (at most every ``RESAMPLE_S`` seconds), so a run yields to other work and takes cores back later.
 
     Each finished query is written to the cache at once, so an interrupted call loses nothing that finished
     and a rerun recomputes nothing that is cached. ``cache``: an :class:`AttributionCache`, a directory, a
@@ -47,6 +78,7 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
     if executor not in ("local", "ray"):
         raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
     config = AttributionConfig(method=method, steps=steps, rule=rule, site=site, tol=tol)  # refuses bad values now
+    pick_threads = _thread_picker(threads)
     check_batch_size(batch_size)
     if executor == "ray":
         from kqlib.runs.ray_pool import attribute_many_ray
@@ -80,6 +112,7 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
     bar = Progress(len(todo), desc or f"{method} attribution", "query", enabled=progress, rate="per_item",
                    start_note=f"{cached} from cache" if cached else None)
     for n, prompt, t, key in todo:
+        pick_threads()
         result = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule,
                            batch_size=batch_size, baseline=baseline, tol=tol)  # raises if invalid
         if use_cache:
