@@ -131,3 +131,20 @@ def test_adaptive_is_within_tol_of_gauss_128_on_real_queries(name):
         r = attribute_with_diagnostics(lm, prompt, answer, rule="adaptive", tol=1e-2)
         assert r.diagnostics.converged
         assert _rel_error(r.scores, ref) <= 1e-2, (prompt, _rel_error(r.scores, ref))
+
+
+def test_refinement_ends_on_a_noisy_bf16_model_and_says_so():
+    from kqlib.attribution import adaptive
+
+    lm = tiny_lm("llama", dtype=torch.bfloat16, seed=3)
+    d = attribute_with_diagnostics(lm, PROMPT, ANSWER, rule="adaptive", tol=1e-6).diagnostics
+    assert max(d.points) <= adaptive.MAX_POINTS_PER_LAYER
+    assert d.converged is False and d.error_estimate > 1e-6
+
+
+def test_pieces_split_more_when_the_error_is_far_above_its_share():
+    from kqlib.attribution.adaptive import SPLIT_MAX, _pieces
+
+    assert _pieces(1.5, 1.0, 2 ** -10) == 2
+    assert _pieces(1e6, 1.0, 2 ** -10) == SPLIT_MAX
+    assert _pieces(1e6, 2 ** -9, 2 ** -10) == 2  # never narrower than the narrowest panel

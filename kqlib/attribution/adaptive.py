@@ -10,7 +10,9 @@ pair of :func:`kqlib.attribution.quadrature.kronrod` (``KRONROD_N`` Gauss nodes,
 (conservative for ``K``). Layer l's estimated error is ``E_l = max_i sum_p e_{p,i}``. With ``S = max_{l,i}
 |score_{l,i}|`` the attribution is accepted when ``max_l E_l <= tol * S``: the error measure of chapter 06
 (max abs error / max |score|). Otherwise, in every layer with ``E_l > tol * S``, each panel whose error exceeds
-its share ``tol * S * (hi - lo)`` is bisected (at least the worst one), down to width ``2^-MAX_DEPTH``. All new
+its share ``tol * S * (hi - lo)`` is split (at least the worst one) into 2-8 pieces (:func:`_pieces`), down to
+width ``2^-MAX_DEPTH``, until ``MAX_POINTS_PER_LAYER``, and never a panel whose error estimate is within the
+rounding of the model's dtype (a bf16 model's gradients are too noisy to refine: no end otherwise). All new
 panels of all layers form one round of rows for the one staircase engine (:func:`.engine.run_rows`), so layers
 needing 7 points and layers needing 100 share batches.
 
@@ -32,6 +34,9 @@ from kqlib.attribution.quadrature import kronrod
 
 KRONROD_N = 2  # Gauss-2 / Kronrod-5 panels (3 SmolLM2 queries: 280-310 points per attribution, riemann-20 uses 600)
 MAX_DEPTH = 10  # narrowest panel: 2^-10 of the path
+SPLIT_MAX = 8  # most pieces one panel is split into in one round (3 SmolLM2 queries: 4-5 rounds instead of 6-7)
+MAX_POINTS_PER_LAYER = 640  # refinement stops there (converged False)
+NOISE = 8  # a panel whose error estimate is within NOISE x the dtype's rounding of its nodes is not split
 
 
 @dataclass
@@ -94,6 +99,7 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
     pending: list[list[tuple[float, float]]] = [[(0.0, 1.0)] for _ in range(n_layers)]
     points = [0] * n_layers
     min_width = 2.0 ** -MAX_DEPTH
+    eps = torch.finfo(lm.dtype).eps if lm.dtype.is_floating_point else 0.0
     while any(pending):
         alphas = [torch.cat([lo + (hi - lo) * x for lo, hi in ps]) if ps else torch.zeros(0, dtype=torch.float64)
                   for ps in pending]
@@ -113,7 +119,10 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
                 shape = (-1,) + (1,) * (g.dim() - 1)
                 gk = (hi - lo) * (wk.to(g.device).view(shape) * g).sum(0)
                 gg = (hi - lo) * (wg.to(g.device).view(shape) * g).sum(0)
-                done[layer].append((lo, hi, gk, diff[layer] * gk, (diff[layer] * (gk - gg)).abs()))
+                err = (diff[layer] * (gk - gg)).abs()
+                # rounding floor: the model dtype's rounding in the node values, summed with |wK| + |wG|
+                floor = NOISE * eps * (hi - lo) * (diff[layer] * ((wk + wg).to(g.device).view(shape) * g.abs()).sum(0)).abs()
+                done[layer].append((lo, hi, gk, diff[layer] * gk, err, bool((err <= floor).all())))
         pending = [[] for _ in range(n_layers)]
         top = max(float(torch.stack([d[3] for d in ds]).sum(0).abs().max()) for ds in done)
         if top == 0.0:
@@ -124,12 +133,19 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
                 continue
             worst = max(range(len(ds)), key=lambda j: float(ds[j][4].max()))
             split = [j for j, d in enumerate(ds) if float(d[4].max()) > budget * (d[1] - d[0]) or j == worst]
-            split = [j for j in split if ds[j][1] - ds[j][0] > min_width]
-            for j in split:
+            split = [j for j in split if ds[j][1] - ds[j][0] > min_width and not ds[j][5]]
+            room = MAX_POINTS_PER_LAYER - points[layer]  # points this layer may still use
+            taken = set()
+            for j in sorted(split, key=lambda j: -float(ds[j][4].max())):
                 lo, hi = ds[j][0], ds[j][1]
-                mid = (lo + hi) / 2
-                pending[layer] += [(lo, mid), (mid, hi)]
-            done[layer] = [d for j, d in enumerate(done[layer]) if j not in set(split)]
+                k = _pieces(float(ds[j][4].max()) / (budget * (hi - lo)), hi - lo, min_width)
+                k = 2 if k * len(x) > room else k
+                if k * len(x) > room:
+                    break
+                room -= k * len(x)
+                taken.add(j)
+                pending[layer] += [(lo + (hi - lo) * i / k, lo + (hi - lo) * (i + 1) / k) for i in range(k)]
+            done[layer] = [d for j, d in enumerate(done[layer]) if j not in taken]
     grad = torch.stack([torch.stack([d[2] for d in ds]).sum(0) for ds in done])
     scores = diff * grad
     top = float(scores.abs().max())
@@ -137,6 +153,16 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
     rel = err / top if top > 0 else 0.0
     panels = [sorted([float(d[0]), float(d[1])] for d in ds) for ds in done]
     return grad, {"error_estimate": rel, "converged": rel <= tol, "points": points, "panels": panels}
+
+
+def _pieces(ratio: float, width: float, min_width: float) -> int:
+    """Into how many equal panels to split one whose error is ``ratio`` x its share of the budget: the Gauss
+    rule's error on a panel of width h falls like h^(2n+1), so k pieces divide error/share by k^(2n); k is a
+    power of 2 in [2, SPLIT_MAX] (fewer rounds of small batches), no narrower than ``min_width``."""
+    k = 2
+    while k < SPLIT_MAX and k ** (2 * KRONROD_N) < ratio and width / (2 * k) >= min_width:
+        k *= 2
+    return k
 
 
 def completeness_gaps(lm, base, path, target: int, scores: torch.Tensor, *, batch_size: int | None = None,
