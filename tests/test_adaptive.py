@@ -34,7 +34,7 @@ def test_kronrod_pair_is_exact_to_its_degree_and_nests_gauss(n):
 
 
 @pytest.mark.parametrize("model_type", FAMILY_MODEL_TYPES)
-@pytest.mark.parametrize("method", ["ig", "sig"])
+@pytest.mark.parametrize("method", ["ig", "sig", "amig"])
 def test_engine_at_the_adaptive_nodes_equals_the_reference_float64(model_type, method):
     lm = tiny_lm(model_type, dtype=torch.float64)
     r = attribute_with_diagnostics(lm, PROMPT, ANSWER, method=method, rule="adaptive", tol=1e-4)
