@@ -9,8 +9,8 @@
 * **Kernel efficiency**: FLOPs counted from the shapes of the rows the staircase ran (:func:`staircase_flops`)
   per second of the adaptive attributions, against torch's float32 matmul in the same process and threads
   (:func:`matmul_gflops`). Target >= 60 %.
-* **Memory**: peak RSS above the loaded model during one adaptive attribution of a ~3,000-token prompt
-  (``/proc/self/status`` VmHWM after a reset). Target <= 1 GiB.
+* **Memory**: peak RSS above the loaded model (after one short warm-up attribution) during one adaptive
+  attribution of a ~3,000-token prompt (``/proc/self/status`` VmHWM after a reset). Target <= 1 GiB.
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def memory_row(model: str = "smollm2-135m", n_tokens: int = 3000, tol: float = 1
     reps = max(1, n_tokens // max(1, len(lm.encode(unit)[0])))
     prompt = unit * reps + "The native language of Jean Rouaud is"
     tokens = len(lm.encode(prompt)[0])
+    # "loaded" = after a first short attribution: the first forward pass faults in lazily mapped weights and
+    # torch's one-time buffers (about 0.5 GB on SmolLM2 here), which no prompt length changes
+    kqlib.attribute(lm, "The capital of France is", " Paris", steps=1)
     base = _rss_bytes()
     exact = _reset_peak()
     kqlib.attribute(lm, prompt, " French", rule="adaptive", tol=tol)

@@ -148,3 +148,23 @@ def test_pieces_split_more_when_the_error_is_far_above_its_share():
     assert _pieces(1.5, 1.0, 2 ** -10) == 2
     assert _pieces(1e6, 1.0, 2 ** -10) == SPLIT_MAX
     assert _pieces(1e6, 2 ** -9, 2 ** -10) == 2  # never narrower than the narrowest panel
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "mistral", "gpt_neo", "gpt2", "llama"])
+def test_chunked_prefix_pass_is_the_same_computation(model_type):
+    from kqlib.attribution.engine import NeuronPath, base_pass, integrate
+    from kqlib.attribution.quadrature import path_nodes
+
+    lm = tiny_lm(model_type, dtype=torch.float64)
+    prompt = "the capital of france is paris and the capital of germany is berlin and the capital of italy is"
+    ids = lm.encode(prompt)
+    t = lm.answer_token_ids(prompt, "rome")[0]
+    out = []
+    for chunk in (2, 3, 1000):  # past the sliding window (4) and not
+        path = NeuronPath(lm, "post")
+        with path.recording():
+            base = base_pass(lm, ids, t, prefill_chunk=chunk)
+        out.append((base.prob, integrate(lm, base, path, *path_nodes(3, "gauss"), t)))
+    ref = out[-1][1]
+    for prob, g in out[:-1]:  # rotary tables are float32 in transformers: ~1e-7 relative, not float64's 1e-15
+        assert abs(prob - out[-1][0]) < 1e-6 and float((g - ref).abs().max() / ref.abs().max()) < 1e-5
