@@ -28,6 +28,8 @@
 #
 # Every figure and table below is drawn from a tidy frame that the chapter also writes as CSV: the links under
 # each figure download it (with a one-line schema), so any plot can be redrawn with pandas and seaborn alone.
+# The attributions are those of chapter 1, with the book's error-controlled path rule (`rule="adaptive"`, each
+# score within `tol` of the integral it estimates; "How many path points?" compares it with the paper's rule).
 
 # %% tags=["parameters"]
 # Defaults = the smoke profile (kqlib/book/profiles.toml, chapter "02"); `kq run 02 --profile cpu` passes the cpu
@@ -37,8 +39,9 @@ models = ["smollm2-135m"]
 relations = ["P36", "P103"]
 # facts the model answers per relation; 0 means all
 n_facts_per_relation = 1
-steps = 4
-rule = "riemann"  # path integration rule: "riemann" (the paper's) | "gauss" (see "How many path points?")
+steps = 4  # path points of the fixed rules, riemann and gauss (adaptive places its own)
+rule = "adaptive"  # path rule: "adaptive" (error-controlled, `tol`) | "riemann" (the paper's, `steps`) | "gauss"
+tol = 0.01  # adaptive rule: estimated max abs error / max |score| (see "How many path points?")
 methods = ["ig", "sig", "amig"]
 query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 t_threshold = 0.2  # per-query KN threshold of the violins

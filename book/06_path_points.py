@@ -29,127 +29,126 @@
 #
 # The Gauss–Legendre rule on $[0, 1]$ takes the roots $\xi_k$ of the Legendre polynomial $P_n$ and maps them,
 # $\alpha_k = (\xi_k + 1)/2$, with weights $w_k = \omega_k / 2$ where
-# $\omega_k = 2 / \big((1 - \xi_k^2) P_n'(\xi_k)^2\big)$. Both rules are in `kqlib.attribution.quadrature`
-# and both are selectable everywhere an attribution is made: `kqlib.attribute(..., rule="gauss", steps=8)`,
-# `kq attribute --rule gauss --steps 8`, or a chapter parameter (`-p rule=gauss -p steps=8`). The rule is part
-# of the attribution cache key, so results of different rules never mix.
+# $\omega_k = 2 / \big((1 - \xi_k^2) P_n'(\xi_k)^2\big)$.
 #
-# This page measures, on ParaRel queries, the error of each rule against a high-order reference integral
-# (Gauss–Legendre with `reference_points` nodes), and the Jaccard index of the knowledge-neuron sets
-# ($t$ = `t_threshold`) against the reference's, as $n$ grows. Formulas: `kqlib.paper.path_points`.
+# The integrand is sharply peaked on some layers and flat on others, so any fixed rule wastes points or
+# misses the peak. The book's chapters therefore use the **adaptive** rule (`rule="adaptive"`,
+# `kqlib.attribution.adaptive`): per layer, Gauss–Kronrod panels (2 Gauss nodes inside 5 Kronrod nodes) whose
+# difference estimates the error; a panel is bisected only while the layer's estimated error exceeds
+# `tol` × the largest score. Its diagnostics (estimated error, points per layer, the completeness gap
+# $|\sum_i \mathrm{Attr}(l, i) - (p_l(1) - p_l(0))|$) are cached with every attribution. All rules are
+# selectable everywhere an attribution is made: `kqlib.attribute(..., rule="gauss", steps=8)`,
+# `kq attribute --rule adaptive --tol 0.01`, or a chapter parameter (`-p rule=riemann -p steps=20` reruns a
+# chapter with the paper's rule). The rule (and `tol`) is part of the attribution cache key.
+#
+# This page runs on whole facts, as every chapter does: the facts each model answers on at least two
+# phrasings and their answered queries (the book's answer filter, `Chapter.localize`). Against a high-order
+# reference (Gauss–Legendre with `reference_points` nodes) it measures, per query, the error
+# $\max|S - S^*| / \max|S^*|$ and the Jaccard index of the knowledge-neuron sets ($t$ = `t_threshold`); per
+# fact, CS2 and the class ($K_I$ when CS2 < θ) under each rule — does the paper's rule change the paper's
+# verdict? — and the fidelity of the cheap rankings. Formulas: `kqlib.paper.path_points`,
+# `kqlib.paper.path_rules`.
 
 # %% tags=["parameters"]
 models = ["smollm2-135m"]
 relations = ["P36", "P103"]
-n_facts_per_relation = 2
-n_queries = 4  # queries sampled from those facts (seeded)
-counts = [1, 2, 4, 8, 20]
-rules = ["riemann", "gauss"]
-reference_points = 32
-method = "ig"
+n_facts_per_relation = 1
+settings = ["riemann-8", "riemann-20", "gauss-8", "adaptive"]  # path rules compared with the reference
+cheap = ["riemann-1", "gauss-4"]  # cheap rankings: 1 point is gradient x activation
+reference_points = 32  # Gauss-Legendre nodes of the reference integral
+tol = 0.01  # adaptive rule: estimated max abs error / max |score|
 site = "post"
 t_threshold = 0.2
+cs_kind = "cs2"
+static_threshold = 0.3  # θ of the class K_I (CS2 below θ)
+query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 seed = 0
-executor = "local"
 profile = "smoke"
 
 # %%
-import random
-import time
+from kqlib.book.chapter import Chapter
+from kqlib.book.chapters import ch06_path_points as K
 
-started = time.time()
-
-import matplotlib.pyplot as plt
-import pandas as pd
-
-import kqlib
-from kqlib.book import figures
-from kqlib.paper import path_points
-from kqlib.book import report
-from kqlib.paper.scans import scan_models
-
-report.quiet()
+ch = Chapter("06_path_points", globals())
 
 # %% [markdown]
-# ## Queries and attributions
+# ## Facts, queries and the book's attributions
 #
-# Facts the model answers (as in every chapter), then `n_queries` of their queries, the same for every rule
-# and number of points. Each (rule, $n$) is one cached attribution per query. The ParaRel scan is cached too;
-# a model that answers none of these facts is left out with a warning, and when no model is left the chapter
-# stops and says what to run instead (`kq data --model NAME` lists the facts a model knows, relation by
-# relation, and prints the `-p relations=[...]` to rerun with).
+# The facts and queries of every chapter, attributed with the book's rule (from the cache when an earlier
+# chapter ran). Each further rule is one cached attribution per query.
 
 # %%
-lms = [kqlib.load(name) for name in models]
-scans = scan_models(lms, relations or None, n_facts_per_relation or None, seed=seed, min_correct=1, progress=False)
-lms = [lm for lm in lms if lm.name in scans]
-frames = []
-for lm in lms:
-    ds = scans[lm.name]
-    queries = random.Random(seed).sample(ds.queries, min(n_queries, len(ds.queries)))
-    frames.append(path_points.convergence(lm, queries, counts, rules, reference_points=reference_points,
-                                          method=method, site=site, t=t_threshold, progress=False,
-                                          executor=executor))
-df = pd.concat(frames, ignore_index=True)
-table = path_points.summary(df)
-table.style.format({"median_error": "{:.2e}", "p90_error": "{:.2e}", "mean_jaccard": "{:.3f}"}).hide(axis="index")
+data = ch.localize(methods=["ig"])
+lms = ch.models()
+queries = {lm.name: data.datasets[lm.name].queries for lm in lms}
+common = dict(reference_points=reference_points, tol=tol, t=t_threshold, site=site)
+df = K.per_query(lms, queries, settings, **common)
+ch.export("per_query", df, description="one row per (model, query, rule): error vs the reference, KN Jaccard")
+per_query = K.per_query_summary(df)
+per_query.round(4)
 
 # %% [markdown]
-# ## Error and agreement as the number of points grows
+# ## Error and agreement per rule
 #
-# Left: median relative error $\max|S_{r,n} - S^*| / \max|S^*|$ over the queries (log scale). Right: mean
-# Jaccard index of the knowledge-neuron sets against the reference's.
+# Left: median relative error $\max|S - S^*| / \max|S^*|$ over the queries (log scale) against the points
+# per layer (the adaptive rule at its mean). Right: mean Jaccard index of the knowledge-neuron sets against the
+# reference's. The table above gives the means with 95 % intervals that resample whole facts.
 
 # %%
-fig = figures.path_points(table)
-figures.save(fig, "06_path_points")
-plt.show()
-
-# %%
-numbers = path_points.headline(df, baseline=("riemann", 20))
-report.glue_numbers({k: v for k, v in numbers.items() if k != "summary"})
+ch.save(K.path_points_figure(df), "06_path_points", "path_points")
 
 # %% [markdown]
-# How to read the figure. A rule of order $m$ has an error that falls like $n^{-m}$: a straight line of slope
-# $-m$ on the log-log panel. The Riemann rule with both end points weights each node $1/n$, which is the
-# trapezoid rule with the end weights off by $1/(2n)$, so its error falls only like $1/n$. The
-# Gauss–Legendre error falls much faster until it reaches the float32 rounding floor of the scores (about
-# $10^{-6}$ relative), where the curve flattens: below that floor no rule can do better, and the reference
-# itself is only that accurate.
+# A rule of order $m$ has an error that falls like $n^{-m}$. The Riemann rule with both end points weights
+# each node $1/n$, the trapezoid rule with the end weights off by $1/(2n)$, so its error falls only like $1/n$.
+# A knowledge-neuron set changes only when a score crosses $t \max \mathrm{Attr}$, so a small error leaves
+# the sets unchanged except for neurons right at the threshold.
 #
-# The right panel is what the paper's claims depend on: a knowledge-neuron set changes only when a score
-# crosses the threshold $t \max \mathrm{Attr}$, so a small score error leaves the sets unchanged except for
-# neurons that sit right at the threshold. A mean Jaccard index of 1 means identical sets for every query.
+# ## Does the rule change the verdict?
+#
+# Per fact: CS2 of its KN sets and its class under each rule, against the reference's. `share_ki` is the
+# share of facts in $K_I$, `class_changed` the share whose class differs from the reference's, `cs_abs_diff`
+# the mean $|\mathrm{CS2} - \mathrm{CS2}^*|$; intervals resample facts.
+
+# %%
+facts = K.per_fact(lms, queries, settings, theta=static_threshold, kind=cs_kind, **common)
+ch.export("per_fact", facts, description="one row per (model, fact, rule): CS2 and class vs the reference's")
+verdicts = K.fact_summary(facts)
+verdicts.round(3)
+
+# %% [markdown]
+# ## What the cheap rankings cost in fidelity
+#
+# With a large model one may want a ranking from one gradient (the 1-point rule, $a \cdot \nabla p(a)$,
+# attribution patching) or four Gauss points. Per query: Spearman correlation of all neuron scores and the
+# KN-set Jaccard against the reference.
+
+# %%
+ranks = K.cheap_rankings(lms, queries, cheap, reference_points=reference_points, site=site, t=t_threshold)
+cheap_table = K.cheap_summary(ranks)
+cheap_table.round(3)
+
+# %%
+ch.glue(K.headline(df, verdicts, cheap_table))
 
 # %% [markdown]
 # ## What this run shows
 #
-# Over {glue:text}`n_queries_per_model` queries per model, Riemann with 20 points (the paper's setting) has a
-# median relative error of at most {glue:text}`baseline_median_error:.1e` against the reference and a mean
-# Jaccard index of at least {glue:text}`baseline_mean_jaccard:.3f`. The cheapest setting that is at least as
-# accurate on every model (median error no larger, mean Jaccard no smaller) is
-# **{glue:text}`cheapest_rule` with {glue:text}`cheapest_points` points**.
-# The `cpu` profile uses the setting this page reports for the profile's own run (see `kqlib/book/profiles.toml`);
-# the `paper` profile keeps Riemann-20.
+# Over {glue:text}`n_queries` answered queries of {glue:text}`n_facts` facts, the paper's rule (Riemann-20)
+# has a median relative error of {glue:text}`riemann20_median_error:.2g` (worst model) and a mean KN
+# Jaccard of {glue:text}`riemann20_mean_jaccard:.2f`; the adaptive rule {glue:text}`adaptive_median_error:.2g`
+# and {glue:text}`adaptive_mean_jaccard:.2f`. Under Riemann-20 the class of
+# {glue:text}`riemann20_class_changed:.0%` of the facts differs from the reference's (adaptive:
+# {glue:text}`adaptive_class_changed:.0%`). The 1-point ranking has a mean Spearman correlation of
+# {glue:text}`one_point_spearman:.2f` with the reference.
 #
 # Where this matters. The paper makes no claim about integration accuracy, so this page has no
-# "Paper vs this run" table; it decides how much of the paper a CPU can show. Every chapter's cost is
-# dominated by attributions, and an attribution's cost is proportional to $n$: a rule that needs 8 points
-# instead of 20 lets the same two hours hold two and a half times as many facts.
-#
-# **Summary.** The path integral behind every knowledge-neuron score is smooth in $\alpha$; a rule that
-# exploits smoothness reaches the paper's accuracy with fewer gradient evaluations, and the
-# knowledge-neuron sets — what the paper's claims are about — are already stable at that accuracy.
+# "Paper vs this run" table; it says whether the paper's rule, applied to these models, decides the same
+# verdicts as the integral it estimates.
 #
 # **Exercises.**
-# 1. Rerun with `method="amig"` (`kq run 06 -p method=amig`): does the baseline change how many points are needed?
-# 2. How large is the error of attribution patching ($n = 1$)? Which neurons does it get wrong: find a query whose
-#    knowledge-neuron set changes most between $n = 1$ and the reference.
+# 1. Rerun with a tighter `tol` (`kq run 06 -p tol=0.001`): how many more points does the adaptive rule use?
+# 2. Find the query whose KN set changes most between the 1-point rule and the reference.
 # 3. Why does Riemann with both ends have error $O(1/n)$ rather than the trapezoid rule's $O(1/n^2)$?
 
 # %%
-parameters = dict(models=models, relations=relations, n_facts_per_relation=n_facts_per_relation,
-                  n_queries=n_queries, counts=counts, rules=rules, reference_points=reference_points, method=method,
-                  site=site, t_threshold=t_threshold, seed=seed, executor=executor, profile=profile)
-run = report.run_record(lms, parameters=parameters, started=started)
-path = report.write_results("06_path_points", numbers, run)
+ch.finish()

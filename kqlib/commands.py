@@ -109,11 +109,15 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relation", default="P103", help="ParaRel relation id(s), comma-separated (default P103)")
     p.add_argument("--facts", type=int_at_least(1), default=5, help="facts per relation the model answers (default 5)")
     p.add_argument("--method", default="ig", help="ig | sig | amig, or several comma-separated")
-    p.add_argument("--steps", type=int_at_least(1), default=20, help="path points (default 20)")
-    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss"],
-                   help="integration rule: riemann (the paper's, default) or gauss (Gauss-Legendre)")
-    p.add_argument("--threads", default=None, help="torch threads: a number or 'auto' (the cores free now; "
-                   "default: torch's default)")
+    p.add_argument("--steps", type=int_at_least(1), default=None,
+                   help="path points of a fixed rule, riemann or gauss (default 20)")
+    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss", "adaptive"],
+                   help="integration rule: riemann (the paper's, default), gauss (Gauss-Legendre) or adaptive "
+                        "(error-controlled to --tol; places its own points)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="rule adaptive: estimated max abs error / max |score| (default 0.01)")
+    p.add_argument("--threads", default="auto", help="torch threads: a number or 'auto' (default: the cores free "
+                   "now, looked at again between queries)")
     p.add_argument("--site", default="post", choices=["post", "pre"], help="neuron site (default post)")
     p.add_argument("--threshold", type=float_in(0.0, 1.0, " (a fraction of the top score; 1 would keep none)"),
                    default=0.2, help="knowledge neurons: score > t * max, 0 <= t < 1 (default 0.2)")
@@ -147,8 +151,14 @@ def _attribute_run(args) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ParameterError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    if args.facts < 1 or args.steps < 1:
+    if args.facts < 1 or (args.steps is not None and args.steps < 1):
         raise ParameterError("--facts must be >= 1 and --steps >= 1")
+    from kqlib.attribution import AttributionConfig
+
+    try:
+        config = AttributionConfig(steps=args.steps, rule=args.rule, tol=args.tol)
+    except ParameterError as exc:  # the library's message, in the command's words
+        raise ParameterError(str(exc).replace("steps=", "--steps ").replace("tol=", "--tol ")) from None
     if args.threshold >= 1.0:
         raise ParameterError(f"--threshold {args.threshold:g} keeps no neuron (score > t * max needs t < 1); "
                              f"use 0 <= t < 1, e.g. the paper's 0.2.")
@@ -178,15 +188,19 @@ def _attribute_run(args) -> int:
                                  top_k=args.top_k, root=args.pararel)
     queries = data.queries
     print(f"[kq] {len(data)} facts, {len(queries)} queries from {', '.join(data.relations())}", file=sys.stderr)
-    rows = []
+    rows, diag_rows = [], []
     for method in methods:
-        scores = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site, rule=args.rule,
-                                batch_size=args.batch_size, cache=args.cache, desc=f"{method} attribution",
-                                executor=args.executor, address=args.address, workers=args.workers)
-        for q, s in zip(queries, scores):
+        scores, diags = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site, rule=args.rule,
+                                       tol=args.tol, batch_size=args.batch_size, cache=args.cache,
+                                       desc=f"{method} attribution", executor=args.executor, address=args.address,
+                                       workers=args.workers, diagnostics=True,
+                                       threads=args.threads if args.executor == "local" else None)
+        for q, s, d in zip(queries, scores, diags):
+            diag_rows.append(dict(method=method, relation=q.relation, fact_id=q.fact_id,
+                                  pattern_index=q.pattern_index, prompt=q.prompt, **_diagnostics_row(d)))
             top = float(s.max())
             for layer, neuron in sorted(knowledge_neurons(s, args.threshold)):
-                rows.append(dict(model=args.model, method=method, site=args.site, steps=args.steps, rule=args.rule,
+                rows.append(dict(model=args.model, method=method, site=args.site, steps=config.steps, rule=args.rule,
                                  relation=q.relation, fact_id=q.fact_id, subject=q.subject, obj=q.obj,
                                  pattern_index=q.pattern_index, prompt=q.prompt, target_id=q.target_id,
                                  layer=layer, neuron=neuron, score=float(s[layer, neuron]),
@@ -196,10 +210,33 @@ def _attribute_run(args) -> int:
         table.to_parquet(out, index=False)
     else:
         table.to_csv(out, index=False)
+    side = out.with_name(f"{out.stem}-diagnostics{out.suffix}")
+    diag_table = pd.DataFrame(diag_rows)
+    if side.suffix.lower() == ".parquet":
+        diag_table.to_parquet(side, index=False)
+    else:
+        diag_table.to_csv(side, index=False)
     per_query = table.groupby(["method", "prompt"]).size() if len(table) else []
     print(f"[kq] wrote {out}: {len(table)} knowledge neurons "
           f"(median {int(pd.Series(per_query).median()) if len(table) else 0} per query) in {time.time() - t0:.0f} s")
+    known = diag_table.dropna(subset=["points"]) if len(diag_table) else diag_table
+    if len(known):
+        est = known["error_estimate"].dropna()
+        print(f"[kq] wrote {side}: per query, {args.rule} rule: median {known['points'].median():.0f} path points, "
+              f"largest completeness gap {known['max_completeness_gap'].max():.2g}"
+              + (f", estimated error median {est.median():.2g} (max {est.max():.2g})" if len(est) else ""))
     return 0
+
+
+def _diagnostics_row(d) -> dict:
+    """One row of the diagnostics side table (empty values for an entry cached without diagnostics)."""
+    if d is None:
+        return dict(points=None, error_estimate=None, converged=None, max_completeness_gap=None,
+                    points_per_layer=None)
+    gaps = d.completeness_gap or []
+    return dict(points=d.total_points, error_estimate=d.error_estimate, converged=d.converged,
+                max_completeness_gap=max(gaps) if gaps else None,
+                points_per_layer=" ".join(str(n) for n in d.points))
 
 
 DATA = Command("data", "what a model knows: per ParaRel relation, the facts it answers on >= 2 and >= 4 "

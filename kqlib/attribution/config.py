@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from kqlib.errors import ParameterError
-from kqlib.attribution.quadrature import check_rule
+from kqlib.attribution.quadrature import DEFAULT_STEPS, DEFAULT_TOL, check_rule
 
 METHODS = ("ig", "amig", "sig")
 SITES = ("post", "pre")
@@ -27,22 +27,29 @@ def tensor_digest(t: torch.Tensor) -> str:
 
 @dataclass(frozen=True)
 class AttributionConfig:
-    """``method``: ``ig`` | ``amig`` | ``sig`` (neurons) or ``attention-ig`` (synapses); ``steps``: path points;
-    ``rule``: ``riemann`` | ``gauss`` (:mod:`kqlib.attribution.quadrature`); ``site``: ``post`` | ``pre``
-    (neurons; ignored for synapses). Invalid values raise :class:`~kqlib.errors.ParameterError` at once."""
+    """``method``: ``ig`` | ``amig`` | ``sig`` (neurons) or ``attention-ig`` (synapses); ``steps``: path points
+    of a fixed rule (None = 20); ``rule``: ``riemann`` | ``gauss`` | ``adaptive``
+    (:mod:`kqlib.attribution.quadrature`); ``tol``: the adaptive rule's tolerance (None = 1e-2; estimated max
+    abs error / max |score|); ``site``: ``post`` | ``pre`` (neurons; ignored for synapses). Invalid values (or
+    ``steps`` with ``adaptive``, ``tol`` with a fixed rule) raise :class:`~kqlib.errors.ParameterError` at once.
+    ``tol`` enters the key only for the adaptive rule (so the keys of fixed rules are those of version 2)."""
 
     method: str = "ig"
-    steps: int = 20
+    steps: int | None = None
     rule: str = "riemann"
     site: str = "post"
+    tol: float | None = None
 
     def __post_init__(self):
         if self.method not in (*METHODS, SYNAPSE_METHOD):
             raise ParameterError(f"method must be one of {METHODS}, got {self.method!r}")
-        check_rule(self.rule, self.steps)
+        check_rule(self.rule, self.steps, self.tol)
         if self.site not in SITES:
             raise ParameterError(f"site must be one of {SITES}, got {self.site!r}")
-        object.__setattr__(self, "steps", int(self.steps))
+        if self.rule == "adaptive":
+            object.__setattr__(self, "tol", float(DEFAULT_TOL if self.tol is None else self.tol))
+        else:
+            object.__setattr__(self, "steps", int(DEFAULT_STEPS if self.steps is None else self.steps))
 
     def key(self, model_fingerprint: str, prompt: str, target_id: int, baseline: torch.Tensor | None = None) -> str:
         """sha256 over (model fingerprint, prompt, target token id, this config, baseline digest, version)."""
@@ -55,4 +62,6 @@ class AttributionConfig:
                   "baseline": baseline_digest, "cache_version": CACHE_VERSION}
         if self.method == SYNAPSE_METHOD:
             fields["site"] = None
+        if self.rule != "adaptive":
+            del fields["tol"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

@@ -30,6 +30,7 @@ from kqlib.attribution.head import VOCAB_CHUNK, target_probability
 
 DEFAULT_BUDGET_CPU = 512 << 20
 DEFAULT_BUDGET_CUDA = 8 << 30
+PREFILL_CHUNK = 256  # prompt tokens per prefix pass of the base pass
 
 
 # ------------------------------------------------------------------------------------------ base pass
@@ -60,15 +61,21 @@ class BasePass:
 
 
 @torch.no_grad()
-def base_pass(lm, ids: torch.Tensor, target: int) -> BasePass:
-    """One pass over the prompt (prefix with a cache, then the last token), recording what the staircase needs."""
+def base_pass(lm, ids: torch.Tensor, target: int, prefill_chunk: int | None = None) -> BasePass:
+    """One pass over the prompt (prefix with a cache, in chunks of ``prefill_chunk`` tokens, default
+    :data:`PREFILL_CHUNK`; then the last token), recording what the staircase needs."""
     from transformers import DynamicCache
+
+    prefill_chunk = PREFILL_CHUNK if prefill_chunk is None else int(prefill_chunk)
 
     # A plain DynamicCache keeps every prefix key/value even for sliding-window layers: the model then masks
     # the window itself, exactly as in a full forward pass (a sliding cache differs from it by ~1e-7).
     cache = DynamicCache()
-    if ids.shape[1] > 1:
-        lm.model(ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
+    # the prefix in chunks of PREFILL_CHUNK tokens: eager attention then holds [heads, chunk, T] scores, not
+    # [heads, T, T] (about 0.55 GB at 2,800 tokens on SmolLM2); the cache makes it the same computation
+    n_prefix = ids.shape[1] - 1
+    for start in range(0, n_prefix, prefill_chunk):
+        lm.model(ids[:, start:min(n_prefix, start + prefill_chunk)], cache=cache, use_cache=True, logits_to_keep=1)
     recorded: dict[int, tuple] = {}
     original_update = cache.update
 
@@ -206,54 +213,89 @@ def pack_chunks(rows: list[tuple[int, int]], n_layers: int, per_row_layer: int, 
     return chunks
 
 
-def integrate(lm, base: BasePass, path, alphas: torch.Tensor, weights: torch.Tensor, target: int, *,
-              batch_size: int | None = None, memory_budget: int | None = None) -> torch.Tensor:
-    """``G [L, *feature_shape]`` float64 (see the module docstring). ``batch_size``: path rows per chunk (fixed);
-    else chunks are packed under ``memory_budget`` bytes (default 512 MiB on CPU, 8 GiB on CUDA)."""
-    a, b = path.values, path.baseline
-    b = torch.zeros_like(a) if b is None else b
-    alphas = alphas.to(a.device, a.dtype)
-    rows = [(layer, k) for layer in range(lm.n_layers) for k in range(len(alphas))]
+def _per_layer(n_layers: int, values) -> list[torch.Tensor]:
+    """One 1-D float64 tensor per layer: ``values`` is one tensor (the same nodes at every layer) or a list."""
+    if torch.is_tensor(values):
+        return [values] * n_layers
+    if len(values) != n_layers:
+        raise ValueError(f"per-layer nodes: expected {n_layers} lists, got {len(values)}")
+    return [torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values]
+
+
+def _chunks(lm, base, rows, batch_size, memory_budget):
     if batch_size is not None:
-        chunks = [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
-    else:
-        if memory_budget is None:
-            memory_budget = DEFAULT_BUDGET_CUDA if lm.device.type == "cuda" else DEFAULT_BUDGET_CPU
-        fixed = 3 * 4 * VOCAB_CHUNK
-        chunks = pack_chunks(rows, lm.n_layers, row_bytes_per_layer(lm, base.n_tokens), fixed, memory_budget)
+        return [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+    if memory_budget is None:
+        memory_budget = DEFAULT_BUDGET_CUDA if lm.device.type == "cuda" else DEFAULT_BUDGET_CPU
+    fixed = 3 * 4 * VOCAB_CHUNK
+    return pack_chunks(rows, lm.n_layers, row_bytes_per_layer(lm, base.n_tokens), fixed, memory_budget)
+
+
+def run_rows(lm, base: BasePass, path, alphas, weights, target: int, sink, *, grad: bool = True,
+             batch_size: int | None = None, memory_budget: int | None = None) -> None:
+    """Evaluate path rows in staircase chunks: rows of layer l at its nodes ``alphas[l]`` (a list of per-layer
+    1-D tensors, or one tensor for every layer; layers may differ in number and place of nodes, or have none).
+    For each chunk and layer, calls ``sink(layer, ks, g, p)``: ``ks`` the node indices, ``g [len(ks), *feature]``
+    the weighted gradients ``w_k dp/dx`` (None when ``grad`` is False: a forward-only pass), ``p [len(ks)]`` the
+    target probabilities at those nodes."""
+    alphas = _per_layer(lm.n_layers, alphas)
+    weights = _per_layer(lm.n_layers, weights)
+    rows = [(layer, k) for layer in range(lm.n_layers) for k in range(len(alphas[layer]))]
+    if not rows:
+        return
+    for part in _chunks(lm, base, rows, batch_size, memory_budget):
+        _staircase(lm, base, path, part, alphas, weights, target, sink, grad)
+
+
+def integrate(lm, base: BasePass, path, alphas, weights, target: int, *,
+              batch_size: int | None = None, memory_budget: int | None = None) -> torch.Tensor:
+    """``G [L, *feature_shape]`` float64 (see the module docstring). ``alphas``/``weights``: one tensor of nodes
+    for every layer, or per-layer lists (:func:`run_rows`). ``batch_size``: path rows per chunk (fixed); else
+    chunks are packed under ``memory_budget`` bytes (default 512 MiB on CPU, 8 GiB on CUDA)."""
+    a = path.values
     grad_sum = torch.zeros(a.shape, dtype=torch.float64, device=a.device)
-    for part in chunks:
-        _staircase(lm, base, path, part, alphas, weights, a, b, target, grad_sum)
+
+    def add(layer, ks, g, p):
+        grad_sum[layer] += g.double().sum(0)
+
+    run_rows(lm, base, path, alphas, weights, target, add, batch_size=batch_size, memory_budget=memory_budget)
     return grad_sum
 
 
-def _staircase(lm, base, path, part, alphas, weights, a, b, target, grad_sum) -> None:
+def _staircase(lm, base, path, part, alphas, weights, target, sink, grad: bool = True) -> None:
     """Rows ``part`` = [(layer, node)] sorted by layer: rows starting at layer j join the batch there and continue
-    through j+1, ...; adds ``sum_k w_k dp/dx`` to ``grad_sum[layer]``."""
+    through j+1, ...; hands each layer's ``w_k dp/dx`` and ``p`` to ``sink``."""
+    a, b = path.values, path.baseline
+    b = torch.zeros_like(a) if b is None else b
     by_layer: dict[int, list[int]] = {}
     for layer, k in part:
         by_layer.setdefault(layer, []).append(k)
     leaves: dict[int, torch.Tensor] = {}
-    order: list[int] = []  # node index of each batch row, in batch order
     hidden = None
     view = (-1,) + (1,) * (a.dim() - 1)
-    with torch.enable_grad():
+    with torch.enable_grad() if grad else torch.no_grad():
         for i in range(min(by_layer), lm.n_layers):
             n_prev = 0 if hidden is None else hidden.shape[0]
             x = None
             if i in by_layer:
                 ks = by_layer[i]
-                node = alphas[torch.tensor(ks, device=a.device)].view(view)
-                x = (b[i] + node * (a[i] - b[i])).detach().requires_grad_(True)
+                node = alphas[i].to(a.device, a.dtype)[torch.tensor(ks, device=a.device)].view(view)
+                x = (b[i] + node * (a[i] - b[i])).detach().requires_grad_(grad)
                 leaves[i] = x
-                order.extend(ks)
                 h_new = base.layer_inputs[i].expand(len(ks), *base.layer_inputs[i].shape[1:])
                 hidden = h_new if hidden is None else torch.cat([hidden, h_new], 0)
             with path.patch(i, x, n_prev):
                 hidden = _run_layer(lm, i, hidden, base)
         p = target_probability(lm, hidden[:, -1], target)
-        w = weights.to(p.device, p.dtype)[torch.tensor(order, device=p.device)]
         layers = sorted(leaves)
-        grads = torch.autograd.grad((p * w).sum(), [leaves[l] for l in layers])
+        if grad:
+            w = torch.cat([weights[l][torch.tensor(by_layer[l])] for l in layers]).to(p.device, p.dtype)
+            grads = torch.autograd.grad((p * w).sum(), [leaves[l] for l in layers])
+        else:
+            grads = [None] * len(layers)
+    p = p.detach().double()
+    start = 0
     for l, g in zip(layers, grads):
-        grad_sum[l] += g.double().sum(0)
+        n = len(by_layer[l])
+        sink(l, by_layer[l], g, p[start:start + n])
+        start += n

@@ -28,6 +28,7 @@ import torch
 from kqlib.errors import KqError, ParameterError
 from kqlib.core.hooks import capture, site_hooks
 from kqlib.attribution.config import METHODS, AttributionConfig  # noqa: F401 (METHODS re-exported)
+from kqlib.attribution.adaptive import Diagnostics, adaptive_integrate, completeness_gaps
 from kqlib.attribution.engine import NeuronPath, base_pass, integrate
 from kqlib.attribution.quadrature import path_nodes
 from kqlib.attribution.targets import target_token
@@ -105,10 +106,18 @@ def _baseline_for(lm, method, baseline, site):
 # ---------------------------------------------------------------------------------------- reference
 
 
-def attribute_reference(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, site: str = "post",
-                        rule: str = "riemann", baseline: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain implementation: for every layer and path point, rerun the whole prompt. ``[L, N]`` float32."""
-    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
+def attribute_reference(lm, prompt: str, target, *, method: str = "ig", steps: int | None = None,
+                        site: str = "post", rule: str = "riemann", baseline: torch.Tensor | None = None,
+                        nodes: list | None = None) -> torch.Tensor:
+    """Plain implementation: for every layer and path point, rerun the whole prompt. ``[L, N]`` float32.
+
+    ``nodes``: per layer ``(alphas, weights)`` instead of ``rule``/``steps`` (e.g. the adaptive rule's final
+    nodes, :func:`kqlib.attribution.adaptive.panel_nodes` of its ``Diagnostics.panels``)."""
+    if nodes is None:
+        if rule == "adaptive":
+            raise ParameterError("the reference has no adaptive rule: pass the adaptive rule's nodes as `nodes` "
+                                 "(panel_nodes of its Diagnostics.panels)")
+        AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
     check_baseline(lm, method, baseline)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
@@ -117,10 +126,14 @@ def attribute_reference(lm, prompt: str, target, *, method: str = "ig", steps: i
     a = torch.stack([acts[l][0] for l in range(lm.n_layers)])
     b = _baseline_for(lm, method, baseline, site)
     b = torch.zeros_like(a) if b is None else b
-    alphas, weights = path_nodes(steps, rule)
-    alphas, weights = alphas.to(a.device, a.dtype), weights.to(a.device)
+    if nodes is None:
+        nodes = [path_nodes(steps, rule)] * lm.n_layers
     scores = torch.zeros(lm.n_layers, lm.n_neurons, dtype=_result_dtype(lm))
     for layer in range(lm.n_layers):
+        alphas, weights = nodes[layer]
+        alphas, weights = alphas.to(a.device, a.dtype), weights.to(a.device)
+        if len(alphas) == 0:
+            continue
         x = (b[layer] + alphas[:, None] * (a[layer] - b[layer])).detach().requires_grad_(True)
 
         def replace(v, x=x):
@@ -155,18 +168,44 @@ def _clamp_last(v: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- fast
 
 
-def attribute(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, site: str = "post",
+class Attribution:
+    """An attribution with its :class:`~kqlib.attribution.adaptive.Diagnostics`: ``.scores`` ``[L, N]``,
+    ``.diagnostics``."""
+
+    def __init__(self, scores: torch.Tensor, diagnostics: Diagnostics | None):
+        self.scores, self.diagnostics = scores, diagnostics
+
+    def __repr__(self) -> str:
+        return f"Attribution(scores={tuple(self.scores.shape)}, diagnostics={self.diagnostics!r})"
+
+
+def attribute(lm, prompt: str, target, *, method: str = "ig", steps: int | None = None, site: str = "post",
               rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
-              memory_budget: int | None = None) -> torch.Tensor:
+              memory_budget: int | None = None, tol: float | None = None) -> torch.Tensor:
     """Attribution scores ``[n_layers, n_neurons]`` (float32, CPU) of the neurons at the last prompt position
     for ``p(target | prompt)``; see the module docstring for the formula of each ``method`` and ``rule``.
 
     ``target``: a token id (any integer type, in range) or a non-empty answer string (its first token after
-    the prompt). ``batch_size``: path points per chunk; by default chunks are sized by ``memory_budget``
-    (bytes; 512 MiB on CPU, 8 GiB on CUDA), counting the prompt length. Raises
-    :class:`InvalidAttributionError` instead of returning non-finite or all-zero scores.
+    the prompt). ``rule``: ``riemann`` (the paper's; ``steps`` points, default 20), ``gauss`` (``steps``
+    Gauss–Legendre points) or ``adaptive`` (error-controlled to ``tol``, default 1e-2 of the largest score;
+    no ``steps``; :mod:`kqlib.attribution.adaptive`). ``batch_size``: path points per chunk; by default chunks
+    are sized by ``memory_budget`` (bytes; 512 MiB on CPU, 8 GiB on CUDA), counting the prompt length. Raises
+    :class:`InvalidAttributionError` instead of returning non-finite or all-zero scores. The diagnostics
+    (estimated error, points per layer, completeness gaps): :func:`attribute_with_diagnostics`.
     """
-    AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values at once
+    return attribute_with_diagnostics(lm, prompt, target, method=method, steps=steps, site=site, rule=rule,
+                                      batch_size=batch_size, baseline=baseline, memory_budget=memory_budget,
+                                      tol=tol, diagnostics=False).scores
+
+
+def attribute_with_diagnostics(lm, prompt: str, target, *, method: str = "ig", steps: int | None = None,
+                               site: str = "post", rule: str = "riemann", batch_size: int | None = None,
+                               baseline: torch.Tensor | None = None, memory_budget: int | None = None,
+                               tol: float | None = None, diagnostics: bool = True) -> Attribution:
+    """:func:`attribute` returning an :class:`Attribution` (scores and :class:`Diagnostics`). The completeness
+    gaps cost one forward-only row per layer; with ``diagnostics=False`` (what :func:`attribute` does) they are
+    skipped and ``.diagnostics`` is None for fixed rules."""
+    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site, tol=tol)  # refuses bad values
     check_batch_size(batch_size, memory_budget)
     check_baseline(lm, method, baseline)
     t = target_token(lm, prompt, target)
@@ -175,12 +214,22 @@ def attribute(lm, prompt: str, target, *, method: str = "ig", steps: int = 20, s
     with path.recording():
         base = base_pass(lm, ids, t)
     path.baseline = _baseline_for(lm, method, baseline, site)
-    alphas, weights = path_nodes(steps, rule)
-    grad = integrate(lm, base, path, alphas, weights, t, batch_size=batch_size, memory_budget=memory_budget)
+    chunking = dict(batch_size=batch_size, memory_budget=memory_budget)
+    if rule == "adaptive":
+        grad, info = adaptive_integrate(lm, base, path, t, config.tol, **chunking)
+    else:
+        alphas, weights = path_nodes(config.steps, rule)
+        grad = integrate(lm, base, path, alphas, weights, t, **chunking)
+        info = {"error_estimate": None, "converged": None, "points": [config.steps] * lm.n_layers, "panels": None}
     b = torch.zeros_like(path.values) if path.baseline is None else path.baseline
     scores = ((path.values - b).double() * grad).to(_result_dtype(lm)).cpu()
     check_scores(scores, base.prob, prompt, t)
-    return scores
+    diag = None
+    if diagnostics or rule == "adaptive":
+        gaps = completeness_gaps(lm, base, path, t, scores, **chunking) if diagnostics else None
+        diag = Diagnostics(rule=rule, tol=config.tol, completeness_gap=gaps, max_score=float(scores.abs().max()),
+                           **info)
+    return Attribution(scores, diag)
 
 
 def check_scores(scores: torch.Tensor, prob: float, prompt: str, target: int) -> None:

@@ -22,11 +22,13 @@ from kqlib.core.attention import attention_hooks, capture_attention, replace_las
 from kqlib.errors import ParameterError
 from kqlib.attribution.engine import AttentionRowPath, base_pass, integrate
 from kqlib.attribution.neurons import check_batch_size, check_scores
-from kqlib.attribution.quadrature import check_rule, path_nodes
+from kqlib.attribution.adaptive import adaptive_integrate
+from kqlib.attribution.quadrature import DEFAULT_TOL, check_rule, path_nodes
 from kqlib.attribution.targets import target_token
 
 
-def attribute_attention_reference(lm, prompt: str, target, *, steps: int = 20, rule: str = "riemann") -> torch.Tensor:
+def attribute_attention_reference(lm, prompt: str, target, *, steps: int | None = None,
+                                  rule: str = "riemann") -> torch.Tensor:
     """Plain implementation: for every layer, rerun the whole prompt for all path points. ``[L, H, T]`` float32."""
     check_rule(rule, steps)
     t = target_token(lm, prompt, target)
@@ -47,22 +49,28 @@ def attribute_attention_reference(lm, prompt: str, target, *, steps: int = 20, r
     return scores
 
 
-def attribute_attention(lm, prompt: str, target, *, steps: int = 20, rule: str = "riemann",
-                        batch_size: int | None = None, memory_budget: int | None = None) -> torch.Tensor:
+def attribute_attention(lm, prompt: str, target, *, steps: int | None = None, rule: str = "riemann",
+                        batch_size: int | None = None, memory_budget: int | None = None,
+                        tol: float | None = None) -> torch.Tensor:
     """Knowledge-synapse scores ``[n_layers, n_heads, T]`` (float32, CPU) for ``p(target | prompt)`` (see above).
 
     ``target``: a token id or a non-empty answer string. ``batch_size`` / ``memory_budget``: chunking, as in
-    :func:`kqlib.attribute`. Equal to :func:`attribute_attention_reference` up to rounding.
+    :func:`kqlib.attribute`. ``rule``/``steps``/``tol``: as in :func:`kqlib.attribute` (``adaptive`` included).
+    Equal to :func:`attribute_attention_reference` up to rounding.
     """
-    check_rule(rule, steps)
+    check_rule(rule, steps, tol)
     check_batch_size(batch_size, memory_budget)
     t = target_token(lm, prompt, target)
     ids = lm.encode(prompt)
     path = AttentionRowPath(lm)
     with path.recording():
         base = base_pass(lm, ids, t)
-    alphas, weights = path_nodes(steps, rule)
-    grad = integrate(lm, base, path, alphas, weights, t, batch_size=batch_size, memory_budget=memory_budget)
+    if rule == "adaptive":
+        grad, _ = adaptive_integrate(lm, base, path, t, DEFAULT_TOL if tol is None else float(tol),
+                                     batch_size=batch_size, memory_budget=memory_budget)
+    else:
+        alphas, weights = path_nodes(steps, rule)
+        grad = integrate(lm, base, path, alphas, weights, t, batch_size=batch_size, memory_budget=memory_budget)
     scores = (path.values.double() * grad).float().cpu()
     check_scores(scores, base.prob, prompt, t)
     return scores

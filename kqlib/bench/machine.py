@@ -133,3 +133,34 @@ def build(case):
         target_id = kqlib.LM.wrap(model, tok).answer_token_ids(case.prompt, case.target)[0]
         target = tok.decode([target_id])
     return model, tok, target_id, target
+
+
+def _captum_query(model, tok, case, target_id: int, steps: int):
+    """Captum's IntegratedGradients as a user would write it for neurons: per layer, a forward function whose
+    input is the layer's neuron vector at the last position (zero baseline), the whole prompt recomputed."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    import kqlib
+    from kqlib.core.hooks import capture, set_neurons
+
+    lm = kqlib.LM.wrap(model, tok, name=case.name)
+    ids = tok(case.prompt, return_tensors="pt").input_ids
+
+    def query():
+        with torch.no_grad(), capture(lm, case.site) as acts:
+            model(ids, use_cache=False)
+        out = []
+        for layer in range(lm.n_layers):
+            def forward(x, layer=layer):
+                with set_neurons(lm, layer, x, site=case.site):
+                    logits = model(ids.expand(x.shape[0], -1), use_cache=False, logits_to_keep=1).logits[:, -1]
+                return torch.softmax(logits.float(), -1)[:, target_id]
+
+            a = acts[layer][:1]
+            attr = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=steps,
+                                                          method="gausslegendre", internal_batch_size=steps)
+            out.append(attr[0])
+        return torch.stack(out)
+
+    return query

@@ -39,7 +39,7 @@ from kqlib.cli_args import Command, int_at_least, output_file
 from kqlib.core.threads import free_cores, usable_cores
 
 from kqlib.bench.machine import (  # noqa: E402,F401 (re-exported)
-    machine_info, _rss_bytes, _reset_peak, _peak_bytes, word_level_tokenizer, build)
+    machine_info, _rss_bytes, _reset_peak, _peak_bytes, word_level_tokenizer, build, _captum_query)
 from kqlib.bench.report import (  # noqa: E402,F401 (re-exported)
     _cell, table_rows, format_table, format_markdown, format_csv, verdicts)
 
@@ -161,37 +161,6 @@ def _start_busy():
     proc.start()
     time.sleep(1.0)  # let it start spinning before the free cores are sampled
     return proc
-
-
-def _captum_query(model, tok, case: Case, target_id: int, steps: int):
-    """Captum's IntegratedGradients as a user would write it for neurons: per layer, a forward function whose
-    input is the layer's neuron vector at the last position (zero baseline), the whole prompt recomputed."""
-    import torch
-    from captum.attr import IntegratedGradients
-
-    import kqlib
-    from kqlib.core.hooks import capture, set_neurons
-
-    lm = kqlib.LM.wrap(model, tok, name=case.name)
-    ids = tok(case.prompt, return_tensors="pt").input_ids
-
-    def query():
-        with torch.no_grad(), capture(lm, case.site) as acts:
-            model(ids, use_cache=False)
-        out = []
-        for layer in range(lm.n_layers):
-            def forward(x, layer=layer):
-                with set_neurons(lm, layer, x, site=case.site):
-                    logits = model(ids.expand(x.shape[0], -1), use_cache=False, logits_to_keep=1).logits[:, -1]
-                return torch.softmax(logits.float(), -1)[:, target_id]
-
-            a = acts[layer][:1]
-            attr = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=steps,
-                                                          method="gausslegendre", internal_batch_size=steps)
-            out.append(attr[0])
-        return torch.stack(out)
-
-    return query
 
 
 def _measure_quiet_env(*args, **kwargs):
@@ -326,6 +295,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int_at_least(0), default=None,
                    help="untimed calls before them (default 1; 0 with --quick)")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 1 repeat, no warm-up, 4 steps")
+    p.add_argument("--converged", action="store_true",
+                   help="time-to-converged (adaptive vs fixed rules, 10 ParaRel queries per embedded model), kernel "
+                        "efficiency and memory rows with their targets; with --quick: 2 queries, gauss-64 reference")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
     p.add_argument("--threads", type=_threads_arg, default=None,
@@ -342,6 +314,16 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if getattr(args, "converged", False):
+        from kqlib.bench.converged import COUNTS, report
+
+        print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info().items()), flush=True)
+        quick = args.quick
+        for line in report(["smollm2-135m"] if quick else ["smollm2-135m", "gemma3-270m"],
+                           n_queries=2 if quick else 10, reference=64 if quick else 128,
+                           counts=(8, 16, 32) if quick else COUNTS, memory_tokens=1000 if quick else 3000):
+            print(line, flush=True)
+        return 0
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [n for n in names if n not in CASES]
     if unknown or not names:

@@ -28,6 +28,7 @@ import pandas as pd
 from kqlib.book import report
 from kqlib.book.claims import verdicts as V
 from kqlib.errors import ParameterError
+from kqlib.book.profiles import rule_kw
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -62,8 +63,8 @@ class Chapter:
         # where attributions run: values the book runner passes next to ``profile`` (not chapter parameters)
         self.executor = namespace.get("executor", "local")
         self.ray_address = namespace.get("ray_address")
-        # rule and query_filter: the book's defaults unless the chapter declares them
-        self.p = SimpleNamespace(**{"rule": "riemann", "query_filter": "correct", **self.params},
+        # rule, tol and query_filter: the book's defaults unless the chapter declares them
+        self.p = SimpleNamespace(**{"rule": "adaptive", "tol": 1e-2, "query_filter": "correct", **self.params},
                                  executor=self.executor, ray_address=self.ray_address)
         self._scanned: dict = {}  # model name -> its ParaRel scan (before the query filter)
         self.left_out: dict[str, str] = {}  # model name -> why it was left out (too few facts)
@@ -75,6 +76,10 @@ class Chapter:
         report.quiet()
         sns.set_theme(style="whitegrid", context="notebook")
         pd.set_option("display.max_colwidth", 80)
+
+    @property
+    def rule_kw(self) -> dict:
+        return rule_kw(self.p)
 
     # ------------------------------------------------------------------------------------- models, data
 
@@ -95,7 +100,7 @@ class Chapter:
     def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
                  query_filter: str | None = None, min_facts: int = 1) -> "Localized":
         """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
-        ``p.methods``), with the chapter's ``steps``, ``rule``, ``site`` and ``t_threshold`` (attributions come from
+        ``p.methods``), with the chapter's rule (:attr:`rule_kw`), ``site`` and ``t_threshold`` (attributions come from
         the on-disk cache when an earlier chapter computed them).
 
         The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
@@ -125,7 +130,9 @@ class Chapter:
             t0 = time.time()
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
-            locs[lm.name] = localize(lm, ds.queries, methods, steps=p.steps, site=p.site, t=p.t_threshold, rule=p.rule,
+            # threads: the cores free now, looked at again between queries (the book is an edge: it may choose)
+            locs[lm.name] = localize(lm, ds.queries, methods, **self.rule_kw, site=p.site, t=p.t_threshold,
+                                     threads="auto",
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:
                 print(f"{lm.name}: {len(ds)} facts, {len(ds.queries)} queries ({query_filter}), "

@@ -219,8 +219,10 @@ VALUE_RULES = {
     "seed": _NOT_NEGATIVE,
     # attribution
     "steps": _at_least(1, " (path points; 1 = attribution patching)"),
-    "rule": _one_of(("riemann", "gauss")),
-    "rules": _each(_one_of(("riemann", "gauss"))),
+    "rule": _one_of(("adaptive", "riemann", "gauss")),
+    "rules": _each(_one_of(("adaptive", "riemann", "gauss"))),
+    "tol": lambda v: None if 0.0 < v < float("inf") else "must be a finite number > 0 (rule='adaptive': estimated "
+                                                         "max abs error / max |score|, e.g. 0.01)",
     "counts": _each(_at_least(1), "every point count"),
     "reference_points": _at_least(1),
     "methods": _methods,
@@ -261,6 +263,15 @@ VALUE_RULES = {
     "executor": _one_of(("local", "ray")),
     "profile": lambda v: None,
 }
+
+
+def rule_kw(p) -> dict:
+    """A chapter's attribution-rule arguments from its parameters ``p``: ``rule`` with ``steps`` (fixed rules:
+    ``riemann``, ``gauss``) or with ``tol`` (``adaptive``, which places its own points: ``steps`` does not
+    apply to it)."""
+    if p.rule == "adaptive":
+        return dict(rule="adaptive", steps=None, tol=getattr(p, "tol", None))
+    return dict(rule=p.rule, steps=p.steps, tol=None)
 
 
 def check_value(name: str, value: Any, where: str) -> None:

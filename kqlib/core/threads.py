@@ -6,8 +6,9 @@ other at every operation, so one busy competitor on a 2-core machine makes an at
 
     busy = (1 - idle_time / total_time) * cores,        free = max(1, cores - round(busy))
 
-(Linux; elsewhere ``os.getloadavg``; else all cores). Called at the CLI / book-runner edge only
-(``--threads auto|N``); the library never changes the thread count by itself.
+(Linux; elsewhere ``os.getloadavg``; else all cores). Chosen at the edges only: ``kq attribute`` (``--threads``,
+default ``auto``) and the book's ``Chapter.localize`` pass ``threads="auto"`` to :func:`kqlib.attribute_many`,
+which looks at the free cores again between queries; the library never changes the thread count unasked.
 """
 
 from __future__ import annotations

@@ -108,8 +108,8 @@ def select_neurons(scores, selection: str, *, t: float = 0.2, beta1: float = 1.0
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, rule: str = "riemann", site: str = "post",
-                    t: float = 0.2,
+def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int | None = None, rule: str = "riemann",
+                    site: str = "post", t: float = 0.2, tol: float | None = None,
                     selections: Sequence[str] = SELECTIONS, tasks: Sequence[str] = TASKS, beta1: float = 1.0,
                     beta2: float = 1.0, cas_method: str = "static", cas_threshold: float = 0.2,
                     n_heldout: int = 1, split: str = "random", query_filter: str = "correct", n_unrelated: int = 10,
@@ -157,7 +157,7 @@ def run_cas_editing(lm, dataset, *, method: str = "ig", steps: int = 20, rule: s
     for entry, qs in chosen:
         fact = entry.fact
         edited_q, held_q = split_queries(qs, n_heldout, split, seed)
-        kw = dict(method=method, steps=steps, rule=rule, site=site, cache=attribution_cache)
+        kw = dict(method=method, steps=steps, rule=rule, tol=tol, site=site, cache=attribution_cache)
         if method == "amig" and amig_baseline is not None:
             kw["baseline"] = amig_baseline
         scores = query_scores(lm, edited_q, **kw)

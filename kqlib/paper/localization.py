@@ -43,18 +43,22 @@ class Localization:
         return out
 
 
-def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post", t: float = 0.2,
+def localize(lm, queries, methods=("ig",), *, steps: int | None = None, site: str = "post", t: float = 0.2,
              rule: str = "riemann", batch_size: int | None = None, cache=None, progress: bool = True,
              model_name: str | None = None, amig_baseline: torch.Tensor | None = None,
-             executor: str | None = None, address: str | None = None) -> Localization:
+             executor: str | None = None, address: str | None = None, tol: float | None = None,
+             threads: int | str | None = None) -> Localization:
     """Attribute ``queries`` (ParaRel :class:`~kqlib.paper.pararel.Query` objects) with each method and threshold.
+    ``rule``/``steps``/``tol``: as in :func:`kqlib.attribute` (``steps`` only for fixed rules, ``tol`` only for
+    ``adaptive``). ``threads``: as in :func:`kqlib.attribute_many` (local executor only).
 
     Cost: len(queries) x len(methods) attributions, each ~n_layers x steps path points (cached on disk).
     """
     name = model_name or lm.name
     neuron_rows, query_rows = [], []
     for method in methods:
-        scores = attribute_many(lm, queries, method=method, steps=steps, site=site, rule=rule,
+        scores = attribute_many(lm, queries, method=method, steps=steps, site=site, rule=rule, tol=tol,
+                                threads=threads if (executor or "local") == "local" else None,
                                 batch_size=batch_size, executor=executor, address=address, cache=cache, progress=progress, desc=f"{name} {method}",
                                 baseline=amig_baseline if method == "amig" else None)
         for q, s in zip(queries, scores):
@@ -69,7 +73,7 @@ def localize(lm, queries, methods=("ig",), *, steps: int = 20, site: str = "post
     neurons = pd.DataFrame(neuron_rows, columns=QUERY_COLUMNS + ["layer", "neuron", "score", "rel_score"])
     qframe = pd.DataFrame(query_rows, columns=QUERY_COLUMNS + ["n_neurons", "max_score"])
     params = dict(model=name, fingerprint=lm.fingerprint, methods=list(methods), steps=steps, rule=rule, site=site,
-                  t=t)
+                  t=t, tol=tol)
     return Localization(neurons, qframe, params)
 
 

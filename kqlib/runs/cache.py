@@ -2,8 +2,9 @@
 
 Keys come from :meth:`kqlib.attribution.AttributionConfig.key` (the only cache key: model fingerprint,
 prompt, target token, method, steps, rule, site, baseline digest, cache version). Each entry is one file ``<root>/<key[:2]>/<key>.pt`` holding the key, the
-parameters, the tensor and a sha256 of the tensor's bytes. An entry that fails to load or whose digest does
-not match is reported, deleted and recomputed.
+parameters, the tensor and a sha256 of the tensor's bytes, and (since the adaptive rule) the attribution's
+:class:`~kqlib.attribution.Diagnostics` as JSON with its own sha256 (older entries have none: read as None).
+An entry that fails to load or whose digest does not match is reported, deleted and recomputed.
 
 Where the cache lives: ``AttributionCache(root)`` with ``root`` a directory (default
 ``$KQLIB_CACHE/attributions``), a ``file://`` URL, or any URL fsspec can write to (``s3://bucket/prefix``,
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from kqlib.attribution.adaptive import Diagnostics
 from kqlib.attribution.config import tensor_digest
 from kqlib.core.models import cache_root
 from kqlib.errors import KqError, MissingDependencyError
@@ -58,6 +60,12 @@ def _write_failed(folder: Path, exc: OSError) -> CacheWriteError:
                           "this one is kept and reused.")
     err.errno = exc.errno
     return err
+
+
+def _text_digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def default_dir() -> Path:
@@ -153,11 +161,16 @@ class AttributionCache:
             self.path(key, suffix).unlink(missing_ok=True)
 
     def get(self, key: str) -> torch.Tensor | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry[0]
+
+    def get_entry(self, key: str) -> tuple[torch.Tensor, Diagnostics | None] | None:
+        """``(scores, diagnostics)`` of ``key`` (diagnostics None for entries written without them), or None."""
         try:
             data = self._read(key)
         except FileNotFoundError:
             return None
-        return self._decode(key, data)
+        return self._decode_entry(key, data)
 
     def get_many(self, keys: list[str], chunk: int = 256) -> list[torch.Tensor | None]:
         """``[get(k) for k in keys]``; on an object store the reads of a chunk run concurrently."""
@@ -179,6 +192,10 @@ class AttributionCache:
         return out
 
     def _decode(self, key: str, data: bytes | None) -> torch.Tensor | None:
+        entry = self._decode_entry(key, data)
+        return None if entry is None else entry[0]
+
+    def _decode_entry(self, key: str, data: bytes | None) -> tuple[torch.Tensor, Diagnostics | None] | None:
         if data is None:
             return None
         try:
@@ -186,17 +203,26 @@ class AttributionCache:
             scores = entry["scores"]
             if entry["key"] != key or tensor_digest(scores) != entry["digest"]:
                 raise ValueError("key or digest mismatch")
-            return scores
+            diag = entry.get("diagnostics")
+            if diag is not None:
+                if _text_digest(diag) != entry.get("diagnostics_digest"):
+                    raise ValueError("diagnostics digest mismatch")
+                diag = Diagnostics.from_json(diag)
+            return scores, diag
         except Exception as exc:  # corrupt or truncated: never use it
             warnings.warn(f"kqlib: discarding corrupt cache entry {self.path(key)} ({exc}); recomputing",
                           stacklevel=3)
             self._discard(key)
             return None
 
-    def put(self, key: str, scores: torch.Tensor, meta: dict | None = None) -> None:
+    def put(self, key: str, scores: torch.Tensor, meta: dict | None = None,
+            diagnostics: Diagnostics | None = None) -> None:
         scores = scores.detach().cpu().contiguous()
         entry = {"key": key, "scores": scores, "digest": tensor_digest(scores),
                  "meta": json.dumps(meta or {}, default=str)}
+        if diagnostics is not None:
+            text = diagnostics.to_json()
+            entry.update(diagnostics=text, diagnostics_digest=_text_digest(text))
         buf = io.BytesIO()
         torch.save(entry, buf)
         self._write(key, buf.getvalue())

@@ -6,19 +6,62 @@ from typing import Iterable
 
 import torch
 
-from kqlib.attribution import AttributionConfig, amig_baseline, attribute, check_baseline, check_batch_size, target_token
+from kqlib.attribution import (AttributionConfig, Diagnostics, amig_baseline, attribute_with_diagnostics,
+                               check_baseline, check_batch_size, target_token)
 from kqlib.runs.cache import AttributionCache
 from kqlib.errors import ParameterError
 from kqlib.runs.progress import Progress
 from kqlib.runs.queries import query_prompt_target
 
 
-def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20, site: str = "post",
+RESAMPLE_S = 10.0  # threads="auto": seconds between two looks at the free cores
+
+
+def _thread_picker(threads):
+    """A function to call before each query: sets torch's threads per ``threads`` (see :func:`attribute_many`)."""
+    import time
+
+    from kqlib.core.threads import parse_threads
+
+    if threads is None:
+        return lambda: None
+    auto = isinstance(threads, str) and threads.strip().lower() == "auto"
+    n = parse_threads(threads)  # refuses a bad value before any work
+    torch.set_num_threads(n)
+    if not auto:
+        return lambda: None
+    last = [time.monotonic()]
+
+    def pick():
+        from kqlib.core.threads import free_cores
+
+        if time.monotonic() - last[0] >= RESAMPLE_S:
+            torch.set_num_threads(free_cores(interval=0.1))
+            last[0] = time.monotonic()
+
+    return pick
+
+
+def attribute(lm, prompt: str, target, **kw):
+    """One query: :func:`kqlib.attribution.attribute_with_diagnostics` (an ``Attribution``: scores and
+    diagnostics); the one place :func:`attribute_many` computes."""
+    return attribute_with_diagnostics(lm, prompt, target, **kw)
+
+
+def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | None = None, site: str = "post",
                    rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
                    progress: bool = True, desc: str | None = None, executor: str | None = None,
-                   address: str | None = None, workers: int | None = None) -> torch.Tensor:
-    """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`).
+                   address: str | None = None, workers: int | None = None, tol: float | None = None,
+                   diagnostics: bool = False, threads: int | str | None = None):
+    """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`; ``rule``,
+    ``steps`` and ``tol`` as there).
+
+    Each attribution is cached with its :class:`~kqlib.attribution.Diagnostics`; with ``diagnostics=True`` the
+    call returns ``(scores, [Diagnostics or None per query])`` (None: an entry cached before diagnostics existed).
+    ``threads``: torch threads for the local executor: None leaves torch's setting, an integer sets it,
+    ``"auto"`` uses the cores free now (:func:`kqlib.core.threads.free_cores`) and looks again between
+    queries (at most every ``RESAMPLE_S`` seconds), so a run yields to other work and takes cores back later.
 
     Each finished query is written to the cache at once, so an interrupted call loses nothing that finished
     and a rerun recomputes nothing that is cached. ``cache``: an :class:`AttributionCache`, a directory, a
@@ -34,14 +77,15 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     executor = executor or "local"
     if executor not in ("local", "ray"):
         raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
-    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values now
+    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site, tol=tol)  # refuses bad values now
+    pick_threads = _thread_picker(threads)
     check_batch_size(batch_size)
     if executor == "ray":
         from kqlib.runs.ray_pool import attribute_many_ray
 
         return attribute_many_ray(lm, queries, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
                                   baseline=baseline, cache=cache, use_cache=use_cache, progress=progress,
-                                  desc=desc, address=address, workers=workers)
+                                  desc=desc, address=address, workers=workers, tol=tol, diagnostics=diagnostics)
     if isinstance(lm, str):
         from kqlib.core.models import load
 
@@ -54,6 +98,7 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
     if method == "amig" and baseline is None:
         baseline = amig_baseline(lm, site=site)
     out = torch.empty(len(queries), lm.n_layers, lm.n_neurons, dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32)
+    diags: list[Diagnostics | None] = [None] * len(queries)
     todo = []
     for n, q in enumerate(queries):  # every query is read (and refused) before any attribution
         try:
@@ -62,22 +107,24 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int = 20
         except ParameterError as exc:
             raise ParameterError(f"query {n} of {len(queries)}: {exc}") from None
         key = config.key(lm.fingerprint, prompt, t, baseline)
-        hit = store.get(key) if use_cache else None
+        hit = store.get_entry(key) if use_cache else None
         if hit is not None:
-            out[n] = hit
+            out[n], diags[n] = hit
         else:
             todo.append((n, prompt, t, key))
     cached = len(queries) - len(todo)
     bar = Progress(len(todo), desc or f"{method} attribution", "query", enabled=progress, rate="per_item",
                    start_note=f"{cached} from cache" if cached else None)
     for n, prompt, t, key in todo:
-        scores = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
-                           baseline=baseline)  # raises instead of returning an invalid attribution
+        pick_threads()
+        result = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule,
+                           batch_size=batch_size, baseline=baseline, tol=tol)  # raises if invalid
         if use_cache:
-            store.put(key, scores, meta={"prompt": prompt, "target": t, "method": method, "steps": steps,
-                                         "rule": rule, "site": site, "model": lm.name})
-        out[n] = scores
+            store.put(key, result.scores, meta={"prompt": prompt, "target": t, "method": method,
+                                                "steps": config.steps, "rule": rule, "tol": config.tol, "site": site,
+                                                "model": lm.name}, diagnostics=result.diagnostics)
+        out[n], diags[n] = result.scores, result.diagnostics
         bar.step()
     bar.close()
-    return out
+    return (out, diags) if diagnostics else out
 

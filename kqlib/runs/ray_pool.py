@@ -34,7 +34,8 @@ from collections import deque
 
 import torch
 
-from kqlib.attribution import AttributionConfig, amig_baseline, attribute, check_batch_size, target_token, tensor_digest
+from kqlib.attribution import (AttributionConfig, amig_baseline, attribute_with_diagnostics, check_batch_size,
+                               target_token, tensor_digest)
 from kqlib.runs.cache import AttributionCache
 from kqlib.runs.queries import query_prompt_target
 from kqlib.errors import KqError, MissingDependencyError, ParameterError
@@ -146,12 +147,15 @@ class AttributionWorker:
         for _, prompt, t, key in batch:
             scores = cache.get(key) if cache is not None else None  # a retried task: done already
             if scores is None:
-                scores = attribute(self.lm, prompt, t, method=method, steps=params["steps"], site=site,
-                                   rule=params["rule"], batch_size=params["batch_size"], baseline=baseline)
+                result = attribute_with_diagnostics(
+                    self.lm, prompt, t, method=method, steps=params["steps"], site=site, rule=params["rule"],
+                    batch_size=params["batch_size"], baseline=baseline, tol=params.get("tol"))
+                scores = result.scores
                 if cache is not None:
                     cache.put(key, scores, meta={"prompt": prompt, "target": t, "method": method,
                                                  "steps": params["steps"], "rule": params["rule"], "site": site,
-                                                 "model": self.lm.name})
+                                                 "tol": params.get("tol"), "model": self.lm.name},
+                              diagnostics=result.diagnostics)
             out.append(scores.cpu())
         return out
 
@@ -184,24 +188,25 @@ def default_workers() -> int:
     return max(1, int(res.get("GPU", 0)) or int(res.get("CPU", 1)))
 
 
-def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, site: str = "post",
+def attribute_many_ray(model, queries, *, method: str = "ig", steps: int | None = None, site: str = "post",
                        rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                        cache: AttributionCache | str | None = None, use_cache: bool = True,
                        progress: bool = True, desc: str | None = None, address: str | None = None,
                        workers: int | None = None, device: str = "auto", dtype: str | None = None,
                        task_size: int | None = None, cpus_per_worker: float = 1,
                        max_restarts: int = 3, max_task_retries: int = 3, max_failures: int | None = None,
-                       num_cpus: int | None = None) -> torch.Tensor:
+                       num_cpus: int | None = None, tol: float | None = None, diagnostics: bool = False):
     """:func:`kqlib.attribute_many` on Ray (see the module docstring). ``[n_queries, n_layers, n_neurons]``.
 
     ``model``: a name or directory every worker can load, or an LM whose ``name`` is one (its weights must
     equal the loaded ones: checked by fingerprint). ``workers``: actors (default: one per GPU of the cluster,
     else one per CPU). ``task_size``: queries per task (default: about 4 tasks per worker, 1..16).
     ``max_failures``: worker deaths tolerated in the whole run before giving up (default 2 x workers + 2).
-    ``num_cpus``: CPUs of a local Ray instance started by this call.
+    ``num_cpus``: CPUs of a local Ray instance started by this call. ``diagnostics=True``: returns
+    ``(scores, [Diagnostics or None])``, read back from the cache (None without a cache).
     """
     ray = _ray()
-    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site)  # refuses bad values before any work
+    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site, tol=tol)  # refuses bad values first
     check_batch_size(batch_size)
     queries = list(queries)
     name, lm = _model_name(model)
@@ -275,15 +280,23 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
             else:
                 todo.append((n, pairs[n][0], targets[n], keys[n]))
         stats["cached"] = len(queries) - len(todo)
+
+        def finished(out):
+            if not diagnostics:
+                return out
+            entries = [store.get_entry(k) if store is not None else None for k in keys]
+            return out, [None if e is None else e[1] for e in entries]
+
         if not todo:
-            return out
+            return finished(out)
         # --- dispatch
         if task_size is None:
             task_size = max(1, min(16, len(todo) // (4 * n_workers)))
         batches = deque(todo[i:i + task_size] for i in range(0, len(todo), task_size))
         stats["workers"] = n_workers
         max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
-        params = dict(method=method, steps=steps, site=site, rule=rule, batch_size=batch_size, baseline=baseline)
+        params = dict(method=method, steps=steps, site=site, rule=rule, batch_size=batch_size, baseline=baseline,
+                      tol=tol)
         bar = Progress(len(todo), desc or f"{method} attribution", "query", enabled=progress, rate="per_second",
                        start_note=f"on Ray, {stats['cached']} from cache")
         stats["startup_seconds"] = time.time() - t_start  # connect, first model load, keys, cache reads
@@ -325,7 +338,7 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int = 20, s
                          + (f", {stats['replaced']} worker(s) replaced" if stats["replaced"] else ""))
         stats["dispatch_seconds"] = time.time() - bar.t0
         stats["queries_per_second"] = len(todo) / max(stats["dispatch_seconds"], 1e-9)
-        return out
+        return finished(out)
     finally:
         for a in actors.values():
             try:

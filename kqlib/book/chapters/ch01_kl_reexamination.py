@@ -16,6 +16,7 @@ import pandas as pd
 from kqlib.book import report
 from kqlib.book.claims.verdicts import measurement
 from kqlib.book.figures import query_heatmaps
+from kqlib.book.profiles import rule_kw
 from kqlib.paper import consistency as C
 from kqlib.paper import editing, kl_editing, strata
 from kqlib.paper.consistency import INTERSECTION_METHOD, classify, share_inconsistent, thetas, welch_claim, wilson_ci
@@ -42,7 +43,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     info, image = {}, None
     for col, (label, row) in enumerate(chosen.items()):
         two = sorted(by_fact[row.fact_id].queries, key=lambda q: q.pattern_index)[:2]
-        sc = query_scores(lm, two, method=method, steps=p.steps, site=p.site, rule=p.rule)
+        sc = query_scores(lm, two, method=method, site=p.site, **rule_kw(p))
         image = query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
                                [f"{label} ({kind} = {row[kind]:.2f})\n“{q.prompt} …”" for q in two])
         f = by_fact[row.fact_id].fact

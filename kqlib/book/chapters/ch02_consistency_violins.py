@@ -15,6 +15,7 @@ import pandas as pd
 
 from kqlib.book.claims.verdicts import measurement
 from kqlib.book.figures import heat_table
+from kqlib.book.profiles import rule_kw
 from kqlib.book.report import finite_or_none, order_by_size
 from kqlib.paper.consistency import INTERSECTION_METHOD, classify, consistency_table, jaccard, share_inconsistent
 from kqlib.paper.localization import localize
@@ -43,7 +44,7 @@ def threshold_grid(data, p) -> pd.DataFrame:
     from the cached scores for every t)."""
     rows = []
     for t in p.t_grid:
-        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, steps=p.steps, rule=p.rule, site=p.site,
+        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, **rule_kw(p), site=p.site,
                                    t=float(t), progress=False) for lm in data.lms}
         s_t = ki_share_table(data.consistency(p.cs_kind, loc_t), kind=p.cs_kind, static=list(p.theta_grid),
                              otsu=False, n_boot=1, seed=p.seed)
@@ -85,7 +86,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             continue
         by_site = {}
         for s in (p.site, p.compare_site):
-            by_site[s] = localize(lm, qs, p.site_methods, steps=p.steps, rule=p.rule, site=s, t=p.t_threshold,
+            by_site[s] = localize(lm, qs, p.site_methods, **rule_kw(p), site=s, t=p.t_threshold,
                                  progress=False)
             c = consistency_table(by_site[s].neurons, queries=by_site[s].queries).dropna(subset=[kind])
             site_rows.append(c.assign(site=s))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kqlib.book.claims.verdicts import measurement
+from kqlib.book.profiles import rule_kw
 from kqlib.book.report import finite_or_none
 from kqlib.paper import cas_editing as CE
 from kqlib.paper import editing
@@ -43,8 +44,7 @@ def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
 
 
 def _edit_kw(p) -> dict:
-
-    return dict(method=p.method, steps=p.steps, rule=p.rule, site=p.site, t=p.t_threshold, cas_method=p.cas_method,
+    return dict(method=p.method, **rule_kw(p), site=p.site, t=p.t_threshold, cas_method=p.cas_method,
                 cas_threshold=p.cas_threshold, n_heldout=p.n_heldout, split=p.split, query_filter=p.query_filter,
                 n_unrelated=p.n_unrelated, lambda1=p.lambda1, lambda2=p.lambda2, seed=p.seed,
                 n_facts=p.n_edit_facts or None, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
