@@ -203,7 +203,7 @@ _NOT_NEGATIVE = _at_least(0)
 #: from the chapter's declared default, :func:`coerce`). A value that means something else (``steps=0``,
 #: ``t_threshold=1.5``, ``static_threshold=30`` meant as 30 %, ``n_boot=0``, a repeated relation) is refused
 #: before any chapter runs, naming the parameter, the value and the allowed range. A profile key missing here is
-#: refused (:func:`load_profile`); ``tests/test_build_integrity.py`` checks that every parameter of the book's
+#: refused (:func:`load_profile`); ``tests/book/test_build_integrity.py`` checks that every parameter of the book's
 #: chapters is declared here.
 VALUE_RULES = {
     # data and models

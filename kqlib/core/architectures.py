@@ -9,7 +9,7 @@ of the MLP intermediate vector at one token position:
   Llama family: output of ``gate_proj``, pre-activation, before the product with ``up_proj``).
 
 To support a new family, add one :class:`Family` entry to :data:`FAMILIES` and a tiny-config test in
-``tests/test_sites.py``; no other code needs to change.
+``tests/core/test_sites.py``; no other code needs to change.
 """
 
 from __future__ import annotations

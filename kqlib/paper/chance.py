@@ -18,7 +18,7 @@ Only f's templates that at least one other fact of the relation was asked with e
 :data:`MIN_OTHER_FACTS` other facts sharing them the fact gets NaN and a ``null_reason``. ``power`` is the per-fact test's power at a shift ``effect`` of the null (j_obs = j_null + δ).
 
 With few distinct pseudo-facts (small relations, k = 2–3) the per-fact p is coarse and can be liberal: on
-the hub-neuron toy of tests/test_chance.py, 11 % (k = 2) and 9 % (k = 3) of null facts reach p < 0.05, about
+the hub-neuron toy of tests/paper/test_chance.py, 11 % (k = 2) and 9 % (k = 3) of null facts reach p < 0.05, about
 5 % at k ≥ 4. Claim 1 is therefore decided by the population mean of delta_j (≈ 0 under that null at every k),
 not by the share of significant facts.
 """

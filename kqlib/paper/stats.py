@@ -196,7 +196,7 @@ def with_average(df: pd.DataFrame, unit: Sequence[str], column: str, value: str,
 #
 # The unit of resampling is the FACT: the queries (paraphrases) of one fact share its subject, answer and
 # largely its knowledge neurons, so they are not independent draws. Resampling or testing queries as if they
-# were independent makes intervals too narrow and p-values too small (tests/test_stats.py shows both).
+# were independent makes intervals too narrow and p-values too small (tests/paper/test_stats.py shows both).
 
 
 def cluster_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 0.95,
