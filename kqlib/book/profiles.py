@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kqlib.errors import ParameterError
+from kqlib.paper import path_rules
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 #: Profile keys that configure the runner rather than the chapters.
@@ -193,6 +194,14 @@ def _each(rule, what: str = "every value"):
     return check
 
 
+def _path_setting(v):  # chapter 06: "adaptive" or RULE-N (kqlib.paper.path_rules.setting)
+    try:
+        path_rules.setting(v)
+    except ParameterError:
+        return "must be 'adaptive' or RULE-N with RULE riemann or gauss and N >= 1 (e.g. 'riemann-20')"
+    return None
+
+
 def _boolean(v):
     return None
 
@@ -224,6 +233,8 @@ VALUE_RULES = {
     "tol": lambda v: None if 0.0 < v < float("inf") else "must be a finite number > 0 (rule='adaptive': estimated "
                                                          "max abs error / max |score|, e.g. 0.01)",
     "counts": _each(_at_least(1), "every point count"),
+    "settings": _each(_path_setting, "each path setting"),
+    "cheap": _each(_path_setting, "each cheap ranking"),
     "reference_points": _at_least(1),
     "methods": _methods,
     "method": _one_of(_METHODS),
