@@ -36,8 +36,9 @@ models = ["smollm2-135m"]
 relations = ["P36", "P103"]
 # facts the model answers per relation; 0 means all
 n_facts_per_relation = 2
-steps = 4  # path points of the attribution
-rule = "riemann"  # path integration rule (see "How many path points?")
+steps = 4  # path points of the fixed rules, riemann and gauss (adaptive places its own)
+rule = "adaptive"  # path rule: "adaptive" (error-controlled, `tol`) | "riemann" (the paper's, `steps`) | "gauss"
+tol = 0.01  # adaptive rule: estimated max abs error / max |score| (see "How many path points?")
 methods = ["ig"]
 t_threshold = 0.2  # per-query KN threshold: score > t * max score
 site = "post"  # neuron site: the MLP intermediate activation (input of the down projection)
