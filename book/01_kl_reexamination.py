@@ -255,8 +255,8 @@ pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, 
 # it used.
 
 # %%
-answered = all_phrasings if query_filter == "correct" else ch.localize([edit_method], verbose=False, query_filter="correct")
-K.filter_sensitivity(ch.p, data, answered, edit_method)
+other_filter = all_phrasings if query_filter == "correct" else ch.localize([edit_method], verbose=False, query_filter="correct")
+K.filter_sensitivity(ch.p, data, other_filter, edit_method)
 
 # %% [markdown]
 # ## Figure 1: a consistent and an inconsistent fact
@@ -359,9 +359,9 @@ ch.glue(numbers)
 # secondary row (not measurable when too few facts can fall below $\theta$). Welch's test is listed as not
 # testable: its groups are cut from the tested score. Generated from
 # `kqlib/book/claims/claims.toml` and this chapter's numbers by one rule (`kqlib.book.claims.verdicts.judge`): **holds** when the
-# 95 % interval over facts excludes the null on the paper's side, **differs** when it excludes it on the
-# other side, **inconclusive** otherwise (with the number of facts that would be needed at the observed
-# variance), **not measurable here** with the reason. The models of this run are far smaller than the paper's.
+# 95 % interval (relations as the unit with at least 8 of them, else facts) excludes the null on the paper's
+# side, **differs** when it excludes it on the other side, **inconclusive** otherwise (with the units needed to
+# see the paper's effect at 80 % power, where it states one), **not measurable here** with the reason. The models of this run are far smaller than the paper's.
 
 # %%
 ch.paper_vs_run()

@@ -138,7 +138,7 @@ sizes
 # $K_I$ facts. The bars are means over queries; the error bars are 95 % **cluster-bootstrap** intervals that
 # resample whole facts (all queries of a drawn fact together), because the queries of one fact are
 # paraphrases of the same question and their effects move together: resampling queries as if they were
-# independent would give intervals that are too narrow (`tests/test_stats.py` shows by how much).
+# independent would give intervals that are too narrow (`tests/paper/test_stats.py` shows by how much).
 
 # %%
 long = K.with_avg(mapping)

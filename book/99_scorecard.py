@@ -22,11 +22,11 @@
 #
 # Each row was judged where it was measured, by the one rule of `kqlib.book.claims.verdicts.judge`:
 #
-# * **holds** — the 95 % interval (over facts) excludes the null on the paper's side, and the test over facts
-#   agrees where there is one;
+# * **holds** — the 95 % interval (relations as the unit with at least 8 of them, else facts) excludes the null
+#   on the paper's side, and the test over the same unit agrees where there is one;
 # * **differs** — it excludes the null on the other side;
-# * **inconclusive** — neither; the row says about how many facts would be needed at the observed effect and
-#   variance;
+# * **inconclusive** — neither; where the paper states an effect, the row says how many units would be needed
+#   to see it at 80 % power;
 # * **not measurable here** — with the reason (a second model is needed, the claim is not testable this way,
 #   the profile lacks the model, ...).
 

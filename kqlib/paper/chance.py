@@ -34,7 +34,7 @@ import pandas as pd
 
 from kqlib.errors import ParameterError
 
-N_DRAWS = 200  # pseudo-facts per fact (the minimum)
+N_DRAWS = 200  # pseudo-facts per fact (at least 200 for a stable permutation p)
 MIN_OTHER_FACTS = 3  # other facts of the relation sharing the templates: below this the null hardly varies
 EFFECT = 0.05  # the shift (Jaccard) at which the per-fact test's power is reported; claims.toml's margin
 CHANCE_COLUMNS = ["k_null", "n_null_facts", "j_obs", "j_null", "delta_j", "p_null", "power", "null_reason"]

@@ -1,6 +1,6 @@
 """Dynamic KN selection (paper §4.2): does attention select the knowledge neurons a query uses?
 
-For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN set from :func:`kqlib.localize`):
+For a query q = (prompt x, answer token o) with knowledge neurons N_q (its KN set from :func:`kqlib.paper.localization.localize`):
 
 1. **Knowledge synapses.** S = :func:`kqlib.attribution.attribute_attention` ``(lm, x, o, steps)`` are the
    integrated-gradients scores ``[n_layers, n_heads, T]`` of the last position's attention probabilities

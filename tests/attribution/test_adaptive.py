@@ -18,7 +18,7 @@ PROMPT, ANSWER = "the capital of france is", "paris"
 
 
 def _rel_error(scores, reference):
-    """The issue's measure: max abs error / max |score| of the reference."""
+    """The error measure of the adaptive rule's tol: max abs error / max |score| of the reference."""
     return float((scores.double() - reference.double()).abs().max() / reference.double().abs().max())
 
 

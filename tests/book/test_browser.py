@@ -6,7 +6,7 @@ The book: a copy of the repository's book tree in a temporary folder, built with
 under the session's temporary folder (e.g. chapter 00 of ``test_book.py``: same chapter source, smoke profile)
 are copied in and not executed again; a temporary book of this session that already has the whole site is
 used as it is. ``KQ_BROWSER_BOOK=<book root>`` checks an existing build instead (its ``_build/html``), e.g.
-``KQ_BROWSER_BOOK=. pytest tests/test_browser.py`` after ``kq book`` (it writes ``_build/screenshots`` there).
+``KQ_BROWSER_BOOK=. pytest tests/book/test_browser.py`` after ``kq book`` (it writes ``_build/screenshots`` there).
 
 Chromium: Debian's ``chromium`` (``/usr/bin/chromium``); when it is missing the fixture installs it with
 apt-get (root only: otherwise the tests are skipped), waiting up to 10 minutes for another apt-get's dpkg lock

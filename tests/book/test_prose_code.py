@@ -88,7 +88,7 @@ def test_block_compiles_and_its_imports_and_kqlib_names_resolve(page, code):
 
 
 def test_the_checker_catches_a_moved_module():
-    """The check above can fail: the pre-issue-17 scale.md snippet (`from kqlib import distributed`) does."""
+    """The check above can fail: the scale.md snippet as it was before the layout change (`from kqlib import distributed`) does."""
     with pytest.raises(AssertionError, match="distributed"):
         _resolve("kqlib.distributed.last_run")
     with pytest.raises(AssertionError, match="no attribute 'nope'"):

@@ -1,4 +1,4 @@
-"""Every chapter 01–06 with a model that knows 0, 1 or 2 facts (tests/few_facts.py runs the chapter's own
+"""Every chapter 01–06 with a model that knows 0, 1, 2 or 3 facts (tests/helpers/few_facts.py runs the chapter's own
 source on tiny models with a replaced scan): 0 facts is a clear stop (TooFewFacts: the scan and what to do),
 1 and 2 facts run to the end with every figure panel drawn or labelled, every claim judged with a reason when
 not measured; with two models, the one that knows nothing is left out and the other goes on."""

@@ -13,7 +13,7 @@ from tiny import tiny_lm
 
 REPO = Path(__file__).resolve().parents[2]
 
-# facts of two relations in tests/tiny.py's vocabulary; each with three phrasings that end before the object
+# facts of two relations in tests/helpers/tiny.py's vocabulary; each with three phrasings that end before the object
 FACTS = [
     ("P36", "france", "paris", ["the capital of france is", "the capital city of france is", "france ' s capital is"]),
     ("P103", "germany", "german", ["the native language of germany is", "the mother tongue of germany is",

@@ -41,7 +41,7 @@ def _write_jsonl(path, rows):
 
 @pytest.fixture
 def tiny_root(tmp_path):
-    """A ParaRel-shaped directory whose words are all in tests/tiny.py's vocabulary."""
+    """A ParaRel-shaped directory whose words are all in tests/helpers/tiny.py's vocabulary."""
     root = tmp_path / "pararel"
     _write_jsonl(root / "patterns" / "P103.jsonl", [
         {"pattern": "the native language of [X] is [Y] ."},

@@ -1,6 +1,6 @@
 /* kq fact explorer: a static, offline table of every (model, method, fact) of a book run.
  * Vanilla JavaScript, no dependencies: reads window.KQ_EXPLORER_DATA (explorer-data.js, written by
- * kqlib/explorer.py) and renders into #kq-explorer. Search, filters and sorting are client-side; a fact's
+ * kqlib/book/site/explorer.py) and renders into #kq-explorer. Search, filters and sorting are client-side; a fact's
  * detail opens from its row (or from the URL: #fact=<model>|<method>|<fact_id>). */
 (function () {
   "use strict";
