@@ -22,6 +22,17 @@ from kqlib.errors import ParameterError
 MIN_RELATIONS = 8  # relations needed before the relation is the resampling unit of a claim's verdict
 
 
+def finite_clustered(values, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (float64) and their ``clusters`` (object) as flat arrays of the same length, the non-finite
+    values dropped; a length mismatch is an error."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    c = np.asarray(clusters, dtype=object).reshape(-1)
+    if v.shape != c.shape:
+        raise ParameterError(f"values and clusters must have the same length, got {v.size} and {c.size}")
+    ok = np.isfinite(v)
+    return v[ok], c[ok]
+
+
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion k/n: (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)
     (``statsmodels.stats.proportion.proportion_confint(method="wilson")``).
@@ -80,14 +91,9 @@ def two_level_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 
     has with replacement; the statistic is the mean over all drawn units. With equal cluster sizes m and R
     clusters its variance is (1/R)·[(1/R) Σ_r (ȳ_r − ȳ)² + (1/R) Σ_r σ_r²/m] (σ_r² the within-cluster
     variance with divisor m), which the tests check. NaN values are dropped; (nan, nan) for no values."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    c = np.asarray(clusters, dtype=object).reshape(-1)
-    if v.shape != c.shape:
-        raise ParameterError(f"values and clusters must have the same length, got {v.size} and {c.size}")
     if int(n_boot) < 1:
         raise ParameterError(f"n_boot must be >= 1, got {n_boot}")
-    ok = np.isfinite(v)
-    v, c = v[ok], c[ok]
+    v, c = finite_clustered(values, clusters)
     if v.size == 0:
         return (math.nan, math.nan)
     codes, uniq = pd.factorize(pd.Series(c, dtype=object))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kqlib.errors import ParameterError
+from kqlib.paper.intervals import finite_clustered
 from kqlib.paper.intervals import holm, newcombe_ci, two_level_bootstrap_ci, wilson_ci  # noqa: F401 (re-exported)
 
 
@@ -204,12 +205,7 @@ def cluster_bootstrap_ci(values, clusters, n_boot: int = 2000, level: float = 0.
     """Percentile CI of the pooled mean of ``values`` when whole ``clusters`` (e.g. facts) are resampled with
     replacement: each resample draws as many clusters as there are and pools all their values. NaN values are
     dropped first; (nan, nan) for no values."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    c = np.asarray(clusters, dtype=object).reshape(-1)
-    if v.shape != c.shape:
-        raise ParameterError(f"values and clusters must have the same length, got {v.size} and {c.size}")
-    ok = np.isfinite(v)
-    v, c = v[ok], c[ok]
+    v, c = finite_clustered(values, clusters)
     if v.size == 0:
         return (math.nan, math.nan)
     codes, uniq = pd.factorize(pd.Series(c, dtype=object))
