@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 from kqlib.errors import KqError  # noqa: E402
 from kqlib.core.models import DEFAULT_MODEL, EMBEDDED, LM, load  # noqa: E402
-from kqlib.attribution import METHODS, amig_baseline, attribute, attribute_reference, knowledge_neurons  # noqa: E402
+from kqlib.attribution import (METHODS, AttributionConfig, amig_baseline, attribute, attribute_attention,  # noqa: E402
+                               attribute_reference, knowledge_neurons)
 from kqlib.runs.many import attribute_many  # noqa: E402
 from kqlib.core import attention  # noqa: E402
 from kqlib.core import hooks  # noqa: E402

@@ -44,11 +44,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kqlib.attribution import AttributionConfig, attribute_attention, knowledge_synapses
+from kqlib.attribution import AttributionConfig, knowledge_synapses
+from kqlib.attribution.config import SYNAPSE_METHOD
 from kqlib.core.attention import capture_attention, random_non_synapses, scale_attention, synapse_entries
 from kqlib.core.hooks import capture
 from kqlib.errors import ParameterError
 from kqlib.runs.cache import AttributionCache
+from kqlib.runs.many import attribute_many
 from kqlib.runs.queries import query_prompt_target
 
 SETS = ("synapse", "control")
@@ -66,17 +68,10 @@ def _prompt_target(q) -> tuple[str, int]:
 
 def synapse_scores(lm, prompt: str, target_id: int, *, steps: int = 20, cache: AttributionCache | str | None = None,
                    use_cache: bool = True) -> torch.Tensor:
-    """:func:`kqlib.attribution.attribute_attention` scores ``[L, H, T]``, through the on-disk attribution cache."""
-    store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
-    key = AttributionConfig(method="attention-ig", steps=steps).key(lm.fingerprint, prompt, int(target_id))
-    hit = store.get(key) if use_cache else None
-    if hit is not None:
-        return hit
-    scores = attribute_attention(lm, prompt, int(target_id), steps=steps)
-    if use_cache:
-        store.put(key, scores, {"model": lm.name, "prompt": prompt, "target": int(target_id),
-                                "method": "attention-ig", "steps": steps})
-    return scores
+    """:func:`kqlib.attribution.attribute_attention` scores ``[L, H, T]``, through the one cached attribution path
+    (:func:`kqlib.attribute_many` with an ``attention-ig`` :class:`~kqlib.attribution.AttributionConfig`)."""
+    config = AttributionConfig(method=SYNAPSE_METHOD, steps=steps)
+    return attribute_many(lm, [(prompt, int(target_id))], config, cache=cache, use_cache=use_cache, progress=False)[0]
 
 
 def query_seed(seed: int, prompt: str, target_id: int) -> int:

@@ -6,8 +6,9 @@ from typing import Iterable
 
 import torch
 
-from kqlib.attribution import (AttributionConfig, Diagnostics, amig_baseline, attribute_with_diagnostics,
-                               check_baseline, check_batch_size, target_token)
+from kqlib.attribution import (AttributionConfig, Diagnostics, amig_baseline, attribute_attention,
+                               attribute_with_diagnostics, check_baseline, check_batch_size, target_token)
+from kqlib.attribution.config import SYNAPSE_METHOD
 from kqlib.runs.cache import AttributionCache
 from kqlib.errors import ParameterError
 from kqlib.runs.progress import Progress
@@ -42,13 +43,38 @@ def _thread_picker(threads):
     return pick
 
 
-def attribute(lm, prompt: str, target, **kw):
-    """One query: :func:`kqlib.attribution.attribute_with_diagnostics` (an ``Attribution``: scores and
-    diagnostics); the one place :func:`attribute_many` computes."""
-    return attribute_with_diagnostics(lm, prompt, target, **kw)
+def attribute(lm, prompt: str, target, config: AttributionConfig, *, batch_size=None, baseline=None):
+    """One query under ``config``: ``(scores, diagnostics)``; the one place :func:`attribute_many` computes.
+    Neurons: :func:`kqlib.attribution.attribute_with_diagnostics` (``[L, N]``); knowledge synapses
+    (``config.method == "attention-ig"``): :func:`kqlib.attribution.attribute_attention` (``[L, H, T]``, no
+    diagnostics)."""
+    if config.method == SYNAPSE_METHOD:
+        return attribute_attention(lm, prompt, target, steps=config.steps if config.rule != "adaptive" else None,
+                                   rule=config.rule, tol=config.tol, batch_size=batch_size), None
+    result = attribute_with_diagnostics(lm, prompt, target, method=config.method,
+                                        steps=config.steps if config.rule != "adaptive" else None,
+                                        site=config.site, rule=config.rule, batch_size=batch_size,
+                                        baseline=baseline, tol=config.tol)  # raises if invalid
+    return result.scores, result.diagnostics
 
 
-def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | None = None, site: str = "post",
+def resolve_config(config: AttributionConfig | None, **keywords) -> AttributionConfig:
+    """``config``, or one built from the keywords ``method, steps, rule, site, tol``; both at once (a keyword
+    that differs from its default beside a ``config``) is refused: one attribution has one description."""
+    defaults = dict(method="ig", steps=None, rule="riemann", site="post", tol=None)
+    if config is None:
+        return AttributionConfig(**keywords)  # refuses bad values now
+    if not isinstance(config, AttributionConfig):
+        raise ParameterError(f"config must be an AttributionConfig, got {type(config).__name__}")
+    clash = sorted(k for k, v in keywords.items() if v != defaults[k])
+    if clash:
+        raise ParameterError(f"pass either config=AttributionConfig(...) or the keywords {', '.join(clash)}, "
+                             f"not both (config={config})")
+    return config
+
+
+def attribute_many(lm, queries: Iterable, config: AttributionConfig | None = None, *, method: str = "ig",
+                   steps: int | None = None, site: str = "post",
                    rule: str = "riemann", batch_size: int | None = None, baseline: torch.Tensor | None = None,
                    cache: AttributionCache | str | None = None, use_cache: bool = True,
                    progress: bool = True, desc: str | None = None, executor: str | None = None,
@@ -56,6 +82,11 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
                    diagnostics: bool = False, threads: int | str | None = None):
     """Scores ``[n_queries, n_layers, n_neurons]`` for many queries (see :func:`kqlib.attribute`; ``rule``,
     ``steps`` and ``tol`` as there).
+
+    What is attributed is one :class:`~kqlib.attribution.AttributionConfig`: pass it as ``config`` or as the
+    keywords ``method, steps, rule, site, tol`` (not both). With ``config.method == "attention-ig"`` (knowledge
+    synapses) the result is a list of ``[n_layers, n_heads, T]`` tensors, one per query (T: its prompt length),
+    through the same cache; diagnostics are None for them.
 
     Each attribution is cached with its :class:`~kqlib.attribution.Diagnostics`; with ``diagnostics=True`` the
     call returns ``(scores, [Diagnostics or None per query])`` (None: an entry cached before diagnostics existed).
@@ -77,9 +108,16 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
     executor = executor or "local"
     if executor not in ("local", "ray"):
         raise ParameterError(f"executor must be 'local' or 'ray', got {executor!r}")
-    config = AttributionConfig(method=method, steps=steps, rule=rule, site=site, tol=tol)  # refuses bad values now
+    config = resolve_config(config, method=method, steps=steps, rule=rule, site=site, tol=tol)
+    method, rule, site, tol = config.method, config.rule, config.site, config.tol
+    steps = None if rule == "adaptive" else config.steps
+    synapses = method == SYNAPSE_METHOD
     pick_threads = _thread_picker(threads)
     check_batch_size(batch_size)
+    if synapses and executor == "ray":
+        raise ParameterError("attention-ig (knowledge synapses) runs on the local executor only")
+    if synapses and baseline is not None:
+        raise ParameterError("a baseline is only used by method='amig', not 'attention-ig'")
     if executor == "ray":
         from kqlib.runs.ray_pool import attribute_many_ray
 
@@ -94,10 +132,13 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
     if use_cache and store.remote:
         store.check()  # an unreachable cache URL fails here, before any work
-    check_baseline(lm, method, baseline)
+    if not synapses:
+        check_baseline(lm, method, baseline)
     if method == "amig" and baseline is None:
         baseline = amig_baseline(lm, site=site)
-    out = torch.empty(len(queries), lm.n_layers, lm.n_neurons, dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32)
+    out: list | torch.Tensor = ([None] * len(queries) if synapses else
+                                torch.empty(len(queries), lm.n_layers, lm.n_neurons,
+                                            dtype=torch.float64 if lm.dtype == torch.float64 else torch.float32))
     diags: list[Diagnostics | None] = [None] * len(queries)
     todo = []
     for n, q in enumerate(queries):  # every query is read (and refused) before any attribution
@@ -117,13 +158,12 @@ def attribute_many(lm, queries: Iterable, *, method: str = "ig", steps: int | No
                    start_note=f"{cached} from cache" if cached else None)
     for n, prompt, t, key in todo:
         pick_threads()
-        result = attribute(lm, prompt, t, method=method, steps=steps, site=site, rule=rule,
-                           batch_size=batch_size, baseline=baseline, tol=tol)  # raises if invalid
+        scores, diag = attribute(lm, prompt, t, config, batch_size=batch_size, baseline=baseline)  # raises if invalid
         if use_cache:
-            store.put(key, result.scores, meta={"prompt": prompt, "target": t, "method": method,
-                                                "steps": config.steps, "rule": rule, "tol": config.tol, "site": site,
-                                                "model": lm.name}, diagnostics=result.diagnostics)
-        out[n], diags[n] = result.scores, result.diagnostics
+            store.put(key, scores, meta={"prompt": prompt, "target": t, "method": method, "steps": config.steps,
+                                         "rule": rule, "tol": config.tol, "site": None if synapses else site,
+                                         "model": lm.name}, diagnostics=diag)
+        out[n], diags[n] = scores, diag
         bar.step()
     bar.close()
     return (out, diags) if diagnostics else out

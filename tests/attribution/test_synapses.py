@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import kqlib
+import kqlib.runs.many
 from kqlib.paper import synapses as S
 from kqlib.errors import ParameterError
 from tiny import tiny_lm
@@ -69,8 +70,9 @@ def test_scores_are_cached(setup, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(S, "attribute_attention", boom)
+    monkeypatch.setattr(kqlib.runs.many, "attribute_attention", boom)
     assert torch.equal(S.synapse_scores(lm, PROMPT, t, steps=3, cache=cache), first)
+    torch.testing.assert_close(first, kqlib.attribute_attention(lm, PROMPT, t, steps=3))
 
 
 def test_activation_states_before_matches_plain_forward(setup):

@@ -13,6 +13,7 @@ import torch
 
 import kqlib
 import kqlib.runs.many
+from kqlib.errors import ParameterError
 from kqlib.runs.cache import AttributionCache
 from tiny import tiny_lm
 
@@ -112,3 +113,31 @@ def test_ctrl_c_in_a_real_process_leaves_only_complete_entries(tmp_path):
     assert 3 <= n < 200
     for f in tmp_path.glob("*/*.pt"):
         assert cache.get(f.stem) is not None  # every entry left behind is complete and valid
+
+
+def test_config_and_keywords_are_one_description(tmp_path, monkeypatch):
+    lm = tiny_lm("llama")
+    calls = []
+    real = kqlib.runs.many.attribute
+    monkeypatch.setattr(kqlib.runs.many, "attribute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    by_keywords = kqlib.attribute_many(lm, QUERIES[:2], steps=3, site="pre", cache=tmp_path, progress=False)
+    config = kqlib.AttributionConfig(steps=3, site="pre")
+    by_config = kqlib.attribute_many(lm, QUERIES[:2], config, cache=tmp_path, progress=False)
+    assert len(calls) == 2 and torch.equal(by_keywords, by_config)  # the same key: the second call is all cache
+    with pytest.raises(ParameterError, match="either config"):
+        kqlib.attribute_many(lm, QUERIES[:1], config, steps=4, cache=tmp_path, progress=False)
+    with pytest.raises(ParameterError, match="AttributionConfig"):
+        kqlib.attribute_many(lm, QUERIES[:1], {"steps": 3}, cache=tmp_path, progress=False)
+
+
+def test_attention_configs_go_through_the_same_cache(tmp_path, monkeypatch):
+    lm = tiny_lm("llama")
+    config = kqlib.AttributionConfig(method="attention-ig", steps=3)
+    first = kqlib.attribute_many(lm, QUERIES[:2], config, cache=tmp_path, progress=False)
+    assert len(first) == 2 and all(s.dim() == 3 and s.shape[0] == lm.n_layers for s in first)
+    torch.testing.assert_close(first[1], kqlib.attribute_attention(lm, *QUERIES[1], steps=3))
+    monkeypatch.setattr(kqlib.runs.many, "attribute", lambda *a, **k: pytest.fail("recomputed despite the cache"))
+    again = kqlib.attribute_many(lm, QUERIES[:2], config, cache=tmp_path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    with pytest.raises(ParameterError, match="local executor"):
+        kqlib.attribute_many(lm, QUERIES[:1], config, executor="ray", cache=tmp_path, progress=False)
