@@ -4,7 +4,10 @@ Torch's default (one thread per core) is the right choice only on an idle machin
 other at every operation, so one busy competitor on a 2-core machine makes an attribution ~3x slower with
 2 threads, but only ~2x slower with 1. :func:`free_cores` samples ``/proc/stat`` for ``interval`` seconds:
 
-    busy = (1 - idle_time / total_time) * cores,        free = max(1, cores - round(busy))
+    busy = (1 - yielding_time / total_time) * cores,        free = max(1, cores - round(busy))
+
+where ``yielding_time`` is idle + iowait + *nice* time: work at a lower priority (``nice -n 19 ...``) gives
+its core up as soon as we want it, so it does not make us drop threads.
 
 (Linux; elsewhere ``os.getloadavg``; else all cores). Chosen at the edges only: ``kq attribute`` (``--threads``,
 default ``auto``) and the book's ``Chapter.localize`` pass ``threads="auto"`` to :func:`kqlib.attribute_many`,
@@ -26,14 +29,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpu_times() -> tuple[int, int] | None:
+def _cpu_times(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """``(yielding, total)`` CPU time of the machine so far: the first line of ``/proc/stat`` is
+    ``cpu user nice system idle iowait irq softirq steal ...``; yielding = nice + idle + iowait."""
     try:
-        with open("/proc/stat") as fh:
+        with open(path) as fh:
             fields = [int(v) for v in fh.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return idle, sum(fields[:8])
+    yielding = fields[1] + fields[3] + (fields[4] if len(fields) > 4 else 0)  # nice + idle + iowait
+    return yielding, sum(fields[:8])
 
 
 def free_cores(interval: float = 0.25) -> int:
