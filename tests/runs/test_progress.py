@@ -143,3 +143,17 @@ def test_a_fresh_build_takes_its_eta_from_the_shipped_measurement(tmp_path):
     broken.write_text("[not an object")
     assert Timings(tmp_path / "other", "cpu", measured=broken).eta(steps) is None
     assert Timings(tmp_path / "other", "smoke").eta(["book/01_kl_reexamination.py"]) is None
+
+
+def test_a_step_never_timed_gives_a_lower_bound_not_unknown(tmp_path):
+    """A chapter added after the shipped measurement: the run's ETA is the timed steps' sum, said as a bound."""
+    from kqlib.book.run.progress import Timings
+
+    measured = tmp_path / "measured.json"
+    measured.write_text(json.dumps({"cpu": {"a.py": 60.0, "b.py": 120.0}}))
+    t = Timings(tmp_path, "cpu", measured=measured)
+    assert t.eta_text(["a.py", "b.py"]) == "3:00"
+    assert t.eta_text(["a.py", "new.py", "b.py"]) == ">= 3:00 (+ 1 step(s) never timed)"
+    assert t.eta_text(["a.py", "b.py"], spent=30.0) == "2:30"  # the running step's spent time counts
+    assert t.eta_text(["a.py"], spent=90.0) == "0:00"  # never negative
+    assert t.eta_text(["new.py"]) == "unknown"

@@ -60,6 +60,19 @@ class Timings:
             return None
         return sum(self.previous[s] for s in steps)
 
+    def eta_text(self, steps: list[str], spent: float = 0.0) -> str:
+        """The ETA of ``steps`` as text (``spent``: seconds the first of them has already run): the sum of
+        their last times; a lower bound ``">= m:ss (+ N step(s) never timed)"`` when some were never timed
+        (a chapter added since the shipped measurement); ``"unknown"`` when none was."""
+        known = [s for s in steps if s in self.previous]
+        if not known:
+            return "unknown"
+        left = sum(self.previous[s] for s in known)
+        if steps and steps[0] in self.previous:
+            left -= min(spent, self.previous[steps[0]])
+        missing = len(steps) - len(known)
+        return fmt_duration(left) if not missing else f">= {fmt_duration(left)} (+ {missing} step(s) never timed)"
+
     def record(self, step: str, seconds: float) -> None:
         self.all.setdefault(self.profile, {})[step] = round(seconds, 2)
         self._write()
@@ -94,6 +107,10 @@ class RunnerProgress:
         """Steps from ``i`` on that will run (not skipped)."""
         return [s for s in self.steps[i:] if s not in self.skip]
 
+    def run_eta_text(self, i: int) -> str:
+        """:meth:`run_eta` as text, a lower bound where steps were never timed (:meth:`Timings.eta_text`)."""
+        return self.timings.eta_text(self.ahead(i), spent=time.time() - self.t_step)
+
     def run_eta(self, i: int) -> float | None:
         """Seconds left in the whole run while step ``i`` runs."""
         prev = self.timings.previous.get(self.steps[i])
@@ -106,7 +123,7 @@ class RunnerProgress:
 
         self.current, self.t_step, self.said_empty = i, time.time(), set()
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: started "
-                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(self.timings.eta(self.ahead(i)))})")
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {self.timings.eta_text(self.ahead(i))})")
 
     def skipped(self, i: int, why: str) -> None:
         self.bar.step()
@@ -117,9 +134,8 @@ class RunnerProgress:
         self.timings.record(self.steps[i], seconds)
         self.bar.step()
         self.current = None
-        rest = self.timings.eta(self.ahead(i + 1))
         self.line(f"{i + 1}/{len(self.steps)} {self.steps[i]}: done in {seconds:.1f} s "
-                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {fmt_duration(rest)})")
+                  f"(elapsed {fmt_duration(self.bar.elapsed)}, ETA {self.timings.eta_text(self.ahead(i + 1))})")
 
     def update(self, record: Mapping[str, Any]) -> None:
         """One update from inside the running chapter (a JSON record of the progress channel)."""
@@ -132,7 +148,7 @@ class RunnerProgress:
             self.said_empty.add(record.get("desc"))
         i = self.current
         where = f"{i + 1}/{len(self.steps)} {self.steps[i]}" if i is not None else "chapter"
-        eta = f" | run ETA {fmt_duration(self.run_eta(i))}" if i is not None else ""
+        eta = f" | run ETA {self.run_eta_text(i)}" if i is not None else ""
         self.line(f"{where} | {record.get('desc')}: {record['text']}{eta}")
 
 

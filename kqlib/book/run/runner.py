@@ -89,7 +89,7 @@ from kqlib.book.toc import (  # noqa: E402,F401 (re-exported: the runner's API)
     toc_documents,
 )
 from kqlib.errors import ChapterFailed, KqError, ParameterError, TooFewFacts  # noqa: F401 (ChapterFailed re-exported)
-from kqlib.runs.progress import CHANNEL_ENV, fmt_duration
+from kqlib.runs.progress import CHANNEL_ENV
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -385,7 +385,7 @@ def _run_book(root: Path, args) -> int:
     skip = {s for s, (*_, fresh, _) in zip(steps, todo) if fresh}
     progress = RunnerProgress(timings, steps, "kq book", skip=skip)
 
-    eta = fmt_duration(timings.eta(progress.ahead(0)))
+    eta = timings.eta_text(progress.ahead(0))
     progress.line(f"profile {profile['name']}: {n_run} of {len(chapters)} chapter(s) to execute"
                   f"{'' if args.no_html else ', then the HTML build'}; ETA {eta}")
     for i, (ch, params, inputs, fresh, why) in enumerate(todo):
