@@ -111,7 +111,7 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="ig", help="ig | sig | amig, or several comma-separated")
     p.add_argument("--steps", type=int_at_least(1), default=None,
                    help="path points of a fixed rule, riemann or gauss (default 20)")
-    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss", "adaptive"],
+    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss", "gauss-log", "adaptive"],
                    help="integration rule: riemann (the paper's, default), gauss (Gauss-Legendre) or adaptive "
                         "(error-controlled to --tol; places its own points)")
     p.add_argument("--tol", type=float, default=None,

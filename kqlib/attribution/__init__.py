@@ -11,7 +11,7 @@
 """
 
 from kqlib.attribution.config import CACHE_VERSION, METHODS, SITES, AttributionConfig, tensor_digest
-from kqlib.attribution.adaptive import Diagnostics, panel_nodes
+from kqlib.attribution.adaptive import Diagnostics, panel_nodes, reference_rule
 from kqlib.attribution.neurons import (AMIG_REFERENCE, Attribution, InvalidAttributionError, amig_baseline, attribute,
                                        attribute_reference, attribute_with_diagnostics, check_baseline,
                                        check_batch_size, check_scores, knowledge_neurons)
@@ -22,7 +22,7 @@ from kqlib.attribution.targets import target_token
 __all__ = [
     "AMIG_REFERENCE", "CACHE_VERSION", "DEFAULT_TOL", "METHODS", "RULES", "SITES", "Attribution", "AttributionConfig",
     "Diagnostics", "InvalidAttributionError", "amig_baseline", "attribute", "attribute_with_diagnostics",
-    "panel_nodes", "attribute_attention", "attribute_attention_reference", "attribute_reference", "check_baseline",
+    "panel_nodes", "reference_rule", "attribute_attention", "attribute_attention_reference", "attribute_reference", "check_baseline",
     "check_batch_size", "check_scores", "knowledge_neurons", "knowledge_synapses", "path_nodes", "target_token",
     "tensor_digest",
 ]

@@ -18,6 +18,8 @@ SYNAPSE_METHOD = "attention-ig"  # IG over the answer position's attention row (
 
 #: bump when the meaning or the numerics of cached scores change (2: fused target-probability head, rule)
 CACHE_VERSION = 2
+#: the adaptive rule's own version, in its keys only (2: log(alpha) panels on scale-invariant paths, Gemma2/3)
+ADAPTIVE_VERSION = 2
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -32,7 +34,8 @@ class AttributionConfig:
     (:mod:`kqlib.attribution.quadrature`); ``tol``: the adaptive rule's tolerance (None = 1e-2; estimated max
     abs error / max |score|); ``site``: ``post`` | ``pre`` (neurons; ignored for synapses). Invalid values (or
     ``steps`` with ``adaptive``, ``tol`` with a fixed rule) raise :class:`~kqlib.errors.ParameterError` at once.
-    ``tol`` enters the key only for the adaptive rule (so the keys of fixed rules are those of version 2)."""
+    ``tol`` and :data:`ADAPTIVE_VERSION` enter the key only for the adaptive rule (so the keys of fixed rules
+    are those of version 2)."""
 
     method: str = "ig"
     steps: int | None = None
@@ -64,4 +67,6 @@ class AttributionConfig:
             fields["site"] = None
         if self.rule != "adaptive":
             del fields["tol"]
+        else:
+            fields["adaptive_version"] = ADAPTIVE_VERSION
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

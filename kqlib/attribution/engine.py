@@ -127,6 +127,12 @@ class NeuronPath:
         self.values = None
         self.baseline = None
 
+    @property
+    def scale_invariant(self) -> bool:
+        """The path starts at 0 in a model whose layer outputs are normalised (:attr:`LM.normalized_outputs`):
+        the integrand falls like 1/alpha above a tiny alpha, so the adaptive rule works in log(alpha)."""
+        return self.lm.normalized_outputs and (self.baseline is None or not bool(self.baseline.any()))
+
     @contextlib.contextmanager
     def recording(self):
         """Context for the base pass: records ``a`` (the neuron vectors at the last position)."""
@@ -160,6 +166,12 @@ class AttentionRowPath:
         self.lm = lm
         self.values = None
         self.baseline = None
+
+    @property
+    def scale_invariant(self) -> bool:
+        """As :attr:`NeuronPath.scale_invariant` (the attention row is scaled from 0, and its layer's attention
+        output is normalised in Gemma2/3)."""
+        return self.lm.normalized_outputs
 
     @contextlib.contextmanager
     def recording(self):

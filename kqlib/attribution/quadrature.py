@@ -9,6 +9,10 @@ with nodes ``alpha_k`` and weights ``w_k`` (``sum_k w_k = 1``):
 * ``"gauss"``: Gauss–Legendre nodes and weights mapped from [-1, 1] to [0, 1]
   (``alpha = (xi + 1) / 2``, ``w = omega / 2``); exact for polynomials of degree <= 2 steps - 1.
   Captum's ``IntegratedGradients`` offers the same two families (``riemann_*`` and ``gausslegendre``).
+* ``"gauss-log"``: Gauss–Legendre in ``s = log(alpha)`` on ``[LOG_START, 1]`` (nodes ``alpha = e^s``, weights
+  ``alpha w_s``; the piece ``[0, LOG_START]`` left out, so ``sum_k w_k = 1 - LOG_START``). For paths whose
+  integrand falls like ``1 / alpha`` (scale-invariant layers, Gemma2/3: :mod:`.adaptive`), where a rule in
+  alpha misses the region that decides the scores; the reference of chapter 06 and the benchmark there.
 * ``"adaptive"``: error-controlled, per layer (:mod:`.adaptive`); it places its own nodes, on panels of
   :func:`kronrod` rules, so it takes ``tol`` instead of ``steps``.
 
@@ -26,8 +30,9 @@ from kqlib.errors import ParameterError
 
 import math
 
-RULES = ("riemann", "gauss", "adaptive")
-FIXED_RULES = ("riemann", "gauss")
+RULES = ("riemann", "gauss", "gauss-log", "adaptive")
+FIXED_RULES = ("riemann", "gauss", "gauss-log")
+LOG_START = 1e-10  # "gauss-log" and the adaptive rule's log panels cover [LOG_START, 1]
 DEFAULT_STEPS = 20  # path points of a fixed rule when none are given (the paper's)
 DEFAULT_TOL = 1e-2  # rule="adaptive": estimated max abs error / max |score|
 
@@ -64,6 +69,11 @@ def path_nodes(steps: int | None, rule: str = "riemann") -> tuple[torch.Tensor, 
     if rule == "gauss":
         xi, omega = np.polynomial.legendre.leggauss(steps)
         return torch.from_numpy((xi + 1) / 2), torch.from_numpy(omega / 2)
+    if rule == "gauss-log":
+        xi, omega = np.polynomial.legendre.leggauss(steps)
+        span = math.log(1.0 / LOG_START)
+        alphas = np.exp(math.log(LOG_START) + span * (xi + 1) / 2)
+        return torch.from_numpy(alphas), torch.from_numpy(alphas * span * omega / 2)
     if steps == 1:
         return torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     return torch.linspace(0, 1, steps, dtype=torch.float64), torch.full((steps,), 1 / steps, dtype=torch.float64)

@@ -69,12 +69,12 @@ def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference
                    counts=COUNTS, captum: bool = True) -> tuple[list[dict], dict]:
     """Rows ``{model, rule, median s, median error, share <= tol, points}`` and the efficiency numbers."""
     import kqlib
-    from kqlib.attribution import attribute, attribute_with_diagnostics
+    from kqlib.attribution import attribute, attribute_with_diagnostics, reference_rule
 
     lm = kqlib.load(model)
     queries = _queries(lm, n_queries)
     err = lambda s, r: float((s.double() - r.double()).abs().max() / r.double().abs().max())  # noqa: E731
-    refs = [attribute(lm, p, t, rule="gauss", steps=reference) for p, t in queries]
+    refs = [attribute(lm, p, t, rule=reference_rule(lm), steps=reference) for p, t in queries]
     results: dict[str, dict] = {}
 
     def run_rule(label, fn):
@@ -99,7 +99,7 @@ def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference
     run_rule(f"adaptive tol {tol:g}", adaptive)
     run_rule("riemann-20", lambda p, t: (attribute(lm, p, t, steps=20), 20 * lm.n_layers))
     smallest = {}
-    for rule in ("gauss", "riemann"):
+    for rule in ("gauss", "riemann") + (("gauss-log",) if lm.normalized_outputs else ()):
         for n in counts:
             label = f"{rule}-{n}"
             run_rule(label, lambda p, t, n=n, rule=rule: (attribute(lm, p, t, rule=rule, steps=n), n * lm.n_layers))
@@ -148,7 +148,8 @@ def report(models, n_queries: int, reference: int, counts, tol: float = 1e-2, me
            captum: bool = True) -> list[str]:
     """The printed lines: one row per (model, rule), the targets as MET / NOT MET, efficiency and memory."""
     lines = [f"time to converged: {n_queries} answered ParaRel queries per model, error = max|s - ref| / max|ref| "
-             f"against gauss-{reference}; tol {tol:g}",
+             f"against Gauss–Legendre {reference} (in log(alpha) where the layers' outputs are normalised: "
+             f"Gemma2/3); tol {tol:g}",
              f"{'model':<14} {'rule':<18} {'median s':>9} {'median err':>11} {'err<=tol':>9} {'points':>7}"]
     targets = []
     for model in models:

@@ -228,8 +228,8 @@ VALUE_RULES = {
     "seed": _NOT_NEGATIVE,
     # attribution
     "steps": _at_least(1, " (path points; 1 = attribution patching)"),
-    "rule": _one_of(("adaptive", "riemann", "gauss")),
-    "rules": _each(_one_of(("adaptive", "riemann", "gauss"))),
+    "rule": _one_of(("adaptive", "riemann", "gauss", "gauss-log")),
+    "rules": _each(_one_of(("adaptive", "riemann", "gauss", "gauss-log"))),
     "tol": lambda v: None if 0.0 < v < float("inf") else "must be a finite number > 0 (rule='adaptive': estimated "
                                                          "max abs error / max |score|, e.g. 0.01)",
     "counts": _each(_at_least(1), "every point count"),

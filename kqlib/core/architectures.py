@@ -36,9 +36,14 @@ class Family:
     # how kqlib reaches the attention probabilities P: "" = through transformers' attention interface (kqlib
     # registers an eager function); else the path, from the attention module, of a module whose OUTPUT is P
     attention_probs_module: str = ""
+    # a module path (from a layer) present only when BOTH sublayer outputs are RMS-normalised before the residual
+    # add (Gemma2/3's "sandwich" norms; Gemma1 has no such module): then a path that scales a layer's neurons
+    # (or attention row) from 0 changes the model only below a tiny alpha (scale invariance, see
+    # kqlib.attribution.adaptive), so the adaptive rule integrates in log(alpha)
+    output_norm_marker: str = ""
 
 
-def _llama_like(name: str, model_types: tuple[str, ...]) -> Family:
+def _llama_like(name: str, model_types: tuple[str, ...], output_norm_marker: str = "") -> Family:
     return Family(
         name=name,
         model_types=model_types,
@@ -48,6 +53,7 @@ def _llama_like(name: str, model_types: tuple[str, ...]) -> Family:
         neuron_sites={"post": ("mlp.down_proj", "input"), "pre": ("mlp.gate_proj", "output")},
         out_proj="mlp.down_proj",
         out_proj_neuron_axis=1,
+        output_norm_marker=output_norm_marker,
     )
 
 
@@ -101,7 +107,7 @@ FAMILIES: tuple[Family, ...] = (
         tokens_flattened=True,
     ),
     _llama_like("llama", ("llama", "mistral", "qwen2", "qwen3", "smollm3")),
-    _llama_like("gemma", ("gemma", "gemma2", "gemma3_text")),
+    _llama_like("gemma", ("gemma", "gemma2", "gemma3_text"), output_norm_marker="post_feedforward_layernorm"),
 )
 
 SITE_NAMES = ("post", "pre")

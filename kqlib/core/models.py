@@ -250,6 +250,20 @@ class LM:
     def layer(self, i: int):
         return self.layers[i]
 
+    @property
+    def normalized_outputs(self) -> bool:
+        """Whether each layer's attention and MLP outputs are RMS-normalised before the residual add (Gemma2/3;
+        the table's ``output_norm_marker`` is present): then scaling a layer's neurons or attention row by
+        alpha changes the model only for alpha below ~sqrt(eps) / rms(output) (see
+        :mod:`kqlib.attribution.adaptive`)."""
+        marker = self.family.output_norm_marker
+        if not marker:
+            return False
+        try:
+            return get_module(self.layers[0], marker) is not None
+        except AttributeError:
+            return False
+
     def out_proj(self, i: int):
         """The MLP output projection of layer ``i`` (its per-neuron weight slices are the value vectors)."""
         return get_module(self.layers[i], self.family.out_proj)

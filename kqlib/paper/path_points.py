@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kqlib.attribution import knowledge_neurons
+from kqlib.attribution import knowledge_neurons, reference_rule
 from kqlib.runs.many import attribute_many
 
 COUNTS = (1, 2, 4, 8, 16, 20, 32)
@@ -36,7 +36,8 @@ def convergence(lm, queries, counts=COUNTS, rules=("riemann", "gauss"), *, refer
     """One row per (model, query, rule, points): ``error``, ``jaccard``, ``n_kn``, ``n_kn_reference``."""
     queries = list(queries)
     common = dict(method=method, site=site, cache=cache, progress=progress, executor=executor)
-    ref = attribute_many(lm, queries, steps=reference_points, rule="gauss", desc=f"{lm.name} reference", **common)
+    ref = attribute_many(lm, queries, steps=reference_points, rule=reference_rule(lm, method),
+                         desc=f"{lm.name} reference", **common)
     ref_sets = [knowledge_neurons(s, t) for s in ref]
     rows = []
     for rule in rules:

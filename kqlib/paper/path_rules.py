@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kqlib.attribution import reference_rule
 from kqlib.errors import ParameterError
 from kqlib.paper.path_points import convergence
 
@@ -108,7 +109,8 @@ def cheap_table(lm, queries, labels, *, reference_points: int = 128, site: str =
     specs = [setting(x) for x in labels]
     if any(s["rule"] == "adaptive" for s in specs):
         raise ParameterError("cheap rankings are fixed rules (e.g. 'riemann-1', 'gauss-4'), not 'adaptive'")
-    ref = attribute_many(lm, queries, rule="gauss", steps=reference_points, site=site, cache=cache, progress=False)
+    ref = attribute_many(lm, queries, rule=reference_rule(lm), steps=reference_points, site=site, cache=cache,
+                         progress=False)
     df = cheap_rankings(lm, queries, ref, cheap=[(s["rule"], s["steps"]) for s in specs], site=site, t=t,
                         cache=cache, progress=False)
     return df.assign(setting=df["rule"])
