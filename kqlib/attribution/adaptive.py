@@ -80,7 +80,7 @@ class Diagnostics:
 
     def layer_table(self):
         """One row per layer: points, completeness gap (and panels for the adaptive rule); a pandas DataFrame."""
-        import pandas as pd
+        import pandas as pd  # heavy: pandas, not otherwise imported by `import kqlib`
 
         rows = {"layer": list(range(len(self.points))), "points": self.points,
                 "completeness_gap": self.completeness_gap or [None] * len(self.points)}

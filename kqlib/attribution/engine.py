@@ -64,7 +64,7 @@ class BasePass:
 def base_pass(lm, ids: torch.Tensor, target: int, prefill_chunk: int | None = None) -> BasePass:
     """One pass over the prompt (prefix with a cache, in chunks of ``prefill_chunk`` tokens, default
     :data:`PREFILL_CHUNK`; then the last token), recording what the staircase needs."""
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # heavy: transformers, not imported by `import kqlib`
 
     prefill_chunk = PREFILL_CHUNK if prefill_chunk is None else int(prefill_chunk)
 

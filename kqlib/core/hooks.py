@@ -18,10 +18,9 @@ or ``None`` (leave unchanged).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import defaultdict
 from typing import Callable, Iterable, Iterator
-
-import sys
 
 import torch
 
@@ -203,6 +202,7 @@ def _register_kq_attention() -> None:
     global _registered
     if _registered:
         return
+    # heavy: transformers, imported only when a model first runs kqlib's attention
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 

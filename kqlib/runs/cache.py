@@ -63,8 +63,6 @@ def _write_failed(folder: Path, exc: OSError) -> CacheWriteError:
 
 
 def _text_digest(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -109,7 +107,7 @@ class AttributionCache:
     def fs(self):
         """The fsspec filesystem of a remote cache (created lazily, so the object pickles)."""
         if self._fs is None:
-            import fsspec
+            import fsspec  # heavy: fsspec, only for a remote cache (a URL)
 
             try:
                 self._fs, self._base = fsspec.core.url_to_fs(self.url, **self.storage_options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 import torch
@@ -9,10 +10,13 @@ import torch
 from kqlib.attribution import (AttributionConfig, Diagnostics, amig_baseline, attribute_attention,
                                attribute_with_diagnostics, check_baseline, check_batch_size, target_token)
 from kqlib.attribution.config import SYNAPSE_METHOD
-from kqlib.runs.cache import AttributionCache
+from kqlib.core import models
+from kqlib.core import threads as thread_counts
 from kqlib.errors import ParameterError
+from kqlib.runs.cache import AttributionCache
 from kqlib.runs.progress import Progress
 from kqlib.runs.queries import query_prompt_target
+from kqlib.runs.ray_pool import attribute_many_ray
 
 
 RESAMPLE_S = 10.0  # threads="auto": seconds between two looks at the free cores
@@ -20,24 +24,18 @@ RESAMPLE_S = 10.0  # threads="auto": seconds between two looks at the free cores
 
 def _thread_picker(threads):
     """A function to call before each query: sets torch's threads per ``threads`` (see :func:`attribute_many`)."""
-    import time
-
-    from kqlib.core.threads import parse_threads
-
     if threads is None:
         return lambda: None
     auto = isinstance(threads, str) and threads.strip().lower() == "auto"
-    n = parse_threads(threads)  # refuses a bad value before any work
+    n = thread_counts.parse_threads(threads)  # refuses a bad value before any work
     torch.set_num_threads(n)
     if not auto:
         return lambda: None
     last = [time.monotonic()]
 
     def pick():
-        from kqlib.core.threads import free_cores
-
         if time.monotonic() - last[0] >= RESAMPLE_S:
-            torch.set_num_threads(free_cores(interval=0.1))
+            torch.set_num_threads(thread_counts.free_cores(interval=0.1))
             last[0] = time.monotonic()
 
     return pick
@@ -119,15 +117,11 @@ def attribute_many(lm, queries: Iterable, config: AttributionConfig | None = Non
     if synapses and baseline is not None:
         raise ParameterError("a baseline is only used by method='amig', not 'attention-ig'")
     if executor == "ray":
-        from kqlib.runs.ray_pool import attribute_many_ray
-
         return attribute_many_ray(lm, queries, method=method, steps=steps, site=site, rule=rule, batch_size=batch_size,
                                   baseline=baseline, cache=cache, use_cache=use_cache, progress=progress,
                                   desc=desc, address=address, workers=workers, tol=tol, diagnostics=diagnostics)
     if isinstance(lm, str):
-        from kqlib.core.models import load
-
-        lm = load(lm)
+        lm = models.load(lm)
     queries = list(queries)
     store = cache if isinstance(cache, AttributionCache) else AttributionCache(cache)
     if use_cache and store.remote:

@@ -25,6 +25,7 @@ numbers of the last call (for benchmarks and tests).
 
 from __future__ import annotations
 
+import numbers
 import os
 import socket
 import sys
@@ -36,10 +37,12 @@ import torch
 
 from kqlib.attribution import (AttributionConfig, amig_baseline, attribute_with_diagnostics, check_batch_size,
                                target_token, tensor_digest)
-from kqlib.runs.cache import AttributionCache
-from kqlib.runs.queries import query_prompt_target
+from kqlib.core import models
+from kqlib.core.models import EMBEDDED, LM, _looks_like_hub_id
 from kqlib.errors import KqError, MissingDependencyError, ParameterError
+from kqlib.runs.cache import AttributionCache
 from kqlib.runs.progress import Progress
+from kqlib.runs.queries import query_prompt_target
 
 NAMESPACE = "kqlib"
 
@@ -57,7 +60,7 @@ class WorkerError(KqError, RuntimeError):
 
 def _ray():
     try:
-        import ray
+        import ray  # heavy: ray (seconds to import), only for executor='ray'
     except ImportError as exc:  # pragma: no cover - ray is in requirements.txt
         raise MissingDependencyError("executor='ray' needs Ray: pip install 'ray>=2.40'") from exc
     return ray
@@ -113,16 +116,14 @@ class AttributionWorker:
     """The actor body: one loaded model; computes batches of queries and writes each result to the cache."""
 
     def __init__(self, model: str, device: str = "auto", dtype: str | None = None):
-        from kqlib.core.models import load
-
         try:
-            from transformers.utils import logging as hf_logging
+            from transformers.utils import logging as hf_logging  # heavy: transformers, in a Ray worker only
 
             hf_logging.disable_progress_bar()  # one "Loading weights" bar per actor clutters the driver's log
         except Exception:  # pragma: no cover
             pass
         t0 = time.time()
-        self.lm = load(model, device=device, dtype=dtype)
+        self.lm = models.load(model, device=device, dtype=dtype)
         self.load_seconds = time.time() - t0
 
     def info(self, method: str, site: str, baseline: torch.Tensor | None) -> dict:
@@ -165,8 +166,6 @@ class AttributionWorker:
 
 def _model_name(model) -> tuple[str, object]:
     """(name a worker can ``kqlib.load``, the driver's LM or None)."""
-    from kqlib.core.models import EMBEDDED, LM, _looks_like_hub_id
-
     if isinstance(model, LM):
         name = model.name
         if not (name in EMBEDDED or os.path.isdir(name) or "/" in name or _looks_like_hub_id(name)):
@@ -350,8 +349,6 @@ def attribute_many_ray(model, queries, *, method: str = "ig", steps: int | None 
 
 
 def _is_int(t) -> bool:
-    import numbers
-
     if isinstance(t, bool):
         return False
     return isinstance(t, numbers.Integral) or (torch.is_tensor(t) and t.numel() == 1 and not t.dtype.is_floating_point)
