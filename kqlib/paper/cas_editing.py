@@ -33,6 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from kqlib.paper import editing
 from kqlib.attribution import knowledge_neurons
@@ -88,8 +89,6 @@ def select_neurons(scores, selection: str, *, t: float = 0.2, beta1: float = 1.0
                    cas_method: str = "static", cas_threshold: float = 0.2) -> set[tuple[int, int]]:
     """Neurons chosen by ``selection`` from the edited queries' scores ``[k, L, N]`` (first row = the query
     whose KNs form N_i). See the module docstring."""
-    import torch
-
     s = torch.as_tensor(scores)
     if s.dim() != 3 or s.shape[0] < 1:
         raise ParameterError(f"scores must have shape [k, n_layers, n_neurons] with k >= 1, got {tuple(s.shape)}")

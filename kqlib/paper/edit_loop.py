@@ -28,6 +28,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import torch
+
 from kqlib.core.models import cache_root
 from kqlib.errors import ParameterError
 from kqlib.paper import editing
@@ -126,9 +128,6 @@ def edit_key(fingerprint: str, task: str, neurons, edited, neighbors, unrelated,
 
 def _encode(result: dict):
     """:data:`RESULT_KEYS` as a ``[3, K]`` float64 tensor: values (NaN for None), is-None and is-int flags."""
-
-    import torch
-
     vals = [result[k] for k in RESULT_KEYS]
     return torch.tensor([[math.nan if v is None else float(v) for v in vals],
                          [float(v is None) for v in vals],

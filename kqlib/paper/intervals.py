@@ -39,6 +39,7 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
     Unlike a bootstrap of 0/1 values it does not collapse at k = 0 or k = n (16/16 -> [0.81, 1]).
     (nan, nan) for n = 0."""
+    # heavy: statsmodels, not loaded by `import kqlib` or `kq`
     from statsmodels.stats.proportion import proportion_confint
 
     if not 0.0 < level < 1.0:
@@ -56,6 +57,7 @@ def newcombe_ci(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> tupl
     """``(k1/n1 − k2/n2, low, high)``: Newcombe's hybrid score interval of a difference of two independent
     proportions (``statsmodels.stats.proportion.confint_proportions_2indep(method="newcomb")``, built from the
     two Wilson intervals: it does not collapse at 0/n vs 0/m). NaNs when a sample is empty."""
+    # heavy: statsmodels, not loaded by `import kqlib` or `kq`
     from statsmodels.stats.proportion import confint_proportions_2indep
 
     if min(int(n1), int(n2)) <= 0:
@@ -72,7 +74,7 @@ def holm(pvalues) -> np.ndarray:
     """Holm's step-down adjusted p-values (``statsmodels.stats.multitest.multipletests(method="holm")``):
     p_(i) sorted ascending, adj_(i) = max_{j≤i} min(1, (m − j + 1)·p_(j)). NaN entries stay NaN and do not
     count in m."""
-    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.multitest import multipletests  # heavy: statsmodels, not loaded by `import kqlib` or `kq`
 
     p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
     out = np.full(p.shape, np.nan)
@@ -152,7 +154,7 @@ def unit_interval(values, relations, n_boot: int = 2000, level: float = 0.95, se
 
 def _wilcoxon_p(d) -> float | None:
     """Two-sided Wilcoxon signed-rank p of ``d`` against 0 (zeros dropped); None with < 2 nonzero values."""
-    from scipy.stats import wilcoxon
+    from scipy.stats import wilcoxon  # heavy: scipy, not loaded by `import kqlib` or `kq`
 
     d = np.asarray(d, dtype=np.float64)
     d = d[np.isfinite(d) & (d != 0)]

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import torch
 
 from kqlib.errors import DataError, ParameterError
@@ -123,8 +124,6 @@ class Dataset:
 
     def to_frame(self):
         """Tidy DataFrame: one row per query (fact columns repeated)."""
-        import pandas as pd
-
         rows = []
         for entry in self.facts:
             for q in entry.queries:
@@ -140,8 +139,6 @@ class Dataset:
 
     def scan_frame(self):
         """Per relation: facts available, scanned, evaluated by the model, kept, and why others were dropped."""
-        import pandas as pd
-
         return pd.DataFrame([{"relation": r, **s} for r, s in self.scan.items()])
 
     def __repr__(self) -> str:
@@ -279,8 +276,6 @@ def relation_stats(lm=None, root: str | os.PathLike | None = None, relations: Se
     (first token within ``top_k`` on >= ``min_correct`` queries). Relations below ``min_patterns`` usable
     patterns are listed with ``kept=False`` and no model columns.
     """
-    import pandas as pd
-
     base = pararel_root(root)
     rels = available_relations(base) if relations is None else list(relations)
     _require_relations(rels, base)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import kqlib
 from kqlib.core.models import cache_root
 from kqlib.errors import DataError, OfflineError, ParameterError
 from kqlib.runs.progress import Progress
@@ -128,8 +129,6 @@ class Query:
 
 def _shared_candidates() -> list[Path]:
     """``shared/data/pararel`` beside the working directory (or its parents) and beside the repository."""
-    import kqlib
-
     cwd = Path.cwd().resolve()
     bases = [cwd, *list(cwd.parents)[:3], Path(kqlib.__file__).resolve().parents[1].parent]
     seen, out = set(), []

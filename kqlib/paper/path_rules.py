@@ -20,7 +20,11 @@ import pandas as pd
 
 from kqlib.attribution import reference_rule
 from kqlib.errors import ParameterError
-from kqlib.paper.path_points import convergence
+from kqlib.paper.consistency import class_labels, consistency_table
+from kqlib.paper.localization import localize
+from kqlib.paper.path_points import cheap_rankings, convergence
+from kqlib.paper.stats import mean_ci_cluster_table
+from kqlib.runs import many
 
 FAMILIES = ("riemann", "gauss")
 
@@ -55,8 +59,6 @@ def per_query(lm, queries, labels, *, reference_points: int = 128, tol: float = 
 
 def query_summary(df: pd.DataFrame, value: str = "error", by=("model", "setting")) -> pd.DataFrame:
     """Per ``by``: mean of ``value`` with a 95 % interval resampling whole facts, and the median."""
-    from kqlib.paper.stats import mean_ci_cluster_table
-
     out = mean_ci_cluster_table(df, list(by), value, ["model", "fact_id"])
     med = df.groupby(list(by))[value].median().rename("median").reset_index()
     return out.merge(med, on=list(by))
@@ -66,9 +68,6 @@ def per_fact(lm, queries, labels, *, reference_points: int = 128, tol: float = 1
              theta: float = 0.3, kind: str = "cs2", site: str = "post", cache=None) -> pd.DataFrame:
     """One row per (fact, setting): ``cs`` (of ``kind``), ``class``, and the reference's ``cs_reference`` and
     ``class_reference``. The reference is Gauss–Legendre ``reference_points``."""
-    from kqlib.paper.consistency import class_labels, consistency_table
-    from kqlib.paper.localization import localize
-
     ref_label = f"gauss-{reference_points}"
     frames = []
     for label in [ref_label, *labels]:
@@ -87,8 +86,6 @@ def per_fact(lm, queries, labels, *, reference_points: int = 128, tol: float = 1
 def fact_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (model, setting): facts, K_I share, share of facts whose class differs from the reference's, mean
     |CS - CS*|, each with a 95 % bootstrap interval over facts (``<name>_low``, ``<name>_high``)."""
-    from kqlib.paper.stats import mean_ci_cluster_table
-
     out = None
     for value in ("is_ki", "class_changed", "cs_abs_diff"):
         t = mean_ci_cluster_table(df, ["model", "setting"], value, ["model", "fact_id"])
@@ -102,15 +99,12 @@ def cheap_table(lm, queries, labels, *, reference_points: int = 128, site: str =
                 cache=None) -> pd.DataFrame:
     """:func:`kqlib.paper.path_points.cheap_rankings` of the fixed-rule ``labels`` (e.g. ``"riemann-1"``)
     against Gauss–Legendre ``reference_points``; one row per (query, setting)."""
-    from kqlib.paper.path_points import cheap_rankings
-    from kqlib.runs.many import attribute_many
-
     queries = list(queries)
     specs = [setting(x) for x in labels]
     if any(s["rule"] == "adaptive" for s in specs):
         raise ParameterError("cheap rankings are fixed rules (e.g. 'riemann-1', 'gauss-4'), not 'adaptive'")
-    ref = attribute_many(lm, queries, rule=reference_rule(lm), steps=reference_points, site=site, cache=cache,
-                         progress=False)
+    ref = many.attribute_many(lm, queries, rule=reference_rule(lm), steps=reference_points, site=site, cache=cache,
+                              progress=False)
     df = cheap_rankings(lm, queries, ref, cheap=[(s["rule"], s["steps"]) for s in specs], site=site, t=t,
                         cache=cache, progress=False)
     return df.assign(setting=df["rule"])

@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import pandas as pd
+
 from kqlib.core.models import cache_root
 from kqlib.errors import TooFewFacts
 from kqlib.paper import pararel
@@ -182,8 +184,6 @@ def what_it_knows(ds: Dataset, totals: Mapping[str, int] | None = None):
     """Per relation of a scan (``n_per_relation=None``, ``min_correct=1``): its facts (``totals``, else those in the
     scan's order), phrasings, facts scanned and those answered on >= 1, >= 2 and >= 4 phrasings top-1, sorted by
     >= 4 then >= 2 (best first)."""
-    import pandas as pd
-
     rows = []
     for rel, s in ds.scan.items():
         counts = [e.n_correct for e in ds.facts if e.fact.relation == rel]

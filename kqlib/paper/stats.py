@@ -132,7 +132,7 @@ def paired_wilcoxon(a, b) -> PairedResult:
 
     Undefined (statistic and p NaN, ``.note`` says why) with fewer than 2 pairs or when every difference is 0.
     """
-    from scipy import stats
+    from scipy import stats  # heavy: scipy, not loaded by `import kqlib` or `kq`
 
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
@@ -314,7 +314,7 @@ def welch_t(a, b) -> WelchResult:
 
     Returns ``(t, p)`` (a :class:`WelchResult`); when a group has < 2 members or both have zero variance,
     t and/or p are NaN and ``.note`` says why."""
-    from scipy import stats
+    from scipy import stats  # heavy: scipy, not loaded by `import kqlib` or `kq`
 
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
