@@ -6,18 +6,14 @@ All functions draw on axes they are given (or create a figure) and return the fi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from kqlib.book.report import output_dir
-
-if TYPE_CHECKING:
-    import pandas as pd
-
 import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
+
+from kqlib.book.report import output_dir
 
 
 def save(fig, name: str) -> Path:
@@ -86,7 +82,7 @@ def violins_with_threshold(ax, data, x: str, y: str, threshold: float | None = 0
                            color="#8fb3d9", label_threshold: str | None = None):
     """Violin plot of ``data[y]`` per ``data[x]`` with the points overlaid (coloured by ``hue``) and a
     horizontal threshold line."""
-    import seaborn as sns
+    import seaborn as sns  # heavy: seaborn (and matplotlib), only to draw
 
     if len(data):
         n_per = data.groupby(x)[y].count()
@@ -128,6 +124,7 @@ def heat_table(ax, table, fmt: str = "{:.0%}", cmap="Reds", vmin: float = 0.0, v
 
 def path_points(table):
     """Two panels from :func:`kqlib.paper.path_points.summary`: median error (log-log) and mean Jaccard vs points."""
+    # heavy: matplotlib and seaborn, only to draw
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -143,7 +140,7 @@ def path_points(table):
 
 def violin_figure(cs: pd.DataFrame, models: Sequence[str], kind: str = "cs2", threshold: float = 0.3):
     """CS per relation (methods pooled, one dot per fact and method), one panel per model, line at θ."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only to draw
 
     rel_order = sorted(cs.relation.unique(), key=lambda r: int(r[1:]))
     fig, axes = plt.subplots(1, len(models), figsize=(max(5.0, 1.2 * len(rel_order)) * len(models), 4.2),

@@ -56,11 +56,11 @@ def load_profile(name: str) -> dict:
 
 def _parameters_cell_source(chapter: Path) -> str:
     if chapter.suffix == ".py":
-        import jupytext
+        import jupytext  # heavy: jupytext, only to read a chapter's parameters cell
 
         nb = jupytext.read(chapter)
     elif chapter.suffix == ".ipynb":
-        import nbformat
+        import nbformat  # heavy: nbformat, only to read a chapter's parameters cell
 
         nb = nbformat.read(chapter, as_version=4)
     else:

@@ -17,6 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
+import torch
+
+from kqlib import __version__
 from kqlib.book.claims.verdicts import (
     COLOURS as VERDICT_COLOURS,  # noqa: F401  (the one colour scheme; kept under its old name)
 )
@@ -64,7 +69,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*IProgress.*")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # heavy: transformers, only to quiet it
 
         hf_logging.disable_progress_bar()
     except ImportError:
@@ -89,14 +94,13 @@ def say_empty_tables() -> None:
     """In a notebook kernel, show every empty table as :data:`EMPTY_TABLE` (:func:`table_html`), never as a bare
     header; outside IPython nothing changes."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: IPython (a notebook kernel; elsewhere nothing to do)
     except ImportError:
         return
     shell = get_ipython()
     if shell is None:
         return
-    import pandas as pd
-    from pandas.io.formats.style import Styler
+    from pandas.io.formats.style import Styler  # heavy: imports jinja2; only in a notebook kernel
 
     html = shell.display_formatter.formatters["text/html"]
     for kind in (pd.DataFrame, Styler):
@@ -133,8 +137,6 @@ def order_by_size(sizes: Mapping[str, Mapping[str, Any]], key: str = "mlp_neuron
 def model_table(lms: Sequence) -> "Any":
     """One row per loaded :class:`~kqlib.core.models.LM`: family, layers, neurons, MLP neurons, parameters (total and
     non-embedding), fingerprint, load time."""
-    import pandas as pd
-
     rows = []
     for lm in lms:
         size = model_size(lm)
@@ -178,8 +180,6 @@ def git_revision(path: str | Path | None = None) -> str:
 
 
 def device_info() -> dict[str, Any]:
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,8 +202,6 @@ def device_info() -> dict[str, Any]:
 
 def run_record(lms: Sequence, parameters: Mapping[str, Any], started: float, profile: str | None = None) -> dict:
     """Provenance of a chapter's numbers: models and fingerprints, versions, profile, parameters, timing."""
-    from kqlib import __version__
-
     return {
         "models": [lm.name for lm in lms],
         "fingerprints": {lm.name: lm.fingerprint for lm in lms},
@@ -230,8 +228,6 @@ def _plain(value: Any) -> Any:
 
 def records(df) -> list[dict]:
     """A DataFrame as JSON-ready rows: floats through :func:`finite_or_none`, integer lists as ``int``s."""
-    import numpy as np
-
     def plain(v):
         if isinstance(v, (float, np.floating)):
             return finite_or_none(v)
@@ -303,7 +299,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 def glue_numbers(numbers: Mapping[str, Any]) -> None:
     """``myst_nb.glue`` each number (as a plain Python value, not displayed) under its key."""
-    from myst_nb import glue
+    from myst_nb import glue  # optional: myst_nb (the book extra, via jupyter-book; in a book notebook)
 
     for key, value in _plain(numbers).items():
         glue(key, value, display=False)
@@ -311,8 +307,7 @@ def glue_numbers(numbers: Mapping[str, Any]) -> None:
 
 def read_glued(notebook: str | Path) -> dict[str, Any]:
     """``{key: value}`` of the numbers glued in an executed notebook (parsed from their text form)."""
-
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only to read an executed notebook
 
     nb = nbformat.read(str(notebook), as_version=4)
     out: dict[str, Any] = {}

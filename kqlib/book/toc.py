@@ -32,7 +32,7 @@ def find_root(start: str | Path | None = None) -> Path:
 
 def toc_documents(root: Path) -> list[str]:
     """Every document of ``_toc.yml`` in reading order (root first), as extension-less relative paths."""
-    import yaml
+    import yaml  # heavy: yaml (~30 ms), only to read _toc.yml; `kq` imports this module at start
 
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     docs = [toc["root"]]

@@ -162,7 +162,7 @@ def _regions(lines: list[str], where: str):
 
 def load_assignment(path: Path) -> Assignment:
     """Parse and validate one source."""
-    import jupytext
+    import jupytext  # heavy: jupytext, only to read an assignment source
 
     path = Path(path)
     if not path.exists():
@@ -237,7 +237,7 @@ def _render_cell(cell, student: bool):
 
 def render(assignment: Assignment, version: str):
     """The ``"student"`` or ``"instructor"`` notebook (nbformat v4, no outputs)."""
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only to write notebooks
 
     if version not in ("student", "instructor"):
         raise ParameterError(f"version must be 'student' or 'instructor', got {version!r}")
@@ -275,7 +275,7 @@ def revealing_lines(assignment: Assignment) -> list[str]:
 
 def check_student_notebook(assignment: Assignment, nb) -> None:
     """Raise if any solution line or hidden check of ``assignment`` is left in the student notebook ``nb``."""
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only to check a notebook
 
     text = nbformat.writes(nb)
     for s in revealing_lines(assignment):
@@ -292,7 +292,7 @@ def check_student_notebook(assignment: Assignment, nb) -> None:
 
 def build(out: Path, source_dir: Path | None = None, only: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Write ``out/student/NN_name.ipynb`` and ``out/instructor/NN_name.ipynb`` for every source."""
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only to write notebooks
 
     paths = source_paths(source_dir)
     if only:

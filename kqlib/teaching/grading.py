@@ -95,7 +95,7 @@ class GradeReport:
 
 
 def read_submission(path: Path):
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only to read a submission
 
     path = Path(path)
     if not path.exists():
@@ -130,6 +130,7 @@ def _stub_qid(message: str) -> str | None:
 
 def grade(path: Path, source_dir: Path | None = None, timeout: int = 120, save: Path | None = None) -> GradeReport:
     """Execute the notebook at ``path`` and run its assignment's checks in the same kernel."""
+    # heavy: nbformat and nbclient (a Jupyter kernel client), only to grade
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError

@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import pandas as pd
+
 from kqlib.book.claims import verdicts as V
 from kqlib.book.report import book_root, output_dir, read_results
 
@@ -60,8 +62,6 @@ def frame(rows: Iterable[Mapping[str, Any]]):
     p across the model's primary family and the adjusted verdict where it differs; else secondary), claim,
     model, the paper's value (source), this run's estimate [95 % CI] (n), the chapter's verdict with its
     reason, link to the chapter's "Paper vs this run" section."""
-    import pandas as pd
-
     out = []
     rows = list(rows)
     adjusted = V.holm_family(rows)
@@ -102,8 +102,6 @@ def headline_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def grid(rows: Iterable[Mapping[str, Any]]):
     """Headline claims × models: the Holm-adjusted verdict of each primary row ("–" where a claim has no row
     for that model; a claim judged across models sits in the column "all")."""
-    import pandas as pd
-
     head = headline_rows(rows)
     models = sorted({r["model"] for r in head if r["model"] not in ("–", "all")}, key=str)
     models += [m for m in ("all",) if any(r["model"] == m for r in head)]
@@ -128,7 +126,7 @@ def grid_styled(rows: Iterable[Mapping[str, Any]]):
 def forest_figure(rows: Iterable[Mapping[str, Any]]):
     """Each primary row with an estimate: estimate − null with its 95 % interval (0 = the claim's null), the
     paper's pre-stated effect (claims.toml ``effect``) marked as a diamond, coloured by the adjusted verdict."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only to draw the figure
 
     head = [r for r in headline_rows(rows) if r.get("estimate") is not None]
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(head), 2) + 1.2))

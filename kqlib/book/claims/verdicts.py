@@ -18,12 +18,13 @@ Chapters call :func:`claim_row` for each claim they measure, put the rows in the
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import tomllib
+import pandas as pd
 
 from kqlib.book.toc import toc_documents
 from kqlib.errors import ParameterError
@@ -146,7 +147,7 @@ def _finite(x) -> bool:
 
 
 def _z(q: float) -> float:
-    from scipy.stats import norm
+    from scipy.stats import norm  # heavy: scipy, not loaded by `import kqlib` or `kq`
 
     return float(norm.ppf(q))
 
@@ -294,7 +295,7 @@ def row_p(row: Mapping[str, Any]) -> float | None:
     if not (_finite(est) and _finite(lo) and _finite(hi)) or float(hi) <= float(lo):
         return None
     se = (float(hi) - float(lo)) / (2 * _z(0.975))
-    from scipy.stats import norm
+    from scipy.stats import norm  # heavy: scipy, not loaded by `import kqlib` or `kq`
 
     return float(2 * norm.sf(abs(float(est) - float(claim(row["claim"]).null)) / se))
 
@@ -333,8 +334,6 @@ def shade(value) -> str:
 def frame(rows: Iterable[Mapping[str, Any]], link: bool = False):
     """Rows of :func:`claim_row` as the "Paper vs this run" DataFrame: claim, model, paper (value and source),
     this run, verdict (label and reason); ``link`` adds a link to the chapter's section."""
-    import pandas as pd
-
     out = []
     for r in rows:
         row = {"claim": r["text"], "model": r["model"], "paper": f"{r['paper']} ({r['source']})",

@@ -42,7 +42,7 @@ def _describe(info: dict) -> str:
 def build_lock(build: str | Path, command: str | None = None, wait: float = 0.0):
     """Hold the lock of ``build`` (a ``_build`` folder) for the block; raise :class:`BuildLocked` naming the
     holder when another process holds it for more than ``wait`` seconds (0: stop at once)."""
-    from filelock import FileLock, Timeout
+    from filelock import FileLock, Timeout  # optional: filelock (the book extra; while the book builds)
 
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,21 @@ inputs are unchanged and its outputs are still the ones it wrote."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from kqlib.errors import KqError
-from kqlib.book.toc import BUILD, executed_path
+from kqlib import __version__
+from kqlib.book.toc import BUILD, executed_path, notebook_chapters
+from kqlib.core import models
+from kqlib.errors import DataError, KqError
+from kqlib.paper.pararel_files import pararel_root
 
 
 
@@ -27,8 +33,6 @@ def inputs_path(executed: Path) -> Path:
 
 def kqlib_digest() -> str:
     """sha256 over kqlib's own source files (``*.py``, ``*.toml`` in every subpackage): any change counts."""
-    import hashlib
-
     h = hashlib.sha256()
     base = Path(__file__).resolve().parents[2]  # the kqlib package
     for path in sorted(list(base.rglob("*.py")) + list(base.rglob("*.toml"))):
@@ -40,13 +44,9 @@ def kqlib_digest() -> str:
 def model_identity(name: str) -> str:
     """What identifies a model's weights without loading it: an embedded model's GGUF sha256, a local
     folder's file names/sizes/mtimes, else the name (a hub id)."""
-    import hashlib
-
-    from kqlib.core.models import EMBEDDED
-
-    if name in EMBEDDED:
+    if name in models.EMBEDDED:
         try:
-            return f"{name}@sha256:{EMBEDDED[name].locate()[1][:16]}"
+            return f"{name}@sha256:{models.EMBEDDED[name].locate()[1][:16]}"
         except KqError:
             return name
     folder = Path(name)
@@ -70,16 +70,12 @@ def model_names(params: Mapping[str, Any]) -> list[str]:
 
 def check_models(plans) -> None:
     """Refuse, before any chapter runs, a model name or folder no chapter could load."""
-    from kqlib.core.models import check_model_name
-
     for name in dict.fromkeys(n for _, params in plans for n in model_names(params)):
-        check_model_name(name)
+        models.check_model_name(name)
 
 
 def file_digest(path: Path) -> str | None:
     """sha256 (16 hex digits) of a file's bytes; None when it does not exist or cannot be read."""
-    import hashlib
-
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError:
@@ -90,11 +86,6 @@ def pararel_input(chapter: Path, params: Mapping[str, Any]) -> dict | None:
     """The ParaRel data a chapter reads (None for a chapter without a ``relations`` parameter): the data folder
     its kernel resolves (``$KQLIB_PARAREL``, a shared checkout beside the chapter's folder or the repository, the
     download) and the digest of the pattern and tuple files of its relations (all of them when ``[]``)."""
-    import contextlib
-    import hashlib
-
-    from kqlib.paper.pararel_files import pararel_root
-
     if "relations" not in params:
         return None
     try:
@@ -125,8 +116,6 @@ def results_path(root: Path, stem: str) -> Path:
 
 def results_input(root: Path, chapter: Path) -> dict | None:
     """``{other chapter: digest of its results JSON (None: none)}`` for a chapter that reads them, else None."""
-    from kqlib.book.toc import notebook_chapters
-
     if not reads_results(chapter):
         return None
     return {ch.stem: file_digest(results_path(root, ch.stem)) for ch in notebook_chapters(root) if ch != chapter}
@@ -135,8 +124,6 @@ def results_input(root: Path, chapter: Path) -> dict | None:
 def stale_readers(root: Path) -> dict[str, list[str]]:
     """``{chapter: [other chapters whose results changed since it was executed]}`` for the executed chapters that
     read other chapters' results (the scorecard); empty when every such page matches the current results."""
-    from kqlib.book.toc import notebook_chapters
-
     out = {}
     for ch in notebook_chapters(root):
         final = executed_path(root, ch)
@@ -164,10 +151,6 @@ def chapter_inputs(root: Path, chapter: Path, params: Mapping[str, Any], executo
     """Everything a chapter's executed notebook depends on: its source, parameters, kqlib's version and
     source digest, the models' identities, the executor, the ParaRel data it reads (:func:`pararel_input`) and
     the other chapters' results it reads (:func:`results_input`)."""
-    import hashlib
-
-    from kqlib import __version__
-
     names = model_names(params)
     return dict(chapter=str(chapter.relative_to(root)),
                 source=hashlib.sha256(chapter.read_bytes()).hexdigest()[:16],
@@ -182,8 +165,6 @@ _DIGEST_KEYS = ("chapter", "source", "parameters", "kqlib_version", "kqlib_sourc
 
 
 def inputs_digest(inputs: Mapping[str, Any]) -> str:
-    import hashlib
-
     def part(k):  # the ParaRel folder's path is shown, its content counts
         v = inputs.get(k)
         return v.get("digest") if k == "pararel" and isinstance(v, Mapping) else v
@@ -195,8 +176,6 @@ def inputs_digest(inputs: Mapping[str, Any]) -> str:
 def read_record(final: Path) -> dict | None:
     """The input record beside an executed notebook; None when there is none. A damaged one (not a JSON
     object) raises :class:`~kqlib.errors.DataError` naming the file and what to do."""
-    from kqlib.errors import DataError
-
     path = inputs_path(final)
     try:
         text = path.read_text()
@@ -253,8 +232,6 @@ def publish(root: Path, chapter: Path, notebook: Path, staged: Path, inputs: Map
     staged file (results JSON, figures, ...) replaced one by one, then the notebook; the input record (with the
     digests of those outputs) last. The old record goes first, so a crash in between never leaves a record
     that matches outputs it did not describe."""
-    import shutil
-
     build = root / BUILD
     final = executed_path(root, chapter)
     inputs_path(final).unlink(missing_ok=True)

@@ -143,7 +143,7 @@ def _kernel_manager_class():
     """jupyter_client's AsyncKernelManager, remembering the process group of every kernel it launches, so
     that an interrupted run can make sure its kernel is gone (the kernel runs in its own session: the
     terminal's Ctrl-C does not reach it)."""
-    from jupyter_client import AsyncKernelManager
+    from jupyter_client import AsyncKernelManager  # heavy: jupyter_client, only to run a chapter
 
     class TrackedKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -188,6 +188,7 @@ def execute_chapter(root: Path, chapter: Path, profile: Mapping[str, Any], overr
     (:class:`~kqlib.errors.Interrupted`, Ctrl-C) kills the kernel, removes the partial notebook and the stale
     executed copy, and propagates.
     """
+    # heavy: jupytext, nbformat and papermill, only to run a chapter
     import jupytext
     import nbformat
     import papermill

@@ -22,6 +22,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+import pandas as pd
+
 from kqlib.book.figures import shared_top_neurons
 from kqlib.book.report import output_dir
 from kqlib.errors import ParameterError
@@ -107,8 +110,6 @@ def data_dir() -> Path:
 
 
 def _dtype_name(series) -> str:
-    import pandas as pd
-
     if pd.api.types.is_bool_dtype(series):
         return "bool"
     if pd.api.types.is_integer_dtype(series):
@@ -125,8 +126,6 @@ def _dtype_name(series) -> str:
 
 def _plain_frame(df):
     """A copy CSV can hold (categoricals as str, list/tuple/set/dict cells as JSON text) and its column types."""
-    import pandas as pd
-
     out = df.copy()
     if not isinstance(out.index, pd.RangeIndex) or out.index.name is not None:
         out = out.reset_index()
@@ -166,8 +165,6 @@ def write_table(chapter: str, name: str, df, schema: Mapping[str, str] | None = 
     ``schema``: ``{column: description}`` for columns :data:`COLUMN_DOCS` does not describe (or to override);
     ``figure``: the name(s) given to :func:`kqlib.book.figures.save` for the figure(s) drawn from this table.
     """
-    import pandas as pd
-
     if not isinstance(df, pd.DataFrame):
         raise ParameterError(f"write_table({chapter!r}, {name!r}): expected a DataFrame, got {type(df).__name__}")
     if not name or any(ch in name for ch in "/\\ ") or name.startswith("."):
@@ -209,8 +206,6 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def read_table(folder: str | Path, name: str):
     """A table written by :func:`write_table`, back as a DataFrame (JSON-text list columns parsed)."""
-    import pandas as pd
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     df = pd.read_csv(folder / f"{name}.csv", keep_default_na=False, na_values=[""])
@@ -223,9 +218,6 @@ def read_table(folder: str | Path, name: str):
 def score_frame(scores, prompts, n_per_layer: int = 12):
     """The cells of :func:`kqlib.book.figures.query_heatmaps` as a tidy frame: one row per (query, layer, shown
     neuron) with the raw ``score`` and ``rel_score`` = score / the query's max, clipped at 0 (what is drawn)."""
-    import numpy as np
-    import pandas as pd
-
 
     s = np.asarray(scores, dtype=np.float64)
     cols = shared_top_neurons(s, n_per_layer)

@@ -207,7 +207,7 @@ def _figure_block(stem: str, rel: str, tables: list[tuple[str, dict]], command: 
 
 
 def _markdown_cell(source: str, role: str, index: int):
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only while the site is built
 
     cell = nbformat.v4.new_markdown_cell(source)
     cell.metadata["tags"] = [INJECTED_TAG, role]
@@ -225,7 +225,7 @@ def inject_cells(notebook: Path, stem: str, rel: str, manifest: dict, results: d
                  full_command: str, explorer_href: str = "explorer.html", clean_copy: Path | None = None) -> int:
     """Insert (or replace) the "Data and reproduction" cells of one executed notebook; returns how many.
     ``clean_copy``: also write the notebook as executed (without these cells) there."""
-    import nbformat
+    import nbformat  # heavy: nbformat (jsonschema), only while the site is built
 
     nb = strip_injected(nbformat.read(notebook, as_version=4))
     if clean_copy is not None:

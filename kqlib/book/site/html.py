@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kqlib.book.site.explorer import prepare_site
 from kqlib.book.toc import BUILD, EXECUTED, MATHJAX_DEST, executed_path, notebook_chapters, source_of, toc_documents
 from kqlib.errors import ChapterFailed, MissingDependencyError, ParameterError
 
@@ -64,9 +65,7 @@ def stage(root: Path) -> Path:
 def build_html(root: Path) -> Path:
     """``jupyter-book build`` of the staged book; returns ``_build/html/index.html``."""
     src = stage(root)
-    from kqlib.book.site.explorer import prepare_site  # the data downloads, "reproduce this" and the fact explorer
-
-    prepare_site(root, src, notebook_chapters(root))
+    prepare_site(root, src, notebook_chapters(root))  # the data downloads, "reproduce this" and the fact explorer
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
            "--path-output", str(root), "--builder", "html", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
