@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 
+from kqlib import __version__
 from kqlib import commands as data_commands
 from kqlib.bench import suite as bench
 from kqlib.book.run import runner
 from kqlib.core.models import EMBEDDED, cache_root
 from kqlib.cli_args import (  # noqa: F401 (re-exported: the argument checks, under their old home)
     Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least, output_file)
-from kqlib.errors import KqError, MissingDependencyError
+from kqlib.errors import Interrupted, KqError, MissingDependencyError
 from kqlib.teaching import commands as teaching_commands
 
 
@@ -83,8 +86,6 @@ COMMANDS: tuple[Command, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kq", description="Knowledge neurons and query localization: "
                                      "run the book's chapters, build the book, list models.")
-    from kqlib import __version__
-
     parser.add_argument("--version", action="version", version=f"kqlib {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:
@@ -120,11 +121,6 @@ def stop_on_signals():
     """SIGINT and SIGTERM raise :class:`~kqlib.errors.Interrupted` in the main thread, so that every
     ``finally`` runs (the book runner shuts its kernel down and removes partial notebooks) and the command
     exits 130 / 143. Outside the main thread, and for a signal the parent ignores, nothing changes."""
-    import signal
-    import threading
-
-    from kqlib.errors import Interrupted
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

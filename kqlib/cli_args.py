@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,6 @@ def int_at_least(low: int, what: str = "") -> Callable[[str], int]:
 
 def float_in(low: float, high: float, what: str = "") -> Callable[[str], float]:
     """An argparse ``type``: a finite float in ``[low, high]``."""
-    import math
-
     def parse(text: str) -> float:
         try:
             value = float(text)

@@ -7,8 +7,17 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
+from kqlib.attribution import METHODS, AttributionConfig, knowledge_neurons
 from kqlib.cli_args import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least
+from kqlib.core import models
+from kqlib.core.threads import set_threads
 from kqlib.errors import ParameterError
+from kqlib.paper import pararel, scans
+from kqlib.runs import many
+from kqlib.runs.cache import AttributionCache
+from kqlib.runs.ray_pool import connect
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
@@ -25,12 +34,9 @@ def _relations(text: str | None, option: str) -> list[str] | None:
 def _check_inputs(args, relations: list[str] | None, model: bool = True) -> None:
     """Everything that can be checked without loading a model: the device, the model name or folder, the
     ParaRel folder and the relations (their pattern files are read)."""
-    from kqlib.paper import pararel
-    from kqlib.core.models import check_model_name, resolve_device
-
     if model:
-        resolve_device(args.device)
-        check_model_name(args.model)
+        models.resolve_device(args.device)
+        models.check_model_name(args.model)
     base = pararel.pararel_root(args.pararel)
     if relations is None:
         pararel._require_relations(pararel.available_relations(base), base)
@@ -56,8 +62,6 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def _knowledge(lm, args, relations) -> "object":
     """``kq data --model``: per relation, of ``--sample`` seeded facts, those the model answers on >= 1, 2 and 4
     phrasings (the cached scan, :func:`kqlib.paper.scans.what_it_knows`), best first, and the ``-p`` line."""
-    from kqlib.paper import pararel, scans
-
     ds = scans.scan(lm, relations, None, seed=0, min_correct=1, top_k=args.top_k, max_scan=args.sample or None,
                     root=args.pararel)
     base = pararel.pararel_root(args.pararel)
@@ -80,9 +84,6 @@ def _knowledge(lm, args, relations) -> "object":
 
 
 def _data_run(args) -> int:
-    from kqlib.paper import pararel
-    from kqlib.core.models import load
-
     relations = _relations(args.relations, "--relations")
     check_output_file(args.out, suffixes=(".csv", ".parquet"))
     _check_inputs(args, relations, model=not args.no_model)
@@ -91,7 +92,7 @@ def _data_run(args) -> int:
                                        top_k=args.top_k)
         print(table.to_string(index=False))
     else:
-        table = _knowledge(load(args.model, device=args.device), args, relations)
+        table = _knowledge(models.load(args.model, device=args.device), args, relations)
     if args.out:
         if args.out.lower().endswith(".parquet"):
             table.to_parquet(args.out, index=False)
@@ -139,13 +140,6 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
 
 
 def _attribute_run(args) -> int:
-    import pandas as pd
-
-    from kqlib.paper import pararel
-    from kqlib.attribution import METHODS, knowledge_neurons
-    from kqlib.runs.many import attribute_many
-    from kqlib.core.models import load
-
     # every input is checked here, before the first model load or attribution
     methods = id_list(args.method, "--method", "ig,sig")
     bad = [m for m in methods if m not in METHODS]
@@ -153,8 +147,6 @@ def _attribute_run(args) -> int:
         raise ParameterError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
     if args.facts < 1 or (args.steps is not None and args.steps < 1):
         raise ParameterError("--facts must be >= 1 and --steps >= 1")
-    from kqlib.attribution import AttributionConfig
-
     try:
         config = AttributionConfig(steps=args.steps, rule=args.rule, tol=args.tol)
     except ParameterError as exc:  # the library's message, in the command's words
@@ -172,29 +164,23 @@ def _attribute_run(args) -> int:
     check_output_file(str(out), suffixes=(".csv", ".parquet"))
     check_writable_folder(args.cache, "--cache")
     _check_inputs(args, relations)
-    from kqlib.core.threads import set_threads
-
     set_threads(args.threads)
     t0 = time.time()
-    from kqlib.runs.cache import AttributionCache
-
     if args.executor == "ray":  # an unreachable cluster or cache fails here, before any work
-        from kqlib.runs.ray_pool import connect
-
         connect(args.address)
     AttributionCache(args.cache).check()
-    lm = load(args.model, device=args.device)
+    lm = models.load(args.model, device=args.device)
     data = pararel.build_dataset(lm, relations=relations, n_per_relation=args.facts, seed=args.seed,
                                  top_k=args.top_k, root=args.pararel)
     queries = data.queries
     print(f"[kq] {len(data)} facts, {len(queries)} queries from {', '.join(data.relations())}", file=sys.stderr)
     rows, diag_rows = [], []
     for method in methods:
-        scores, diags = attribute_many(lm, queries, method=method, steps=args.steps, site=args.site, rule=args.rule,
-                                       tol=args.tol, batch_size=args.batch_size, cache=args.cache,
-                                       desc=f"{method} attribution", executor=args.executor, address=args.address,
-                                       workers=args.workers, diagnostics=True,
-                                       threads=args.threads if args.executor == "local" else None)
+        scores, diags = many.attribute_many(lm, queries, method=method, steps=args.steps, site=args.site,
+                                            rule=args.rule, tol=args.tol, batch_size=args.batch_size,
+                                            cache=args.cache, desc=f"{method} attribution", executor=args.executor,
+                                            address=args.address, workers=args.workers, diagnostics=True,
+                                            threads=args.threads if args.executor == "local" else None)
         for q, s, d in zip(queries, scores, diags):
             diag_rows.append(dict(method=method, relation=q.relation, fact_id=q.fact_id,
                                   pattern_index=q.pattern_index, prompt=q.prompt, **_diagnostics_row(d)))

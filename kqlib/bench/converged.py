@@ -18,14 +18,20 @@ from __future__ import annotations
 import statistics
 import time
 
+import torch
+
+import kqlib
+from kqlib.attribution import attribute, attribute_with_diagnostics, reference_rule
+from kqlib.bench.cases import LONG_PROMPT, Case
+from kqlib.bench.machine import _captum_query, _peak_bytes, _reset_peak, _rss_bytes
+from kqlib.paper import pararel
+
 COUNTS = (8, 12, 16, 24, 32, 48, 64)
 RELATIONS = ("P36", "P1376", "P103", "P1412", "P176", "P178", "P30", "P27")
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """torch float32 ``[n, n] @ [n, n]`` GFLOP/s (best of ``repeats``) on the current threads."""
-    import torch
-
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = float("inf")
@@ -53,9 +59,7 @@ def staircase_flops(lm, n_tokens: int, points: list[int]) -> float:
 
 
 def _queries(lm, n: int, seed: int = 0):
-    from kqlib.paper.pararel import build_dataset
-
-    ds = build_dataset(lm, list(RELATIONS), 3, seed=seed, min_correct=2, progress=False).with_queries("correct")
+    ds = pararel.build_dataset(lm, list(RELATIONS), 3, seed=seed, min_correct=2, progress=False).with_queries("correct")
     return [(q.prompt, q.target_id) for q in ds.queries][:n]
 
 
@@ -68,9 +72,6 @@ def _timed(fn):
 def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference: int = 128,
                    counts=COUNTS, captum: bool = True) -> tuple[list[dict], dict]:
     """Rows ``{model, rule, median s, median error, share <= tol, points}`` and the efficiency numbers."""
-    import kqlib
-    from kqlib.attribution import attribute, attribute_with_diagnostics, reference_rule
-
     lm = kqlib.load(model)
     queries = _queries(lm, n_queries)
     err = lambda s, r: float((s.double() - r.double()).abs().max() / r.double().abs().max())  # noqa: E731
@@ -109,9 +110,6 @@ def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference
             if n != counts[-1]:
                 results.pop(label)  # keep only the smallest rule meeting tol (or the largest tried)
     if captum and "gauss" in smallest:
-        from kqlib.bench.machine import _captum_query
-        from kqlib.bench.cases import Case
-
         n = smallest["gauss"]
 
         def cap(p, t):
@@ -126,10 +124,6 @@ def converged_rows(model: str, n_queries: int = 10, tol: float = 1e-2, reference
 
 def memory_row(model: str = "smollm2-135m", n_tokens: int = 3000, tol: float = 1e-2) -> dict:
     """Peak RSS above the loaded model during one adaptive attribution of a ~``n_tokens`` prompt."""
-    import kqlib
-    from kqlib.bench.cases import LONG_PROMPT
-    from kqlib.bench.machine import _peak_bytes, _reset_peak, _rss_bytes
-
     lm = kqlib.load(model)
     unit = LONG_PROMPT.rsplit(" The native", 1)[0] + " "
     reps = max(1, n_tokens // max(1, len(lm.encode(unit)[0])))

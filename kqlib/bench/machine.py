@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 import platform
 import resource
+from importlib.metadata import version
 
+import torch
+
+import kqlib
+from kqlib.core.hooks import capture, set_neurons
 
 
 # ------------------------------------------------------------------------------------------ machine
 
 
 def machine_info() -> dict:
-    import torch
-
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -32,11 +35,9 @@ def machine_info() -> dict:
         load = "%.2f %.2f %.2f" % os.getloadavg()
     except OSError:
         load = "?"
-    import transformers
+    import transformers  # heavy: transformers, not imported by `kq` at start
 
     try:
-        from importlib.metadata import version
-
         kn = version("knowledge-neurons")
     except Exception:
         kn = "not installed"
@@ -79,6 +80,7 @@ def _peak_bytes() -> int:
 def word_level_tokenizer(prompt_words: list[str], vocab_size: int):
     """A GPT-2-sized word-level tokenizer: the prompt's words, then generated words ``w00000``, ... up to
     ``vocab_size`` entries; id 0 is ``<|endoftext|>`` as in GPT-2. Callable like any HF tokenizer."""
+    # heavy: tokenizers and transformers, only to build a benchmark model
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -103,9 +105,8 @@ def word_level_tokenizer(prompt_words: list[str], vocab_size: int):
 
 def build(case):
     """``(model, tokenizer, target_id, target_string)`` for a case; the model is in eval mode."""
-    import torch
-
     if case.kind == "gpt2-random":
+        # heavy: tokenizers and transformers, only to build a benchmark model
         from tokenizers import pre_tokenizers
         from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -115,8 +116,6 @@ def build(case):
         torch.manual_seed(case.seed)
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     elif case.kind == "embedded":
-        import kqlib
-
         lm = kqlib.load(case.model, device="cpu")
         model, tok = lm.model, lm.tokenizer
     else:
@@ -128,8 +127,6 @@ def build(case):
         target_id = int(logits.argmax())
         target = tok.convert_ids_to_tokens(target_id)
     else:
-        import kqlib
-
         target_id = kqlib.LM.wrap(model, tok).answer_token_ids(case.prompt, case.target)[0]
         target = tok.decode([target_id])
     return model, tok, target_id, target
@@ -138,11 +135,7 @@ def build(case):
 def _captum_query(model, tok, case, target_id: int, steps: int):
     """Captum's IntegratedGradients as a user would write it for neurons: per layer, a forward function whose
     input is the layer's neuron vector at the last position (zero baseline), the whole prompt recomputed."""
-    import torch
-    from captum.attr import IntegratedGradients
-
-    import kqlib
-    from kqlib.core.hooks import capture, set_neurons
+    from captum.attr import IntegratedGradients  # optional: captum (the benchmark's "captum IG" rows)
 
     lm = kqlib.LM.wrap(model, tok, name=case.name)
     ids = tok(case.prompt, return_tensors="pt").input_ids

@@ -31,12 +31,21 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
+import multiprocessing
 import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+import torch
+
+import kqlib
+from kqlib.bench import converged
 from kqlib.cli_args import Command, int_at_least, output_file
-from kqlib.core.threads import free_cores, usable_cores
+from kqlib.core.threads import free_cores, parse_threads, usable_cores
+from kqlib.errors import ParameterError
 
 from kqlib.bench.machine import (  # noqa: E402,F401 (re-exported)
     machine_info, _rss_bytes, _reset_peak, _peak_bytes, word_level_tokenizer, build, _captum_query)
@@ -56,8 +65,6 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
 
     Meant to run in a fresh process (see :func:`run_benchmark`); in-process the memory figure also sees
     whatever earlier work left in the allocator."""
-    import torch
-
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if threads:
         torch.set_num_threads(threads)
@@ -69,8 +76,6 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
     busy = None
     extras: dict = {}
     if impl.startswith("kqlib"):
-        import kqlib
-
         lm = kqlib.LM.wrap(model, tok, name=case.name)
         if "busy" in impl:  # one competing busy process for the whole measurement
             busy = _start_busy()
@@ -97,7 +102,7 @@ def measure(case: Case, impl: str, steps: int, repeats: int, warmup: int = 1, ve
     elif impl == "knowledge-neurons":
         if not case.supports_kn:
             raise NotImplementedError("knowledge-neurons supports only GPT-2/GPT-Neo/BERT at the c_fc output")
-        from knowledge_neurons import KnowledgeNeurons
+        from knowledge_neurons import KnowledgeNeurons  # optional: knowledge-neurons (its benchmark rows)
 
         kn_ids = tok.encode(target)
         if kn_ids != [target_id]:
@@ -155,8 +160,6 @@ def _busy_loop() -> None:  # pragma: no cover - runs in a child process
 
 
 def _start_busy():
-    import multiprocessing
-
     proc = multiprocessing.get_context("spawn").Process(target=_busy_loop, daemon=True)
     proc.start()
     time.sleep(1.0)  # let it start spinning before the free cores are sampled
@@ -170,15 +173,11 @@ def _measure_quiet_env(*args, **kwargs):
 
 
 def captum_unavailable() -> str | None:
-    import importlib.util
-
     return None if importlib.util.find_spec("captum") is not None else f"captum not installed: {CAPTUM_INSTALL}"
 
 
 def kn_unavailable() -> str | None:
     """Why knowledge-neurons cannot run here, or None."""
-    import importlib.util
-
     for mod in ("knowledge_neurons", "einops"):
         if importlib.util.find_spec(mod) is None:
             return f"{mod} not installed: {KN_INSTALL}"
@@ -188,16 +187,11 @@ def kn_unavailable() -> str | None:
 def _run_one(case, impl, steps, repeats, warmup, isolate, verbose, threads):
     if not isolate:
         return measure(case, impl, steps, repeats, warmup, verbose, threads)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
         return ex.submit(_measure_quiet_env, case, impl, steps, repeats, warmup, verbose, threads).result()
 
 
 def _top(scores, k=5) -> set:
-    import numpy as np
-
     flat = scores.reshape(-1)
     idx = np.argsort(-flat, kind="stable")[:k]
     return {divmod(int(i), scores.shape[1]) for i in idx}
@@ -209,8 +203,6 @@ def run_benchmark(cases, steps: int = 20, repeats: int = 3, warmup: int = 1, iso
     (``None`` where n/a, with the reason in ``"n/a"``) plus the raw ``"result"``.
 
     ``isolate``: run each implementation in a fresh spawned process (clean peak-memory figures)."""
-    import numpy as np
-
     rows = []
     for case in cases:
         results: dict[str, dict | str] = {}
@@ -275,8 +267,6 @@ def run_benchmark(cases, steps: int = 20, repeats: int = 3, warmup: int = 1, iso
 
 def _threads_arg(text: str) -> str:
     """argparse type of ``--threads``: ``auto`` or a positive integer (checked before any work)."""
-    from kqlib.core.threads import parse_threads
-
     try:
         parse_threads(text)
     except Exception as exc:
@@ -310,18 +300,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kqlib.errors import ParameterError
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if getattr(args, "converged", False):
-        from kqlib.bench.converged import COUNTS, report
-
         print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info().items()), flush=True)
         quick = args.quick
-        for line in report(["smollm2-135m"] if quick else ["smollm2-135m", "gemma3-270m"],
-                           n_queries=2 if quick else 10, reference=64 if quick else 128,
-                           counts=(8, 16, 32) if quick else COUNTS, memory_tokens=1000 if quick else 3000):
+        for line in converged.report(["smollm2-135m"] if quick else ["smollm2-135m", "gemma3-270m"],
+                                     n_queries=2 if quick else 10, reference=64 if quick else 128,
+                                     counts=(8, 16, 32) if quick else converged.COUNTS,
+                                     memory_tokens=1000 if quick else 3000):
             print(line, flush=True)
         return 0
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -336,8 +323,6 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     if steps < 1 or repeats < 1 or warmup < 0:
         raise ParameterError("need --steps >= 1, --repeats >= 1, --warmup >= 0")
-    from kqlib.core.threads import parse_threads
-
     args.threads = parse_threads(args.threads)
     info = machine_info()
     if args.threads:
