@@ -100,7 +100,7 @@ def say_empty_tables() -> None:
     shell = get_ipython()
     if shell is None:
         return
-    from pandas.io.formats.style import Styler  # heavy: imports jinja2; only in a notebook kernel
+    from pandas.io.formats.style import Styler  # heavy: pandas' Styler (jinja2), only in a notebook kernel
 
     html = shell.display_formatter.formatters["text/html"]
     for kind in (pd.DataFrame, Styler):
