@@ -43,7 +43,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     info, image = {}, None
     for col, (label, row) in enumerate(chosen.items()):
         two = sorted(by_fact[row.fact_id].queries, key=lambda q: q.pattern_index)[:2]
-        sc = query_scores(lm, two, method=method, site=p.site, **rule_kw(p))
+        sc = query_scores(lm, two, method=method, site=p.site, **rule_kw(rule=p.rule, steps=p.steps, tol=p.tol))
         image = query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
                                [f"{label} ({kind} = {row[kind]:.2f})\n“{q.prompt} …”" for q in two])
         f = by_fact[row.fact_id].fact

@@ -44,7 +44,7 @@ def threshold_grid(data, p) -> pd.DataFrame:
     from the cached scores for every t)."""
     rows = []
     for t in p.t_grid:
-        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, **rule_kw(p), site=p.site,
+        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, **rule_kw(rule=p.rule, steps=p.steps, tol=p.tol), site=p.site,
                                    t=float(t), progress=False) for lm in data.lms}
         s_t = ki_share_table(data.consistency(p.cs_kind, loc_t), kind=p.cs_kind, static=list(p.theta_grid),
                              otsu=False, n_boot=1, seed=p.seed)
@@ -86,7 +86,7 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             continue
         by_site = {}
         for s in (p.site, p.compare_site):
-            by_site[s] = localize(lm, qs, p.site_methods, **rule_kw(p), site=s, t=p.t_threshold,
+            by_site[s] = localize(lm, qs, p.site_methods, **rule_kw(rule=p.rule, steps=p.steps, tol=p.tol), site=s, t=p.t_threshold,
                                  progress=False)
             c = consistency_table(by_site[s].neurons, queries=by_site[s].queries).dropna(subset=[kind])
             site_rows.append(c.assign(site=s))

@@ -44,7 +44,7 @@ def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
 
 
 def _edit_kw(p) -> dict:
-    return dict(method=p.method, **rule_kw(p), site=p.site, t=p.t_threshold, cas_method=p.cas_method,
+    return dict(method=p.method, **rule_kw(rule=p.rule, steps=p.steps, tol=p.tol), site=p.site, t=p.t_threshold, cas_method=p.cas_method,
                 cas_threshold=p.cas_threshold, n_heldout=p.n_heldout, split=p.split, query_filter=p.query_filter,
                 n_unrelated=p.n_unrelated, lambda1=p.lambda1, lambda2=p.lambda2, seed=p.seed,
                 n_facts=p.n_edit_facts or None, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
