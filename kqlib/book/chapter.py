@@ -5,7 +5,7 @@ A chapter notebook does::
     ch = Chapter("01_kl_reexamination", globals())   # reads the parameters its `parameters` cell declares
     lms = ch.models()                                 # loads ch.p.models
     data = ch.localize()                              # ParaRel facts + KN sets of every model (cached)
-    ...
+    t2 = ch.call(K.table2, edits, cs, shares)         # K's keyword-only parameters from the chapter's (ch.p)
     ch.claim("ki_majority", model, estimate, low, high, n)   # one row of "Paper vs this run"
     ch.paper_vs_run()                                        # the table, generated from claims.toml
     ch.glue(numbers); ch.finish(extra results)               # glue into the prose, write the results JSON
@@ -87,7 +87,7 @@ class Chapter:
         refused before the call (:class:`~kqlib.errors.ParameterError`); one with a default keeps it. A chapter
         module's function takes plain values::
 
-            def table2(edits, cs, shares, *, n_boot, seed, edit_method, cs_kind): ...
+            def table2(edits, cs, shares, *, edit_method, cs_kind, n_boot, seed): ...
 
             table2 = ch.call(K.table2, edits, cs, shares)            # n_boot, seed, ... are the chapter's
             quick = ch.call(K.table2, edits, cs, shares, n_boot=200)  # an explicit keyword wins

@@ -3,15 +3,13 @@ subset of the union as large as ∩), so empty intersections (ΔProb = 0) cannot
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 
 from kqlib.book.chapters import ch03_query_kn_mapping as K
 from kqlib.paper.mapping import per_fact_effects
 
-P = SimpleNamespace(n_boot=500, seed=0)
+BOOT = dict(n_boot=500, seed=0)
 
 
 def _mapping(n_rel=10, facts=2, queries=3, empty_share=2 / 3, seed=0):
@@ -37,7 +35,7 @@ def _mapping(n_rel=10, facts=2, queries=3, empty_share=2 / 3, seed=0):
 
 def test_own_vs_intersection_is_not_won_by_empty_intersections():
     mapping = _mapping()
-    c = K.claim_contrasts(K.with_avg(mapping), mapping, P).set_index("comparison")
+    c = K.claim_contrasts(K.with_avg(mapping), mapping, **BOOT).set_index("comparison")
     naive, fair = c.loc["own − ∩ (all queries)"], c.loc["own − ∩"]
     assert naive.estimate > 0.25 and naive.low > 0  # counting the no-ops, own "beats" ∩
     assert abs(fair.estimate) < 0.03 and fair.low < 0 < fair.high  # where ∩ exists, it does as much
@@ -53,5 +51,5 @@ def test_per_fact_effects_drop_queries_with_an_empty_intersection_and_keep_the_f
     ne = per_fact_effects(long, mapping, nonempty_intersection=True)
     assert set(all_q.queries) == {3} and set(ne.queries) == {2}
     assert len(all_q) == len(ne) == 6 and set(ne.relation) == {"P0", "P1", "P2"}
-    c = K.claim_contrasts(long, mapping, P)
+    c = K.claim_contrasts(long, mapping, **BOOT)
     assert set(c.unit) == {"facts"} and all("fewer than 8" in d for d in c.detail)

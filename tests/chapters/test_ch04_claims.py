@@ -3,14 +3,12 @@ the interval with >= 8 relations (a relation-level null is not read as an effect
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 
 from kqlib.book.chapters import ch04_dynamic_kn_selection as K
 
-P = SimpleNamespace(n_boot=400, seed=0)
+BOOT = dict(n_boot=400, seed=0)
 
 
 def _syn(n_rel, per=6, queries=3, effect=0.0, seed=0):
@@ -30,21 +28,21 @@ def _syn(n_rel, per=6, queries=3, effect=0.0, seed=0):
 
 def test_paired_claim_resamples_relations_and_averages_queries_per_fact():
     syn = _syn(12)
-    m = K.paired_claim(syn, "m", 0.0, "abs_d_act", "control", P)
+    m = K.paired_claim(syn, "m", 0.0, "abs_d_act", "control", **BOOT)
     assert m["unit"] == "relations" and m["n"] == 12 and m["low"] < m["estimate"] < m["high"]
     per_fact = syn[syn["set"] == "synapse"].groupby("fact_id").abs_d_act.mean() - 1.0
     assert np.isclose(m["estimate"], per_fact.mean())
     assert m["mean_b"] == 1.0 and m["p"] is not None
-    few = K.paired_claim(_syn(3), "m", 0.0, "abs_d_act", "control", P)
+    few = K.paired_claim(_syn(3), "m", 0.0, "abs_d_act", "control", **BOOT)
     assert few["unit"] == "facts" and few["n"] == 18 and "fewer than 8" in few["detail"]
-    assert K.paired_claim(syn, "m", 2.0, "abs_d_act", "control", P) is None
+    assert K.paired_claim(syn, "m", 2.0, "abs_d_act", "control", **BOOT) is None
 
 
 def test_a_relation_level_null_is_rarely_an_effect_but_a_shift_is():
     hits = 0
     for s in range(30):
-        m = K.paired_claim(_syn(12, seed=s), "m", 0.0, "abs_d_act", "control", SimpleNamespace(n_boot=200, seed=s))
+        m = K.paired_claim(_syn(12, seed=s), "m", 0.0, "abs_d_act", "control", n_boot=200, seed=s)
         hits += m["low"] > 0 or m["high"] < 0
     assert hits <= 7  # 30 nulls: 4 excluded 0 here; the fact-level interval excluded it in 19 of them
-    m = K.paired_claim(_syn(12, effect=0.5), "m", 0.0, "abs_d_act", "control", P)
+    m = K.paired_claim(_syn(12, effect=0.5), "m", 0.0, "abs_d_act", "control", **BOOT)
     assert m["low"] > 0

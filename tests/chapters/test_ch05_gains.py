@@ -3,14 +3,12 @@ gain by |E|, and the relation as the resampling unit of the gain claims."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 
 from kqlib.book.chapters import ch05_cas_editing as K
 
-P = SimpleNamespace(n_boot=500, seed=0)
+BOOT = dict(n_boot=500, seed=0)
 
 
 def _edits(effect=0.0, n_rel=10, per=8, one_e=0, seed=0, models=("m",)):
@@ -39,25 +37,25 @@ def test_small_kc_gain_is_not_made_by_the_relation():
     edits, classes = _edits(one_e=2)
     fg = K.fact_gains(edits, classes)
     naive = fg[fg["class"] == "K_I"].gain.mean() - fg[fg["class"] == "K_C"].gain.mean()
-    m = K.small_kc_claim(edits, classes, P)
+    m = K.small_kc_claim(edits, classes, **BOOT)
     assert naive > 0.25  # pooled over relations, K_I gains far more
     assert abs(m["estimate"]) < 0.03 and m["low"] < 0 < m["high"] and m["unit"] == "relations"
     assert "20 fact(s) with |E| = 1 left out (20 K_C, 0 K_I)" in m["detail"]
     edits, classes = _edits(effect=0.1)
-    m = K.small_kc_claim(edits, classes, P)
+    m = K.small_kc_claim(edits, classes, **BOOT)
     assert abs(m["estimate"] - 0.1) < 0.03 and m["low"] > 0
 
 
 def test_small_kc_gain_not_measurable_when_the_class_is_the_relation():
     edits, classes = _edits(n_rel=2, per=4)
     classes = {k: ("K_I" if edits[edits.fact_id == k[1]].relation.iloc[0] == "P1" else "K_C") for k in classes}
-    m = K.small_kc_claim(edits, classes, P)
+    m = K.small_kc_claim(edits, classes, **BOOT)
     assert "confounded" in m["why_not"] and "|E| = 1 left out" in m["why_not"]
 
 
 def test_gain_by_e_marks_the_single_query_facts():
     edits, classes = _edits(one_e=1)
-    t = K.gain_by_e(edits, classes, P)
+    t = K.gain_by_e(edits, classes, **BOOT)
     one = t[(t.n_edited == 1) & (t.group == "all")].iloc[0]
     assert one.left_out and one.facts == 10 and one.gain == 0.0
     three = t[(t.n_edited == 3) & (t.group == "all")].iloc[0]

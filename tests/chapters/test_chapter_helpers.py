@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,18 +40,18 @@ def _cs(model, flags):
 
 
 def test_claim_2_difference_of_shares_with_an_interval_over_facts():
-    p = SimpleNamespace(cs_kind="cs2", static_threshold=0.3, n_boot=1000, seed=0)
+    p = dict(cs_kind="cs2", static_threshold=0.3)
     # the model with fewer MLP neurons (gemma) has the lower K_I share: 20 % vs 80 % over 30 facts each
     cs = pd.DataFrame(_cs("gemma3-270m", [1] * 6 + [0] * 24) + _cs("smollm2-135m", [1] * 24 + [0] * 6))
-    m = K.model_order_claim(cs, SIZES, p)
+    m = K.model_order_claim(cs, SIZES, **p)
     assert m["estimate"] == pytest.approx(0.2 - 0.8) and m["low"] < m["estimate"] < m["high"] < 0 and m["n"] == 30
     row = V.claim_row("model_order", "all", m["estimate"], m["low"], m["high"], m["n"], detail=m["detail"])
     assert row["verdict"] == V.HOLDS and "gemma3-270m" in row["this_run"] and "by parameters" in row["this_run"]
     # ordering by parameters would have reversed the comparison: the claim would "differ"
     swapped = {k: dict(v, mlp_neurons=v["parameters"]) for k, v in SIZES.items()}
-    w = K.model_order_claim(cs, swapped, p)
+    w = K.model_order_claim(cs, swapped, **p)
     assert V.judge("model_order", w["estimate"], w["low"], w["high"], w["n"]).label == V.DIFFERS
-    one = K.model_order_claim(cs[cs.model == "gemma3-270m"], {"gemma3-270m": SIZES["gemma3-270m"]}, p)
+    one = K.model_order_claim(cs[cs.model == "gemma3-270m"], {"gemma3-270m": SIZES["gemma3-270m"]}, **p)
     assert V.judge("model_order", why_not=one["why_not"]).label == V.NOT_MEASURABLE and "two models" in one["why_not"]
 
 

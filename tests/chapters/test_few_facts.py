@@ -167,12 +167,11 @@ def test_mapping_and_synapses_stop_when_nothing_qualifies():
     from kqlib.book.chapters import ch04_dynamic_kn_selection as S
     from kqlib.book.chapters import ch03_query_kn_mapping as M
 
-    p = SimpleNamespace(enhance_factor=2.0, methods=["ig"], max_queries=0, seed=0, site="post", kn_method="ig",
-                        t_threshold=0.2)
     cs = pd.DataFrame({"model": ["m", "m"], "method": ["ig", "ig"], "fact_id": ["a", "b"],
                        "group": ["K_none", "K_none"]})
     with pytest.raises(TooFewFacts, match="K_none: 2"):
-        M.run_chapter_mapping([], None, cs, p)
+        M.run_chapter_mapping([], None, cs, methods=["ig"], max_queries=0, enhance_factor=2.0, site="post", seed=0)
     lm = SimpleNamespace(name="m")
     with pytest.raises(TooFewFacts, match="no synapses to scale"):
-        S.run_chapter_synapses([lm], {"m": []}, {"m": []}, {"m": []}, p)
+        S.run_chapter_synapses([lm], {"m": []}, {"m": []}, {"m": []}, kn_method="ig", t_threshold=0.2, synapse_t=0.2,
+                               alphas=[0.0], steps=4, site="post", renormalize=False, mass_matched=False, seed=0)
