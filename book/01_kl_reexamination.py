@@ -195,7 +195,7 @@ per_relation.style.format({"queries_per_fact": "{:.1f}", "mean_cs": "{:.3f}", "K
 # verdict; the power table gives the per-fact test's power at a shift of 0.05 for each $k$.
 
 # %%
-views = K.chance_views(cs, ch.p, data)
+views = ch.call(K.chance_views, cs, data)
 ch.export("chance", views["chance"], description="claim 1: population mean delta_j and the share not above chance, two-level bootstrap over relations")
 views["chance"].style.format({"mean_delta": "{:+.3f}", "ci_low": "{:+.3f}", "ci_high": "{:+.3f}", "share_ki": "{:.0%}",
                               "ki_low": "{:.0%}", "ki_high": "{:.0%}"}).hide(axis="index")
@@ -238,7 +238,7 @@ views["per_relation"].style.format({"k": "{:.1f}", "mean_delta": "{:+.3f}", "not
 
 # %%
 all_phrasings = data if query_filter == "all" else ch.localize([edit_method], verbose=False, query_filter="all")
-pairs = K.pair_type_table(ch.p, all_phrasings, edit_method)
+pairs = ch.call(K.pair_type_table, all_phrasings, edit_method)
 ch.export("pair_types", pairs, figure="01_pair_types", description="mean KN-set Jaccard by pair type, intervals over facts")
 ch.save(K.pair_type_figure(pairs), "01_pair_types", "pair_types")
 pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, na_rep="–").hide(axis="index")
@@ -256,7 +256,7 @@ pairs.style.format({"mean": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, 
 
 # %%
 other_filter = all_phrasings if query_filter == "correct" else ch.localize([edit_method], verbose=False, query_filter="correct")
-K.filter_sensitivity(ch.p, data, other_filter, edit_method)
+ch.call(K.filter_sensitivity, data, other_filter, edit_method)
 
 # %% [markdown]
 # ## Figure 1: a consistent and an inconsistent fact
@@ -268,7 +268,7 @@ K.filter_sensitivity(ch.p, data, other_filter, edit_method)
 # attribution score divided by its maximum.
 
 # %%
-fig, fig1_info = K.figure1(lms[0], cs, data, edit_method, ch.p)
+fig, fig1_info = ch.call(K.figure1, lms[0], cs, data, edit_method)
 ch.save(fig, "01_fig1_heatmaps", "fig1")
 pd.DataFrame(fig1_info).T
 
@@ -299,7 +299,7 @@ pd.DataFrame(fig1_info).T
 # with fewer than two usable queries, or whose edited query has no knowledge neuron, is not edited.
 
 # %%
-edits = K.one_query_edits(lms, data, cs, ch.p)
+edits = ch.call(K.one_query_edits, lms, data, cs)
 ch.export("edits", edits, figure="01_table2_edits", description="Table 2: one row per one-query edit (fact, task)")
 edits[["model", "relation", "subject", "obj", "new_obj", "task", "cs", "n_neurons", "n_neighbors", "rel", "gen",
        "loc", "dppl"]].style.format({"cs": "{:.3f}", "rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}",
@@ -316,19 +316,19 @@ edits[["model", "relation", "subject", "obj", "new_obj", "task", "cs", "n_neuron
 # (the same edits, grouped two ways). Each cell: mean over the class's facts with a 95 % bootstrap interval.
 
 # %%
-table2 = K.table2(edits, cs, shares, ch.p)
+table2 = ch.call(K.table2, edits, cs, shares)
 ch.export("table2", table2, figure="01_table2_edits", description="Table 2: Rel/Gen/Loc/Avg/ΔPPL per class with CIs")
 K.table2_view(table2)
 
 # %%
-static_classes = K.edit_classes(cs, shares, ch.p, "static")
-ch.save(K.table2_figure(edits, static_classes, ch.p), "01_table2_edits", "table2")
+static_classes = ch.call(K.edit_classes, cs, shares, "static")
+ch.save(ch.call(K.table2_figure, edits, static_classes), "01_table2_edits", "table2")
 
 # %% [markdown]
 # ## Headline numbers
 
 # %%
-numbers, claims = K.kl_numbers(lms, ch.p, data, cs, shares, edits, static_classes)
+numbers, claims = ch.call(K.kl_numbers, lms, data, cs, shares, edits, static_classes)
 ch.claims_from(claims)
 ch.glue(numbers)
 

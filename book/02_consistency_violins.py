@@ -128,7 +128,7 @@ K.size_table(shares, ch.sizes()).style.format(
 # (monotone by construction).
 
 # %%
-grid = K.threshold_grid(data, ch.p)
+grid = ch.call(K.threshold_grid, data)
 ch.export("grid", grid, figure="02_t_theta_grid", description="K_I share per (model, method, t, θ)")
 ch.save(K.grid_figure(grid, models, methods), "02_t_theta_grid", "grid")
 
@@ -145,20 +145,20 @@ grid.pivot_table(index=["model", "method", "t"], columns="theta", values="share_
 # (`site_methods`). For every query we also report how much the two KN sets overlap (Jaccard index).
 
 # %%
-site_cs, overlap, site_summary = K.site_comparison(data, ch.p)
+site_cs, overlap, site_summary = ch.call(K.site_comparison, data)
 ch.export("site_consistency", site_cs, figure="02_site_scatter", description="consistency per fact at the two neuron sites")
 ch.export("site_overlap", overlap, description="Jaccard index of each query's KN sets at the two sites")
 site_summary.style.format({"mean_cs": "{:.3f}", "ki_static": "{:.0%}", "mean_kns": "{:.1f}"}).hide(axis="index")
 
 # %%
 if len(site_cs):
-    ch.save(K.site_figure(site_cs, ch.p), "02_site_scatter", "site")
+    ch.save(ch.call(K.site_figure, site_cs), "02_site_scatter", "site")
 
 # %% [markdown]
 # ## Headline numbers
 
 # %%
-numbers, claims = K.violin_numbers(ch.p, ch.sizes(), cs, shares, grid, site_cs, overlap, site_summary)
+numbers, claims = ch.call(K.violin_numbers, ch.sizes(), cs, shares, grid, site_cs, overlap, site_summary)
 ch.claims_from(claims)
 ch.glue(numbers)
 

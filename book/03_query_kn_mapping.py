@@ -102,7 +102,7 @@ assert enhance_factor > 1, "enhance_factor must be > 1"
 # %%
 lms = ch.models()
 data = ch.localize()
-cs = K.classify_facts(data.consistency(cs_kind), ch.p)
+cs = ch.call(K.classify_facts, data.consistency(cs_kind))
 ch.export("consistency", cs, description="one row per (model, method, fact): consistency score, θ and class")
 (cs.groupby(["model", "method", "group"])
  .agg(facts=("fact_id", "size"), mean_cs=(cs_kind, "mean"), theta=("theta", "first"),
@@ -117,7 +117,7 @@ ch.export("consistency", cs, description="one row per (model, method, fact): con
 # (query, condition, operation).
 
 # %%
-mapping = K.run_chapter_mapping(lms, data, cs, ch.p)
+mapping = ch.call(K.run_chapter_mapping, lms, data, cs)
 ch.export("mapping", mapping, figure="03_fig4_query_kn_mapping", description="one row per (query, condition, operation): p(answer) before/after and ΔProb")
 print(f"{len(mapping)} interventions")
 mapping.head()
@@ -142,7 +142,7 @@ sizes
 
 # %%
 long = K.with_avg(mapping)
-summary = K.summary_table(long, mapping, ch.p)
+summary = ch.call(K.summary_table, long, mapping)
 ch.export("summary", summary, figure="03_fig4_query_kn_mapping", description="Figure 4: mean ΔProb with 95 % CI over facts and flip rate")
 ch.save(K.fig4(summary, models, methods[0]), "03_fig4_query_kn_mapping", "fig4")
 
@@ -170,7 +170,7 @@ K.summary_view(summary)
 # paired difference is zero.
 
 # %%
-tests = K.fact_tests(long, ch.p)
+tests = ch.call(K.fact_tests, long)
 ch.export("tests", tests, description="Wilcoxon signed-rank tests over facts: own vs the neighbors' sets")
 tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}", "diff": "{:+.3f}", "diff_low": "{:+.3f}", "diff_high": "{:+.3f}"},
@@ -188,7 +188,7 @@ tests.style.format({"mean_a": "{:+.3f}", "mean_b": "{:+.3f}", "median_diff": "{:
 # neurons of the neighbors, the two would match).
 
 # %%
-contrasts = K.claim_contrasts(long, mapping, ch.p)
+contrasts = ch.call(K.claim_contrasts, long, mapping)
 ch.export("contrasts", contrasts, description="per model × method × class: mean over facts of own − other (Avg) with its interval in the claims' unit")
 K.contrasts_view(contrasts)
 
@@ -196,7 +196,7 @@ K.contrasts_view(contrasts)
 # ## Headline numbers
 
 # %%
-numbers, claims = K.mapping_numbers(lms, ch.p, mapping, summary, tests, contrasts)
+numbers, claims = ch.call(K.mapping_numbers, lms, mapping, summary, tests, contrasts)
 ch.claims_from(claims)
 ch.glue(numbers)
 

@@ -98,7 +98,7 @@ assert alphas and all(a >= 0 for a in alphas), "alphas must be non-negative scal
 
 # %%
 lms = ch.models()
-chosen, kn_sets, metas = K.choose_queries(lms, ch.localize([kn_method], verbose=False), ch.p)
+chosen, kn_sets, metas = ch.call(K.choose_queries, lms, ch.localize([kn_method], verbose=False))
 
 # %% [markdown]
 # ## Scaling the synapses
@@ -107,7 +107,7 @@ chosen, kn_sets, metas = K.choose_queries(lms, ch.localize([kn_method], verbose=
 # forward pass per (set, α); one row per (query, set, α).
 
 # %%
-syn = K.run_chapter_synapses(lms, chosen, kn_sets, metas, ch.p)
+syn = ch.call(K.run_chapter_synapses, lms, chosen, kn_sets, metas)
 ch.export("synapses", syn, figure="04_fig5_distributions", description="one row per (query, scaled set, α): ΔAct and ΔProb")
 K.per_model_overview(syn)
 
@@ -135,7 +135,7 @@ syn[syn.note != ""][["model", "prompt", "set", "alpha", "note"]].drop_duplicates
 # intervention, after scaling its synapses by α, and after scaling as many random non-synapses by α.
 
 # %%
-fig, heat_info = K.heatmap(lms[0], syn, chosen, kn_sets, ch.p)
+fig, heat_info = ch.call(K.heatmap, lms[0], syn, chosen, kn_sets)
 if fig is not None:
     ch.save(fig, "04_fig5_heatmap", "heatmap")
 pd.Series(heat_info or {"note": "no query with a defined ΔAct"})
@@ -156,7 +156,7 @@ ch.save(K.distribution_figure(syn, models), "04_fig5_distributions", "distributi
 # whose top-1 answer flips (α < 1: away from the answer; α > 1: to the answer).
 
 # %%
-summary = K.summary_table(syn, ch.p)
+summary = ch.call(K.summary_table, syn)
 ch.export("summary", summary, figure="04_fig5_distributions", description="mean ΔAct/ΔProb with 95 % CIs over facts and flip rate")
 K.summary_view(summary)
 
@@ -171,7 +171,7 @@ K.summary_view(summary)
 # cancel a large effect of either sign). A missing p-value comes with its reason.
 
 # %%
-tests = K.fact_tests(syn, ch.p)
+tests = ch.call(K.fact_tests, syn)
 ch.export("tests", tests, description="Wilcoxon signed-rank tests over facts: synapses vs control")
 tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.3f}", "statistic": "{:.1f}",
                     "p": "{:.2e}", "diff": "{:+.3f}", "diff_low": "{:+.3f}", "diff_high": "{:+.3f}"},
@@ -184,7 +184,7 @@ tests.style.format({"mean_a": "{:.3f}", "mean_b": "{:.3f}", "median_diff": "{:+.
 # asks whether *which* attention entries are scaled matters, once *how much* attention is scaled is equal.
 
 # %%
-numbers, claims = K.synapse_numbers(lms, ch.p, syn, summary, tests, heat_info)
+numbers, claims = ch.call(K.synapse_numbers, lms, syn, summary, tests, heat_info)
 ch.claims_from(claims)
 ch.glue(numbers)
 
@@ -247,4 +247,4 @@ ch.paper_vs_run()
 
 # %%
 ch.finish(heat_query=heat_info, summary=K.records(summary), tests=K.records(tests),
-          by_group=K.records(K.mean_ci_cluster_by_group(syn, ch.p)))
+          by_group=K.records(ch.call(K.mean_ci_cluster_by_group, syn)))

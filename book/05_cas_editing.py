@@ -124,7 +124,7 @@ ch = Chapter("05_cas_editing", globals())
 # %%
 lms = ch.models()
 data = ch.localize([method])
-cs, classes, otsu_theta = K.cas_classes(data.consistency(cs_kind), ch.p)
+cs, classes, otsu_theta = ch.call(K.cas_classes, data.consistency(cs_kind))
 ch.export_localization(data, cs)
 cs.groupby(["model", "class"]).agg(facts=("fact_id", "size"), mean_cs=(cs_kind, "mean"),
                                    queries=("n_queries", "mean")).round(3)
@@ -135,7 +135,7 @@ cs.groupby(["model", "class"]).agg(facts=("fact_id", "size"), mean_cs=(cs_kind, 
 # One row per (fact, selection, task), computed by `kqlib.paper.cas_editing.run_cas_editing`.
 
 # %%
-run = K.CasEdits(lms, data, classes, ch.p)
+run = ch.call(K.CasEdits, lms, data, classes)
 edits = run.edits
 ch.export("edits", edits, figure=["05_avg_by_selection", "05_metrics_by_selection"], description="one row per (fact, selection, task) edit")
 
@@ -152,7 +152,7 @@ run.sizes()
 # selection and fact group ("all", $K_C$, $K_I$; a group without facts is shown as "–").
 
 # %%
-t3 = K.table3(edits, classes, ch.p)
+t3 = ch.call(K.table3, edits, classes)
 ch.export("table3", t3, figure=["05_avg_by_selection", "05_metrics_by_selection"], description="Table 3: means and 95 % CIs per model, task, group and selection")
 K.table3_view(t3)
 
@@ -169,7 +169,7 @@ ch.save(K.metrics_figure(t3, models), "05_metrics_by_selection", "metrics")
 # its two edits as two independent units would count it twice and make the interval too narrow).
 
 # %%
-gains = K.cas_gains(edits, classes, ch.p)
+gains = ch.call(K.cas_gains, edits, classes)
 ch.export("gains", gains, description="paired gains CAS − baseline per metric, with CIs over facts")
 K.gains_view(gains)
 
@@ -179,7 +179,7 @@ K.gains_view(gains)
 # out of the $K_C$-vs-$K_I$ comparison below.
 
 # %%
-by_e = K.gain_by_e(edits, classes, ch.p)
+by_e = ch.call(K.gain_by_e, edits, classes)
 ch.export("gain_by_e", by_e, description="CAS − N_i (Avg) by number of edited queries |E| and class, CI over facts")
 by_e.style.format({"gain": "{:+.3f}", "gain_low": "{:+.3f}", "gain_high": "{:+.3f}"}, na_rep="–").hide(axis="index")
 
@@ -191,7 +191,7 @@ by_e.style.format({"gain": "{:+.3f}", "gain_low": "{:+.3f}", "gain_high": "{:+.3
 # recomputed.
 
 # %%
-abl_table = run.ablation()
+abl_table = ch.call(run.ablation)
 ch.export("beta_ablation", abl_table, figure="05_beta_ablation", description="β2 ablation of CAS")
 abl_table.style.format({"neurons": "{:.1f}", "rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}", "avg": "{:.2f}",
                         "dppl": "{:+.3f}", "avg_low": "{:.2f}", "avg_high": "{:.2f}"}).hide(axis="index")
@@ -209,7 +209,7 @@ ch.save(K.beta_figure(abl_table, beta1), "05_beta_ablation", "beta")
 # Loc collapses and ΔPPL explodes, an update's "success" says nothing about localization.
 
 # %%
-lambda2_table = run.lambda2_sweep()
+lambda2_table = ch.call(run.lambda2_sweep)
 lambda2_table.style.format({"rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}", "avg": "{:.2f}",
                             "dppl_median": "{:+.3g}", "ppl_overflow": "{:.0%}"}, na_rep="–").hide(axis="index")
 
@@ -217,7 +217,7 @@ lambda2_table.style.format({"rel": "{:.2f}", "gen": "{:.2f}", "loc": "{:.2f}", "
 # ## Headline numbers
 
 # %%
-numbers, claims = K.cas_numbers(lms, ch.p, edits, t3, gains, abl_table, classes)
+numbers, claims = ch.call(K.cas_numbers, lms, edits, t3, gains, abl_table, classes)
 ch.claims_from(claims)
 ch.glue(numbers)
 

@@ -61,7 +61,7 @@ lms = ch.models()
 data = ch.localize()
 n_layers = {lm.name: lm.n_layers for lm in lms}
 shares = K.layer_shares(data.neurons, n_layers)
-summary = K.depth_summary(data.neurons, n_layers, n_boot=n_boot, seed=seed)
+summary = ch.call(K.depth_summary, data.neurons, n_layers)
 ch.export("layer_shares", shares, figure="07_kn_by_layer", description="mean share of a query's KNs per layer, per model, method and relation")
 ch.export("depth_summary", summary, description="mean KN depth and top-third share per model and method, 95 % fact-bootstrap intervals")
 data.summary()

@@ -209,8 +209,21 @@ def test_chapter_modules_never_hold_the_chapter(path):
     tree = ast.parse(path.read_text())
     for fn in ast.walk(tree):
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            names = [a.arg for a in fn.args.args + fn.args.kwonlyargs]
+            names = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
             assert "ch" not in names, f"{path.name}:{fn.lineno} {fn.name}() receives the Chapter"
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ch":
             pytest.fail(f"{path.name}:{node.lineno} uses ch.{node.attr}")
+
+
+@pytest.mark.parametrize("path", sorted((KQLIB / "book" / "chapters").glob("ch*.py")), ids=lambda p: p.name)
+def test_chapter_modules_take_plain_values_not_the_parameter_namespace(path):
+    """A chapter module's function takes the values it reads as keyword-only parameters named as the chapter's
+    parameters (``*, cs_kind, n_boot, seed``), which the notebook fills with ``ch.call(K.fn, ...)``; none takes
+    the parameter namespace ``p`` (``ch.p``)."""
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = fn.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None]
+            where = f"{path.name}:{fn.lineno} {getattr(fn, 'name', 'lambda')}()"
+            assert "p" not in names, f"{where} takes the parameter namespace p: take the values it reads instead"

@@ -5,7 +5,7 @@ A chapter notebook does::
     ch = Chapter("01_kl_reexamination", globals())   # reads the parameters its `parameters` cell declares
     lms = ch.models()                                 # loads ch.p.models
     data = ch.localize()                              # ParaRel facts + KN sets of every model (cached)
-    ...
+    t2 = ch.call(K.table2, edits, cs, shares)         # K's keyword-only parameters from the chapter's (ch.p)
     ch.claim("ki_majority", model, estimate, low, high, n)   # one row of "Paper vs this run"
     ch.paper_vs_run()                                        # the table, generated from claims.toml
     ch.glue(numbers); ch.finish(extra results)               # glue into the prose, write the results JSON
@@ -79,7 +79,31 @@ class Chapter:
 
     @property
     def rule_kw(self) -> dict:
-        return rule_kw(self.p)
+        return self.call(rule_kw)
+
+    def call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, each keyword-only parameter of ``fn`` that ``kwargs`` leaves out taken from the
+        chapter's parameter of that name (``ch.p``). One without a default that the chapter does not have is
+        refused before the call (:class:`~kqlib.errors.ParameterError`); one with a default keeps it. A chapter
+        module's function takes plain values::
+
+            def table2(edits, cs, shares, *, edit_method, cs_kind, n_boot, seed): ...
+
+            table2 = ch.call(K.table2, edits, cs, shares)            # n_boot, seed, ... are the chapter's
+            quick = ch.call(K.table2, edits, cs, shares, n_boot=200)  # an explicit keyword wins
+        """
+        import inspect
+
+        filled = {}
+        for name, par in inspect.signature(fn).parameters.items():
+            if par.kind is not par.KEYWORD_ONLY or name in kwargs:
+                continue
+            if hasattr(self.p, name):
+                filled[name] = getattr(self.p, name)
+            elif par.default is par.empty:
+                raise ParameterError(f"{getattr(fn, '__qualname__', fn)}() needs the parameter {name!r}, which chapter "
+                                     f"{self.name} does not declare: add it to the parameters cell or pass {name}=...")
+        return fn(*args, **kwargs, **filled)
 
     # ------------------------------------------------------------------------------------- models, data
 

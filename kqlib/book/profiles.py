@@ -276,13 +276,13 @@ VALUE_RULES = {
 }
 
 
-def rule_kw(p) -> dict:
-    """A chapter's attribution-rule arguments from its parameters ``p``: ``rule`` with ``steps`` (fixed rules:
-    ``riemann``, ``gauss``) or with ``tol`` (``adaptive``, which places its own points: ``steps`` does not
+def rule_kw(*, rule: str, steps: int | None = None, tol: float | None = None) -> dict:
+    """The attribution-rule arguments of a chapter's ``rule``, ``steps`` and ``tol``: ``steps`` with the fixed
+    rules (``riemann``, ``gauss``), ``tol`` with ``adaptive`` (which places its own points: ``steps`` does not
     apply to it)."""
-    if p.rule == "adaptive":
-        return dict(rule="adaptive", steps=None, tol=getattr(p, "tol", None))
-    return dict(rule=p.rule, steps=p.steps, tol=None)
+    if rule == "adaptive":
+        return dict(rule="adaptive", steps=None, tol=tol)
+    return dict(rule=rule, steps=steps, tol=None)
 
 
 def check_value(name: str, value: Any, where: str) -> None:

@@ -98,3 +98,17 @@ def test_bad_arguments():
         S.run_synapse_experiment(lm, [(PROMPT, 3)], [], steps=2)
     with pytest.raises(ParameterError):
         S.run_synapse_experiment(lm, [(PROMPT, 3)], [set()], t=1.5, steps=2)
+
+
+def test_mass_matched_control_moves_as_much_attention_as_the_synapses():
+    from kqlib.core.attention import random_non_synapses
+
+    torch.manual_seed(0)
+    row = torch.softmax(torch.randn(6, 4, 12) * 3, -1).double()
+    syn = {(l, h, int(row[l, h].argmax())) for l, h in ((0, 0), (1, 2), (3, 1), (5, 3))}
+    mass = lambda s: sum(float(row[e]) for e in s)  # noqa: E731
+    matched = S.mass_matched_non_synapses(row, syn, seed=1)
+    rand = random_non_synapses(row.shape, syn, len(syn), seed=1)
+    assert len(matched) == len(syn) and not matched & syn
+    assert abs(mass(matched) - mass(syn)) < 0.25 * mass(syn) < abs(mass(rand) - mass(syn))
+    assert matched == S.mass_matched_non_synapses(row, syn, seed=1)  # seeded

@@ -155,24 +155,3 @@ def test_facts_without_any_knowledge_neuron_are_a_clear_stop(name, monkeypatch, 
     """t = 1 keeps no neuron (score > 1 · max): facts but nothing to measure."""
     with pytest.raises(TooFewFacts, match="none of its 4 queries has a knowledge neuron .*t_threshold=1.0"):
         run_chapter(name, 2, monkeypatch, tmp_path, t_threshold=1.0, **FAST)
-
-
-def test_mapping_and_synapses_stop_when_nothing_qualifies():
-    """Chapter 03 with no K_C / K_I query to intervene on, chapter 04 with no chosen query: kqlib's stop at the
-    helper, not a KeyError / AttributeError on an empty frame further down."""
-    from types import SimpleNamespace
-
-    import pandas as pd
-
-    from kqlib.book.chapters import ch04_dynamic_kn_selection as S
-    from kqlib.book.chapters import ch03_query_kn_mapping as M
-
-    p = SimpleNamespace(enhance_factor=2.0, methods=["ig"], max_queries=0, seed=0, site="post", kn_method="ig",
-                        t_threshold=0.2)
-    cs = pd.DataFrame({"model": ["m", "m"], "method": ["ig", "ig"], "fact_id": ["a", "b"],
-                       "group": ["K_none", "K_none"]})
-    with pytest.raises(TooFewFacts, match="K_none: 2"):
-        M.run_chapter_mapping([], None, cs, p)
-    lm = SimpleNamespace(name="m")
-    with pytest.raises(TooFewFacts, match="no synapses to scale"):
-        S.run_chapter_synapses([lm], {"m": []}, {"m": []}, {"m": []}, p)

@@ -1,8 +1,10 @@
-"""Checks shared by the chapter tests: the results JSON, saved figures, glued numbers == JSON."""
+"""Checks shared by the chapter tests: the results JSON, saved figures, glued numbers == JSON, claim rows, and the
+row checks two chapters share (K_I shares, intervals over facts, paired tests)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -75,3 +77,59 @@ def check_claims(root: Path, name: str) -> list[dict]:
     for r in rows:
         assert r["text"] in html and r["verdict"] in html, r["claim"]
     return rows
+
+
+def check_share_rows(rows: list[dict]) -> None:
+    """K_I share rows (chapters 01, 02): shares in [0, 1], K_none apart, the static θ's Wilson interval."""
+    from kqlib.paper.stats import wilson_ci
+
+    assert rows
+    for r in rows:
+        share = r["share_ki"]
+        if share is None:  # only a method with no facts at all
+            assert r["n_facts"] == 0, r
+            continue
+        assert 0.0 <= share <= 1.0, r
+        assert r["n_none"] >= 0 and r["n_ki"] <= r["n_facts"], r  # K_none facts are not K_I facts
+        if r["ci_low"] is not None and r["ci_high"] is not None:
+            assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0, r
+        if r["threshold_kind"] == "static":
+            # Wilson interval of n_ki / n_facts: contains the share, never collapses to a point
+            assert r["ci_method"] == "Wilson"
+            assert (r["ci_low"], r["ci_high"]) == pytest.approx(wilson_ci(r["n_ki"], r["n_facts"]))
+            assert r["ci_low"] - 1e-12 <= share <= r["ci_high"] + 1e-12 and r["ci_high"] > r["ci_low"], r
+        else:
+            assert r["ci_method"].startswith("bootstrap"), r
+
+
+def finite_or_explained(nums: dict, key: str) -> None:
+    """A headline number is finite, or None with a reason in ``notes``."""
+    value = nums[key]
+    if value is None:
+        assert key in nums["notes"] and nums["notes"][key], key
+    else:
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+
+
+def check_ci_rows(rows: list[dict], value: str = "mean") -> None:
+    """Mean rows with a cluster-bootstrap interval over facts (chapters 03, 04)."""
+    assert rows
+    for r in rows:
+        assert r["n"] <= r["n_rows"], r  # the unit of the interval is the fact, not the query
+        if r["n"] == 0:
+            assert r[value] is None and r["ci_low"] is None and r["ci_high"] is None, r
+            continue
+        assert r[value] is not None and math.isfinite(r[value]), r
+        assert r["ci_low"] - 1e-9 <= r[value] <= r["ci_high"] + 1e-9, r
+
+
+def check_paired_tests(rows: list[dict], facts_per_group: dict) -> None:
+    """Paired tests over facts (chapters 03, 04): a p-value or a note, at most as many pairs as facts."""
+    assert rows
+    for r in rows:
+        assert (r["p"] is not None and 0.0 <= r["p"] <= 1.0) or r["note"], r
+        # paired over facts: at most as many pairs as the group has facts
+        assert r["unit"] == "fact" and r["n"] <= facts_per_group[r.get("group")], r
+        if r["diff"] is not None:
+            assert r["diff"] == pytest.approx(r["mean_a"] - r["mean_b"]), r
+    assert any(r["p"] is not None for r in rows), "no paired test is defined at all"

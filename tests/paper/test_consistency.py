@@ -295,3 +295,12 @@ def test_ki_share_table_wilson_k_none_and_otsu_reestimated():
         widths_wrong.append(hi - lo)
     assert abs(np.mean(widths_right) - true_width) < abs(np.mean(widths_wrong) - true_width)
     assert np.mean(widths_wrong) < 0.75 * true_width <= np.mean(widths_right)
+
+
+def test_fact_without_any_knowledge_neuron_is_k_none_not_k_i():
+    from kqlib.paper.consistency import class_label_series, class_labels
+
+    labels = class_labels([0.0, 0.1, 0.5], 0.3, union_size=[0, 4, 4])
+    assert list(labels) == ["K_none", "K_I", "K_C"]
+    cs = pd.DataFrame(dict(model="m", method="ig", fact_id=list("abc"), cs2=[0.0, 0.1, 0.5], union_size=[0, 4, 4]))
+    assert list(class_label_series(cs, 0.3)) == ["K_none", "K_I", "K_C"]

@@ -1,8 +1,8 @@
 """Chapter 01 (KL re-examination): Figure 1, the one-query edits of Table 2 and the chapter's numbers.
 
 The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
-frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
-return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+frames, ``data`` (a :class:`~kqlib.book.chapter.Localized`) and plain keyword-only values named as the chapter's
+parameters (the notebook passes them with ``ch.call``), and return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
 the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from kqlib.paper.strata import within_stratum_gap
 # ----------------------------------------------------------------------- chapter 01: Figure 1, Table 2
 
 
-def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
+def figure1(lm, cs: pd.DataFrame, data, method: str, *, cs_kind: str, site: str, rule: str,
+            steps: int | None = None, tol: float | None = None) -> tuple[Any, dict]:
     """The data-chosen Figure 1: the most and the least consistent fact of ``lm`` under ``method`` (ties by
     fact id), two queries each, their attribution heatmaps over the same top neurons per layer."""
     import matplotlib.pyplot as plt
 
-
-    kind = p.cs_kind
+    kind = cs_kind
     pool = cs[(cs.model == lm.name) & (cs.method == method)].sort_values([kind, "fact_id"])
     chosen = {"most consistent": pool.iloc[-1], "least consistent": pool.iloc[0]} if len(pool) else {}
     by_fact = {e.fact.fact_id: e for e in data.datasets[lm.name].facts}
@@ -43,7 +43,7 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     info, image = {}, None
     for col, (label, row) in enumerate(chosen.items()):
         two = sorted(by_fact[row.fact_id].queries, key=lambda q: q.pattern_index)[:2]
-        sc = query_scores(lm, two, method=method, site=p.site, **rule_kw(p))
+        sc = query_scores(lm, two, method=method, site=site, **rule_kw(rule=rule, steps=steps, tol=tol))
         image = query_heatmaps(axes[2 * col: 2 * col + 2], sc.numpy(),
                                [f"{label} ({kind} = {row[kind]:.2f})\n“{q.prompt} …”" for q in two])
         f = by_fact[row.fact_id].fact
@@ -55,38 +55,42 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, p) -> tuple[Any, dict]:
     return fig, info
 
 
-def one_query_edits(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
+def one_query_edits(lms, data, cs: pd.DataFrame, *, edit_method: str, cs_kind: str, query_filter: str,
+                    n_unrelated: int, n_edit_facts: int, n_ppl_texts: int, seed: int) -> pd.DataFrame:
     """Table 2's edits: each fact edited through the KNs of one query (``kqlib.paper.kl_editing``), with its CS."""
 
     frames = []
     for lm in lms:
-        mine = cs[(cs.model == lm.name) & (cs.method == p.edit_method)]
+        mine = cs[(cs.model == lm.name) & (cs.method == edit_method)]
         t0 = time.time()
         df = kl_editing.run_single_query_edits(
-            lm, data.datasets[lm.name], data.locs[lm.name].sets(p.edit_method, model=lm.name),
-            query_filter=p.query_filter, n_unrelated=p.n_unrelated, fact_ids=list(mine.fact_id),
-            n_facts=p.n_edit_facts or None, seed=p.seed, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
-        frames.append(df.merge(mine[["model", "fact_id", p.cs_kind]].rename(columns={p.cs_kind: "cs"}),
+            lm, data.datasets[lm.name], data.locs[lm.name].sets(edit_method, model=lm.name),
+            query_filter=query_filter, n_unrelated=n_unrelated, fact_ids=list(mine.fact_id),
+            n_facts=n_edit_facts or None, seed=seed, ppl_texts=editing.DEFAULT_PPL_TEXTS[:n_ppl_texts])
+        frames.append(df.merge(mine[["model", "fact_id", cs_kind]].rename(columns={cs_kind: "cs"}),
                                on=["model", "fact_id"], how="left"))
         print(f"{lm.name}: {df.fact_id.nunique()} of {len(mine)} facts edited ({len(df)} edits) in "
               f"{time.time() - t0:.0f} s")
     return pd.concat(frames, ignore_index=True)
 
 
-def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, p, tk: str) -> dict[tuple[str, str], str]:
-    """``{(model, fact_id): "K_C" | "K_I" | "K_none"}`` under ``p.edit_method`` at threshold kind ``tk``."""
+def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, tk: str, *, edit_method: str,
+                 cs_kind: str) -> dict[tuple[str, str], str]:
+    """``{(model, fact_id): "K_C" | "K_I" | "K_none"}`` under ``edit_method`` at threshold kind ``tk``."""
 
     theta = thetas(shares)
-    part = cs[cs.method == p.edit_method]
-    labels = class_labels(part, {(m, p.edit_method): theta[(m, p.edit_method, tk)] for m in part.model.unique()},
-                          p.cs_kind)
+    part = cs[cs.method == edit_method]
+    labels = class_labels(part, {(m, edit_method): theta[(m, edit_method, tk)] for m in part.model.unique()},
+                          cs_kind)
     return {(m, f): c for m, f, c in zip(part.model, part.fact_id, labels)}
 
 
-def table2(edits: pd.DataFrame, cs: pd.DataFrame, shares: pd.DataFrame, p) -> pd.DataFrame:
+def table2(edits: pd.DataFrame, cs: pd.DataFrame, shares: pd.DataFrame, *, edit_method: str, cs_kind: str,
+           n_boot: int, seed: int) -> pd.DataFrame:
     """Mean Rel/Gen/Loc/Avg/ΔPPL with bootstrap CIs over facts per (model, threshold kind, task, class)."""
 
-    out = pd.concat([kl_editing.table2(edits, edit_classes(cs, shares, p, tk), n_boot=p.n_boot, seed=p.seed)
+    out = pd.concat([kl_editing.table2(edits, edit_classes(cs, shares, tk, edit_method=edit_method, cs_kind=cs_kind),
+                                       n_boot=n_boot, seed=seed)
                      .assign(threshold_kind=tk) for tk in ("static", "otsu")], ignore_index=True)
     return out[out.group != "all"].rename(columns={"group": "cls"}).reset_index(drop=True)
 
@@ -99,7 +103,7 @@ def table2_view(t2: pd.DataFrame):
     return view.rename(columns={"cls": "class"}).style.hide(axis="index")
 
 
-def table2_figure(edits: pd.DataFrame, classes: Mapping, p):
+def table2_figure(edits: pd.DataFrame, classes: Mapping, *, static_threshold: float, edit_method: str, seed: int):
     """Rel/Gen/Loc bars per class for erase and update (static θ)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -111,19 +115,20 @@ def table2_figure(edits: pd.DataFrame, classes: Mapping, p):
         part = long[long.task == task].dropna(subset=["value"])
         if len(part):
             sns.barplot(data=part, x="metric", y="value", hue="cls", hue_order=["K_C", "K_I"],
-                        order=["rel", "gen", "loc"], ax=ax, errorbar=("ci", 95), seed=p.seed, legend=ax is axes[0])
+                        order=["rel", "gen", "loc"], ax=ax, errorbar=("ci", 95), seed=seed, legend=ax is axes[0])
         ax.set_title(f"{task} ({part.fact_id.nunique()} facts)")
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("")
         ax.set_ylabel("mean over facts (95 % CI)")
-    fig.suptitle(f"One-query edits by class (static θ = {p.static_threshold:g}, {p.edit_method} KNs)")
+    fig.suptitle(f"One-query edits by class (static θ = {static_threshold:g}, {edit_method} KNs)")
     fig.tight_layout()
     if axes[0].get_legend() is not None:
         sns.move_legend(axes[0], "upper left", bbox_to_anchor=(2.05, 1.0), title="class", frameon=False)
     return fig
 
 
-def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "erase", p=None) -> dict:
+def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "erase", *, n_boot: int = 2000,
+            seed: int = 0) -> dict:
     """Gen(K_C) − Gen(K_I) of one model and task, stratified by relation (the relation sets k, and with it
     the class): d_r = mean Gen of its K_C facts − mean Gen of its K_I facts for every relation that has
     edited facts of both classes; the estimate is the mean of d_r with a bootstrap over those relations
@@ -131,8 +136,8 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
 
     part = edits[(edits.model == model) & (edits.task == task)].dropna(subset=["gen"])
     part = part.assign(cls=[classes.get((model, f)) for f in part.fact_id])
-    r = within_stratum_gap(part.gen, part.cls, part.relation, "K_C", "K_I", n_boot=getattr(p, "n_boot", 2000),
-                           seed=getattr(p, "seed", 0), stratum_name="relation", unit_name="edited fact")
+    r = within_stratum_gap(part.gen, part.cls, part.relation, "K_C", "K_I", n_boot=n_boot,
+                           seed=seed, stratum_name="relation", unit_name="edited fact")
     if "why_not" in r:
         return dict(why_not=r["why_not"])
     return dict(estimate=r["estimate"], low=r["low"], high=r["high"], n=r["n"], unit="relations",
@@ -140,8 +145,8 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
                        f"{r['n_b']} K_I edited facts")
 
 
-def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame,
-               classes: Mapping) -> tuple[dict[str, Any], list[dict]]:
+def kl_numbers(lms, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame, classes: Mapping, *,
+               cs_kind: str, static_threshold: float, n_boot: int, seed: int) -> tuple[dict[str, Any], list[dict]]:
     """Chapter 01's headline numbers (glued into its prose) and its claim measurements (for ``ch.claims_from``)."""
 
     claims: list[dict] = []
@@ -151,7 +156,8 @@ def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.D
     static_pm = per_method[per_method.threshold_kind == "static"]
     ps = per_method["welch_p"].to_numpy(float)
     n_p = int(np.isfinite(ps).sum())
-    gaps = {task: [gen_gap(edits, classes, lm.name, task, p) for lm in lms] for task in ("erase", "update")}
+    gaps = {task: [gen_gap(edits, classes, lm.name, task, n_boot=n_boot, seed=seed) for lm in lms]
+            for task in ("erase", "update")}
     mean_gap = {t: (float(np.mean([g["estimate"] for g in v])) if all("estimate" in g for g in v) else None)
                 for t, v in gaps.items()}
     erase = edits[edits.task == "erase"]
@@ -165,8 +171,8 @@ def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.D
         "ki_otsu_all_model0": report.finite_or_none(inter.loc[(lm0, "otsu"), "share_ki"]),
         "ki_static_min_method": float(static_pm.share_ki.min()),
         "ki_static_max_method": float(static_pm.share_ki.max()),
-        "share_below_static": float(C.classify(cs[p.cs_kind], p.static_threshold).mean()),
-        "mean_cs": float(cs[p.cs_kind].mean()), "n_none_facts": int(shares.n_none.max()),
+        "share_below_static": float(C.classify(cs[cs_kind], static_threshold).mean()),
+        "mean_cs": float(cs[cs_kind].mean()), "n_none_facts": int(shares.n_none.max()),
         "n_welch_p_defined": n_p, "n_welch_tests": int(len(ps)),
         "welch_p_max": float(np.nanmax(ps)) if n_p else None,
         "n_edits": int(len(edits)), "n_edited_facts": int(edits.drop_duplicates(["model", "fact_id"]).shape[0]),
@@ -179,8 +185,8 @@ def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.D
     for k in ("ki_static_all_model0", "ki_otsu_all_model0", "ki_static_min_method", "ki_static_max_method",
               "share_below_static"):
         nums[k + "_text"] = fmt(nums[k], ".0%")
-    reach = strata.reach_table(cs, p.static_threshold, p.cs_kind).set_index(["model", "method"])
-    chance = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed).set_index(["model", "method"])
+    reach = strata.reach_table(cs, static_threshold, cs_kind).set_index(["model", "method"])
+    chance = strata.chance_summary(cs, n_boot=n_boot, seed=seed).set_index(["model", "method"])
     c0 = chance.loc[(lm0, "all")] if (lm0, "all") in chance.index else None
     nums["delta_j_model0_text"] = "not measurable (no fact has a null)" if c0 is None else \
         ci_cell(c0.mean_delta, c0.ci_low, c0.ci_high, "+.3f") + f" over {int(c0.n_facts)} facts of {int(c0.n_relations)} relations"
@@ -191,44 +197,45 @@ def kl_numbers(lms, p, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.D
         r = inter.loc[(lm.name, "static")]
         claims.append(measurement("ki_majority_chance", lm.name, **chance_claim(chance, lm.name)))
         claims.append(measurement("ki_majority", lm.name, r.share_ki, r.ci_low, r.ci_high, int(r.n_facts), interval="wilson",
-                 why_not=reach_why_not(reach, lm.name, p.static_threshold),
+                 why_not=reach_why_not(reach, lm.name, static_threshold),
                  detail=f"per method {static_pm[static_pm.model == lm.name].share_ki.min():.0%}–"
                         f"{static_pm[static_pm.model == lm.name].share_ki.max():.0%}"))
         claims.append(measurement("welch_separation", lm.name, **welch_claim(shares, lm.name)))
-        claims.append(measurement("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", p)))
+        claims.append(measurement("edit_gen_gap", lm.name, **gen_gap(edits, classes, lm.name, "erase", n_boot=n_boot,
+                                                                     seed=seed)))
     return nums, claims
 
 
-def filter_sensitivity(p, data, other_loc, method: str) -> pd.DataFrame:
+def filter_sensitivity(data, other_loc, method: str, *, query_filter: str, cs_kind: str, static_threshold: float,
+                       n_boot: int, seed: int) -> pd.DataFrame:
     """The answer filter, like with like: ``method`` alone (no ∩) on the same facts under both filters (the
-    book's ``p.query_filter``, the queries in ``data``, and the other one, ``other_loc``, attributed with
+    book's ``query_filter``, the queries in ``data``, and the other one, ``other_loc``, attributed with
     ``method`` only). Rows per model: the CS2 K_I share at the static θ (Wilson); the
     same with every fact's phrasings subsampled to its number of answered phrasings (matched k); the
     population mean delta_j (two-level interval over relations); and, within templates, the Jaccard of an
     answered phrasing with its fact's others minus that of an unanswered one."""
 
-    other = next(f for f in QUERY_FILTERS if f != p.query_filter)
-    locs = {p.query_filter: data, other: other_loc}
+    other = next(f for f in QUERY_FILTERS if f != query_filter)
+    locs = {query_filter: data, other: other_loc}
     answered = (locs["correct"].facts.groupby(["model", "fact_id"]).size()).to_dict()
     cells: dict[tuple, dict] = {}
 
     def put(model, measure, name, text):
-        cells.setdefault((model, measure), {})[name + (" (the book's)" if name == p.query_filter else "")] = text
+        cells.setdefault((model, measure), {})[name + (" (the book's)" if name == query_filter else "")] = text
 
     for name, loc in locs.items():
-        cs = loc.consistency(p.cs_kind)
+        cs = loc.consistency(cs_kind)
         cs = cs[cs.method == method]
-        share = C.ki_share_table(cs, kind=p.cs_kind, static=p.static_threshold, otsu=False, n_boot=p.n_boot,
-                                 seed=p.seed)
+        share = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=False, n_boot=n_boot, seed=seed)
         for r in share[share.method == method].itertuples():
             put(r.model, f"K_I share, CS2 < θ ({r.n_facts} facts)", name, ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%"))
         kn, q = loc.neurons[loc.neurons.method == method], loc.queries[loc.queries.method == method]
-        mk = strata.matched_k(kn, q, k0=answered, kind=p.cs_kind).dropna()
+        mk = strata.matched_k(kn, q, k0=answered, kind=cs_kind).dropna()
         for model, g in mk.groupby("model"):
-            ki = C.classify(g[f"{p.cs_kind}_matched"], p.static_threshold)
+            ki = C.classify(g[f"{cs_kind}_matched"], static_threshold)
             lo, hi = C.wilson_ci(int(ki.sum()), len(ki))
             put(model, "K_I share at the answered k (matched k)", name, ci_cell(float(ki.mean()), lo, hi, ".0%"))
-        summary = strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed)
+        summary = strata.chance_summary(cs, n_boot=n_boot, seed=seed)
         for r in summary[summary.method == method].itertuples():
             put(r.model, "mean delta_j [two-level CI] (relations)", name,
                 ci_cell(r.mean_delta, r.ci_low, r.ci_high, "+.3f") + f" ({r.n_relations})")
@@ -236,7 +243,7 @@ def filter_sensitivity(p, data, other_loc, method: str) -> pd.DataFrame:
             qa = q.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
                          on=["model", "fact_id", "pattern_index"], how="left")
             qa["correct"] = qa["correct"].fillna(False).astype(bool)
-            for r in strata.within_template(kn, qa, n_boot=p.n_boot, seed=p.seed).itertuples():
+            for r in strata.within_template(kn, qa, n_boot=n_boot, seed=seed).itertuples():
                 put(r.model, f"within template: J(answered) − J(unanswered) ({r.templates} templates)", name,
                     ci_cell(r.diff, r.ci_low, r.ci_high, "+.3f"))
     rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
@@ -270,15 +277,15 @@ def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | No
             f"k ≥ {int(np.floor(1 / threshold)) + 1} phrasings needed); 'holds' needs {int(r.needed)} K_I facts")
 
 
-def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
+def matched_k_table(data, k0: int = strata.K0, *, cs_kind: str, static_threshold: float) -> pd.DataFrame:
     """CS2 at matched k: each fact's mean CS2 over its k0-subsets of phrasings, K_I share at the static θ with
     its Wilson interval per model × method; facts with fewer than k0 phrasings are counted and left out."""
 
-    mk = strata.matched_k(data.neurons, data.queries, k0=k0, kind=p.cs_kind)
-    col, rows = f"{p.cs_kind}_k{k0}", []
+    mk = strata.matched_k(data.neurons, data.queries, k0=k0, kind=cs_kind)
+    col, rows = f"{cs_kind}_k{k0}", []
     for (model, method), g in mk.groupby(["model", "method"]):
         ok = g[col].dropna()
-        ki = classify(ok, p.static_threshold)
+        ki = classify(ok, static_threshold)
         lo, hi = wilson_ci(int(ki.sum()), len(ki))
         rows.append(dict(model=model, method=method, k0=k0, facts=len(ok), left_out=int(len(g) - len(ok)),
                          mean_cs=float(ok.mean()) if len(ok) else np.nan,
@@ -286,28 +293,30 @@ def matched_k_table(data, p, k0: int = strata.K0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "method", "k0", "facts", "left_out", "mean_cs", "share_ki"])
 
 
-def chance_views(cs: pd.DataFrame, p, data=None) -> dict[str, pd.DataFrame]:
+def chance_views(cs: pd.DataFrame, data=None, *, cs_kind: str, static_threshold: float, n_boot: int,
+                 seed: int) -> dict[str, pd.DataFrame]:
     """The chapter's claim-1 tables: chance summary, power by k, CS2 reach, K_I share by k, per relation, and
     (with ``data``) the CS2 at matched k."""
 
     per_rel = (cs.dropna(subset=["delta_j"]).groupby(["model", "method", "relation"])
                .agg(facts=("fact_id", "nunique"), k=("k_null", "mean"), mean_delta=("delta_j", "mean"),
                     not_above_chance=("p_null", lambda v: float((v >= 0.05).mean())),
-                    ki_cs2=(p.cs_kind, lambda v: share_inconsistent(v, p.static_threshold))).reset_index())
-    return dict(chance=strata.chance_summary(cs, n_boot=p.n_boot, seed=p.seed), power=strata.power_by_k(cs),
-                reach=strata.reach_table(cs, p.static_threshold, p.cs_kind),
-                by_k=strata.ki_by_k(cs, p.static_threshold, p.cs_kind), per_relation=per_rel,
-                matched=matched_k_table(data, p) if data is not None else None)
+                    ki_cs2=(cs_kind, lambda v: share_inconsistent(v, static_threshold))).reset_index())
+    return dict(chance=strata.chance_summary(cs, n_boot=n_boot, seed=seed), power=strata.power_by_k(cs),
+                reach=strata.reach_table(cs, static_threshold, cs_kind),
+                by_k=strata.ki_by_k(cs, static_threshold, cs_kind), per_relation=per_rel,
+                matched=matched_k_table(data, cs_kind=cs_kind, static_threshold=static_threshold)
+                if data is not None else None)
 
 
-def pair_type_table(p, loc, method: str) -> pd.DataFrame:
+def pair_type_table(loc, method: str, *, n_boot: int, seed: int) -> pd.DataFrame:
     """"What do knowledge neurons belong to?": :func:`kqlib.paper.strata.pair_types` on every phrasing of the
     book's facts (``loc``: the localization under the "all" filter, answered or not; ``method``'s KN sets)."""
     q = loc.queries.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
                           on=["model", "fact_id", "pattern_index"], how="left")
     q["correct"] = q["correct"].fillna(False).astype(bool)
-    tab = strata.pair_types(loc.neurons[loc.neurons.method == method], q[q.method == method], n_boot=p.n_boot,
-                            seed=p.seed)
+    tab = strata.pair_types(loc.neurons[loc.neurons.method == method], q[q.method == method], n_boot=n_boot,
+                            seed=seed)
     return tab
 
 

@@ -1,8 +1,8 @@
 """Chapter 02 (consistency violins): model sizes, the t x θ grid, the site comparison, the chapter's numbers.
 
 The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
-frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
-return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+frames, ``data`` (a :class:`~kqlib.book.chapter.Localized`) and plain keyword-only values named as the chapter's
+parameters (the notebook passes them with ``ch.call``), and return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
 the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
@@ -39,15 +39,17 @@ def size_table(shares: pd.DataFrame, sizes: Mapping[str, Mapping]) -> pd.DataFra
                 "share_ki", "ci_low", "ci_high"]]
 
 
-def threshold_grid(data, p) -> pd.DataFrame:
-    """∩ and per-method K_I shares for every (t, θ) of ``p.t_grid`` × ``p.theta_grid`` (KN sets recomputed
+def threshold_grid(data, *, t_grid: Sequence[float], theta_grid: Sequence[float], cs_kind: str, site: str,
+                   seed: int, rule: str, steps: int | None = None, tol: float | None = None) -> pd.DataFrame:
+    """∩ and per-method K_I shares for every (t, θ) of ``t_grid`` × ``theta_grid`` (KN sets recomputed
     from the cached scores for every t)."""
     rows = []
-    for t in p.t_grid:
-        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods, **rule_kw(p), site=p.site,
-                                   t=float(t), progress=False) for lm in data.lms}
-        s_t = ki_share_table(data.consistency(p.cs_kind, loc_t), kind=p.cs_kind, static=list(p.theta_grid),
-                             otsu=False, n_boot=1, seed=p.seed)
+    for t in t_grid:
+        loc_t = {lm.name: localize(lm, data.datasets[lm.name].queries, data.methods,
+                                   **rule_kw(rule=rule, steps=steps, tol=tol), site=site, t=float(t), progress=False)
+                 for lm in data.lms}
+        s_t = ki_share_table(data.consistency(cs_kind, loc_t), kind=cs_kind, static=list(theta_grid),
+                             otsu=False, n_boot=1, seed=seed)
         for r in s_t.itertuples():
             rows.append(dict(model=r.model, method=r.method, t=float(t), theta=float(r.threshold),
                              share_ki=r.share_ki, n_facts=r.n_facts))
@@ -68,30 +70,32 @@ def grid_figure(grid: pd.DataFrame, models: Sequence[str], methods: Sequence[str
     return fig
 
 
-def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The same facts attributed at ``p.site`` and ``p.compare_site`` (methods ``p.site_methods``, facts
-    ``p.site_relations`` / ``p.n_site_facts``): per-fact CS per site, per-query KN-set Jaccard, and a
+def site_comparison(data, *, site: str, compare_site: str, site_methods: Sequence[str],
+                    site_relations: Sequence[str], n_site_facts: int, cs_kind: str, t_threshold: float,
+                    static_threshold: float, seed: int, rule: str, steps: int | None = None,
+                    tol: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The same facts attributed at ``site`` and ``compare_site`` (methods ``site_methods``, facts
+    ``site_relations`` / ``n_site_facts``): per-fact CS per site, per-query KN-set Jaccard, and a
     summary per (model, method, site)."""
 
-
-    kind = p.cs_kind
+    kind = cs_kind
     site_rows, overlap_rows = [], []
     for lm in data.lms:
-        entries = [e for e in data.datasets[lm.name].facts if not p.site_relations or e.fact.relation in p.site_relations]
+        entries = [e for e in data.datasets[lm.name].facts if not site_relations or e.fact.relation in site_relations]
         entries = sorted(entries, key=lambda e: (e.fact.relation, e.fact.fact_id))
-        if p.n_site_facts and len(entries) > p.n_site_facts:
-            entries = random.Random(p.seed).sample(entries, p.n_site_facts)
+        if n_site_facts and len(entries) > n_site_facts:
+            entries = random.Random(seed).sample(entries, n_site_facts)
         qs = [q for e in entries for q in e.queries]
         if not qs:
             continue
         by_site = {}
-        for s in (p.site, p.compare_site):
-            by_site[s] = localize(lm, qs, p.site_methods, **rule_kw(p), site=s, t=p.t_threshold,
-                                 progress=False)
+        for s in (site, compare_site):
+            by_site[s] = localize(lm, qs, site_methods, **rule_kw(rule=rule, steps=steps, tol=tol), site=s,
+                                  t=t_threshold, progress=False)
             c = consistency_table(by_site[s].neurons, queries=by_site[s].queries).dropna(subset=[kind])
             site_rows.append(c.assign(site=s))
-        for m in p.site_methods:
-            a, b = by_site[p.site].sets(m, model=lm.name), by_site[p.compare_site].sets(m, model=lm.name)
+        for m in site_methods:
+            a, b = by_site[site].sets(m, model=lm.name), by_site[compare_site].sets(m, model=lm.name)
             for key in a:
                 overlap_rows.append(dict(model=lm.name, method=m, fact_id=key[0], pattern_index=key[1],
                                          jaccard=jaccard(a[key], b[key]), n_post=len(a[key]), n_pre=len(b[key])))
@@ -101,32 +105,33 @@ def site_comparison(data, p) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                                                   "n_pre"])
     summary = (site_cs.groupby(["model", "method", "site"])
                .agg(facts=("fact_id", "nunique"), mean_cs=(kind, "mean"),
-                    ki_static=(kind, lambda v: share_inconsistent(v, p.static_threshold)),
+                    ki_static=(kind, lambda v: share_inconsistent(v, static_threshold)),
                     mean_kns=("mean_set_size", "mean"))
                .reset_index())
     return site_cs, overlap, summary
 
 
-def site_figure(site_cs: pd.DataFrame, p):
+def site_figure(site_cs: pd.DataFrame, *, site: str, compare_site: str, cs_kind: str, static_threshold: float):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    paired = site_cs.pivot_table(index=["model", "method", "fact_id"], columns="site", values=p.cs_kind).reset_index()
+    paired = site_cs.pivot_table(index=["model", "method", "fact_id"], columns="site", values=cs_kind).reset_index()
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
-    sns.scatterplot(data=paired, x=p.site, y=p.compare_site, hue="method", ax=ax, s=40)
+    sns.scatterplot(data=paired, x=site, y=compare_site, hue="method", ax=ax, s=40)
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    ax.axhline(p.static_threshold, color="#c0392b", linestyle="--", linewidth=1)
-    ax.axvline(p.static_threshold, color="#c0392b", linestyle="--", linewidth=1)
+    ax.axhline(static_threshold, color="#c0392b", linestyle="--", linewidth=1)
+    ax.axvline(static_threshold, color="#c0392b", linestyle="--", linewidth=1)
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel(f"{p.cs_kind.upper()} at site {p.site!r}")
-    ax.set_ylabel(f"{p.cs_kind.upper()} at site {p.compare_site!r}")
+    ax.set_xlabel(f"{cs_kind.upper()} at site {site!r}")
+    ax.set_ylabel(f"{cs_kind.upper()} at site {compare_site!r}")
     ax.set_title(f"same facts, two neuron sites (n = {len(paired)})")
     fig.tight_layout()
     return fig
 
 
-def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict:
+def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], *, cs_kind: str,
+                      static_threshold: float) -> dict:
     """Claim 2: ∩ static K_I share of the model with the fewest MLP neurons minus that of the model with the
     most, bootstrap over each model's facts; "not measurable here" with one model. The detail names both
     orderings (MLP neurons and parameters)."""
@@ -138,8 +143,8 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
         return dict(why_not="needs two models (profile cpu or paper)", detail=orders)
 
     small, large = by_mlp[0], by_mlp[-1]
-    a = intersection_flags(cs, p.cs_kind, p.static_threshold, small)
-    b = intersection_flags(cs, p.cs_kind, p.static_threshold, large)
+    a = intersection_flags(cs, cs_kind, static_threshold, small)
+    b = intersection_flags(cs, cs_kind, static_threshold, large)
     if not a.size or not b.size:
         return dict(why_not="a model has no classified fact", detail=orders)
     d, lo, hi = newcombe_ci(int(a.sum()), a.size, int(b.sum()), b.size)
@@ -148,8 +153,10 @@ def model_order_claim(cs: pd.DataFrame, sizes: Mapping[str, Mapping], p) -> dict
                 detail=f"{small} {a.mean():.0%} (n={a.size}) − {large} {b.mean():.0%} (n={b.size}); {orders}")
 
 
-def violin_numbers(p, sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
-                   overlap: pd.DataFrame, site_summary: pd.DataFrame) -> tuple[dict, list[dict]]:
+def violin_numbers(sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataFrame, site_cs: pd.DataFrame,
+                   overlap: pd.DataFrame, site_summary: pd.DataFrame, *, cs_kind: str, static_threshold: float,
+                   site: str, compare_site: str, site_methods: Sequence[str], n_boot: int,
+                   seed: int) -> tuple[dict, list[dict]]:
     """Chapter 02's headline numbers and claim measurements (for ``ch.claims_from``)."""
 
     claims: list[dict] = []
@@ -157,19 +164,19 @@ def violin_numbers(p, sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.Da
     small, large = order[0], order[-1]
     inter = shares[shares.method == INTERSECTION_METHOD].set_index(["model", "threshold_kind"])
     g_inter = grid[grid.method == INTERSECTION_METHOD]
-    post_ki = site_summary[site_summary.site == p.site]["ki_static"]
-    pre_ki = site_summary[site_summary.site == p.compare_site]["ki_static"]
+    post_ki = site_summary[site_summary.site == site]["ki_static"]
+    pre_ki = site_summary[site_summary.site == compare_site]["ki_static"]
     head = inter.loc[(small, "static")]
     nums = {
         "n_models": len(sizes), "n_facts": int(cs.drop_duplicates(["model", "fact_id"]).shape[0]),
         "n_relations": int(cs.relation.nunique()),
-        "share_below_static": float(classify(cs[p.cs_kind], p.static_threshold).mean()),
-        "median_cs": float(cs[p.cs_kind].median()), "smallest_model": small, "largest_model": large,
+        "share_below_static": float(classify(cs[cs_kind], static_threshold).mean()),
+        "median_cs": float(cs[cs_kind].median()), "smallest_model": small, "largest_model": large,
         "ki_static_all_smallest": finite_or_none(inter.loc[(small, "static"), "share_ki"]),
         "ki_static_all_largest": finite_or_none(inter.loc[(large, "static"), "share_ki"]),
         "grid_min": float(g_inter.share_ki.min()), "grid_max": float(g_inter.share_ki.max()),
         "headline_ci_width": finite_or_none(head.ci_high - head.ci_low),
-        "site_facts": int(site_cs[site_cs.site == p.site].drop_duplicates(["model", "fact_id"]).shape[0]),
+        "site_facts": int(site_cs[site_cs.site == site].drop_duplicates(["model", "fact_id"]).shape[0]),
         "site_mean_jaccard": finite_or_none(overlap.jaccard.mean()) if len(overlap) else None,
         "site_ki_post": finite_or_none(post_ki.mean()) if len(post_ki) else None,
         "site_ki_pre": finite_or_none(pre_ki.mean()) if len(pre_ki) else None,
@@ -186,15 +193,16 @@ def violin_numbers(p, sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.Da
                                "move the headline number more than" if spread > width else
                                "move the headline number less than")
     for m in sizes:
-        claims.append(measurement("cs_below_threshold", m, **below_threshold_claim(cs, p.cs_kind, p.static_threshold, m, p.n_boot,
-                                                                  p.seed)))
-    claims.append(measurement("model_order", "all", **model_order_claim(cs, sizes, p)))
+        claims.append(measurement("cs_below_threshold", m, **below_threshold_claim(cs, cs_kind, static_threshold, m,
+                                                                                   n_boot, seed)))
+    claims.append(measurement("model_order", "all", **model_order_claim(cs, sizes, cs_kind=cs_kind,
+                                                                        static_threshold=static_threshold)))
     claims.append(measurement("threshold_sensitivity", "all", spread, n=nums["n_facts"],
              detail=f"∩ K_I share over the t × θ grid: {nums['grid_range_text']}; 95 % CI width of "
                     f"{small}'s static ∩ share: {nums['headline_ci_width_text']}"))
     claims.append(measurement("neuron_site", "all", None if nums["site_ki_pre"] is None or nums["site_ki_post"] is None else
              nums["site_ki_pre"] - nums["site_ki_post"], n=nums["site_facts"],
-             detail=f"K_I (static, {', '.join(p.site_methods)}): post {nums['site_ki_post_text']}, pre "
+             detail=f"K_I (static, {', '.join(site_methods)}): post {nums['site_ki_post_text']}, pre "
                     f"{nums['site_ki_pre_text']}; KN-set Jaccard {nums['site_mean_jaccard_text']}"))
     return nums, claims
 

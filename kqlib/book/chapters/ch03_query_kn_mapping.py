@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt  # heavy, but this module draws Figure 4
 import numpy as np
@@ -27,41 +27,42 @@ from kqlib.book.report import records  # noqa: F401 (the notebook's K.records)
 from kqlib.book.claims.verdicts import measurement
 
 
-def classify_facts(cs: pd.DataFrame, p) -> pd.DataFrame:
-    """``cs`` with ``theta`` (static, or Otsu per model × method, ``p.threshold_kind``) and ``group``
+def classify_facts(cs: pd.DataFrame, *, cs_kind: str, static_threshold: float, threshold_kind: str) -> pd.DataFrame:
+    """``cs`` with ``theta`` (static, or Otsu per model × method, ``threshold_kind``) and ``group``
     (K_C / K_I / K_none)."""
 
     thetas = {}
     for (model, method), g in cs.groupby(["model", "method"]):
-        vals = g[g.union_size > 0][p.cs_kind].to_numpy(float)
-        thetas[(model, method)] = (p.static_threshold if p.threshold_kind == "static" or not vals.size
+        vals = g[g.union_size > 0][cs_kind].to_numpy(float)
+        thetas[(model, method)] = (static_threshold if threshold_kind == "static" or not vals.size
                                    else otsu_threshold(vals))
     out = cs.copy()
     out["theta"] = [thetas[(m, k)] for m, k in zip(out.model, out.method)]
-    out["group"] = class_labels(out, thetas, p.cs_kind)
+    out["group"] = class_labels(out, thetas, cs_kind)
     return out
 
 
-def run_chapter_mapping(lms, data, cs: pd.DataFrame, p) -> pd.DataFrame:
-    """Every query of a K_C / K_I fact (at most ``p.max_queries`` per model × method × class, a seeded
-    sample), all conditions, suppress (→ 0) and enhance (× ``p.enhance_factor``)."""
+def run_chapter_mapping(lms, data, cs: pd.DataFrame, *, methods: Sequence[str], max_queries: int,
+                        enhance_factor: float, site: str, seed: int) -> pd.DataFrame:
+    """Every query of a K_C / K_I fact (at most ``max_queries`` per model × method × class, a seeded
+    sample), all conditions, suppress (→ 0) and enhance (× ``enhance_factor``)."""
 
-    operations = {"suppress": 0.0, "enhance": float(p.enhance_factor)}
+    operations = {"suppress": 0.0, "enhance": float(enhance_factor)}
     groups = cs.set_index(["model", "method", "fact_id"])["group"]
     frames = []
     for lm in lms:
-        for method in p.methods:
+        for method in methods:
             qs, meta = mapping_queries(data.locs[lm.name], method, model=lm.name)
             for m in meta:
                 m["group"] = groups.get((lm.name, method, m["fact_id"]), None)
             for group in ("K_C", "K_I"):
                 idx = [i for i, m in enumerate(meta) if m["group"] == group]
-                rng = random.Random(f"{p.seed}-{lm.name}-{method}-{group}")
-                if p.max_queries and len(idx) > p.max_queries:
-                    idx = [idx[i] for i in sorted(rng.sample(range(len(idx)), p.max_queries))]
+                rng = random.Random(f"{seed}-{lm.name}-{method}-{group}")
+                if max_queries and len(idx) > max_queries:
+                    idx = [idx[i] for i in sorted(rng.sample(range(len(idx)), max_queries))]
                 t0 = time.time()
                 if idx:
-                    frames.append(run_mapping(lm, [qs[i] for i in idx], site=p.site, seed=p.seed,
+                    frames.append(run_mapping(lm, [qs[i] for i in idx], site=site, seed=seed,
                                               operations=operations, meta=[meta[i] for i in idx],
                                               desc=f"interventions {lm.name} {method} {group}"))
                 print(f"{lm.name} {method} {group}: {len(idx)} queries in {time.time() - t0:.1f} s")
@@ -87,12 +88,12 @@ def with_avg(mapping: pd.DataFrame) -> pd.DataFrame:
     return with_average(mapping, unit=UNIT + ["group", "condition"], column="operation", value="d_prob")
 
 
-def summary_table(long: pd.DataFrame, mapping: pd.DataFrame, p) -> pd.DataFrame:
+def summary_table(long: pd.DataFrame, mapping: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Mean ΔProb per (model, method, group, condition, operation), pooled over queries, with a 95 % cluster-
     bootstrap CI over FACTS (n = facts, n_rows = queries), and the top-1 flip rate."""
 
     keys = ["model", "method", "group", "condition", "operation"]
-    summary = mean_ci_cluster_table(long, keys, "d_prob", cluster=["fact_id"], n_boot=p.n_boot, seed=p.seed)
+    summary = mean_ci_cluster_table(long, keys, "d_prob", cluster=["fact_id"], n_boot=n_boot, seed=seed)
     flips = mapping.groupby(keys)["flipped"].mean().rename("flip_rate").reset_index()
     return summary.merge(flips, how="left", on=keys)
 
@@ -137,11 +138,11 @@ def fig4(summary: pd.DataFrame, models, method: str):
 PAIRS = [("own", "union"), ("own", "intersection"), ("own", "random")]
 
 
-def fact_tests(long: pd.DataFrame, p) -> pd.DataFrame:
+def fact_tests(long: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Wilcoxon own vs union / intersection / random with the FACT as the unit (per-fact means first)."""
 
     return paired_fact_table(long, cluster=["fact_id"], column="condition", pairs=PAIRS, value="d_prob",
-                             by=["model", "method", "group", "operation"], n_boot=p.n_boot, seed=p.seed)
+                             by=["model", "method", "group", "operation"], n_boot=n_boot, seed=seed)
 
 
 # (comparison, a, b, queries): "nonempty" = only the queries whose neighbors' intersection is non-empty
@@ -154,7 +155,7 @@ CONTRAST_COLUMNS = ["model", "method", "group", "comparison", "queries", "facts"
                     "estimate", "low", "high", "n", "unit", "p", "detail"]
 
 
-def claim_contrasts(long: pd.DataFrame, mapping: pd.DataFrame, p) -> pd.DataFrame:
+def claim_contrasts(long: pd.DataFrame, mapping: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Per model × method × class and :data:`CONTRASTS` row: the mean over facts of the per-fact Avg difference
     a − b (:func:`kqlib.paper.mapping.per_fact_effects`), its interval and Wilcoxon p in the unit the claims
     resample (:func:`kqlib.paper.intervals.unit_interval`: relations, facts within, with ≥ 8 relations, else
@@ -169,7 +170,7 @@ def claim_contrasts(long: pd.DataFrame, mapping: pd.DataFrame, p) -> pd.DataFram
                     continue
                 sub = g[[a, b]].notna().all(axis=1)
                 d, rel = (g[a] - g[b])[sub].to_numpy(float), g.relation[sub].to_numpy(object)
-                m = unit_interval(d, rel, n_boot=p.n_boot, seed=p.seed, test=True)
+                m = unit_interval(d, rel, n_boot=n_boot, seed=seed, test=True)
                 rows.append(dict(model=model, method=method, group=group, comparison=name,
                                  queries=int(g.queries[sub].sum()), facts=int(sub.sum()),
                                  relations=int(pd.Series(rel).nunique()),
@@ -185,12 +186,13 @@ def contrasts_view(contrasts: pd.DataFrame):
             .style.format({"p": "{:.2g}"}, na_rep="–").hide(axis="index"))
 
 
-def mapping_numbers(lms, p, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
-                    contrasts: pd.DataFrame | None = None) -> tuple[dict, list[dict]]:
+def mapping_numbers(lms, mapping: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
+                    contrasts: pd.DataFrame | None = None, *, methods: Sequence[str], enhance_factor: float,
+                    threshold_kind: str) -> tuple[dict, list[dict]]:
     """Chapter 03's headline numbers (first model, first method) and its claim measurements (every model; for ``ch.claims_from``)."""
 
     claims: list[dict] = []
-    lm0, method0 = lms[0].name, p.methods[0]
+    lm0, method0 = lms[0].name, methods[0]
     S = summary.set_index(["model", "method", "group", "condition", "operation"])
     T = tests.set_index(["model", "method", "group", "operation", "b"])
     notes: dict[str, str] = {}  # number name -> why it is None (the same key as in nums)
@@ -213,7 +215,7 @@ def mapping_numbers(lms, p, mapping: pd.DataFrame, summary: pd.DataFrame, tests:
         return pv
 
     nums: dict[str, Any] = {"n_models": len(lms), "model0": lm0, "method0": method0,
-                            "enhance_factor": float(p.enhance_factor), "threshold_kind": p.threshold_kind}
+                            "enhance_factor": float(enhance_factor), "threshold_kind": threshold_kind}
     for g in ("K_C", "K_I"):
         key = g.replace("_", "").lower()
         part = mapping[(mapping.model == lm0) & (mapping.method == method0) & (mapping.group == g)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,21 +24,21 @@ from kqlib.paper.synapses import MATCHED, SETS, activation_states, run_synapse_e
 UNIT = ["model", "fact_id", "pattern_index"]
 
 
-def choose_queries(lms, data, p) -> tuple[dict, dict, dict]:
-    """Per model: a seeded sample of ``p.n_queries`` queries with knowledge neurons (method ``p.kn_method``; ``data``
+def choose_queries(lms, data, *, kn_method: str, n_queries: int, cs_kind: str, static_threshold: float,
+                   seed: int) -> tuple[dict, dict, dict]:
+    """Per model: a seeded sample of ``n_queries`` queries with knowledge neurons (method ``kn_method``; ``data``
     its localization), their KN sets and metadata (with the fact's K_C / K_I / K_none label at the static θ)."""
 
-
     chosen, kn_sets, metas = {}, {}, {}
-    cs = data.consistency(p.cs_kind)
-    labels = dict(zip(zip(cs.model, cs.fact_id), class_labels(cs, p.static_threshold, p.cs_kind)))
+    cs = data.consistency(cs_kind)
+    labels = dict(zip(zip(cs.model, cs.fact_id), class_labels(cs, static_threshold, cs_kind)))
     for lm in lms:
         t0 = time.time()
         ds = data.datasets[lm.name]
-        sets = data.locs[lm.name].sets(p.kn_method, model=lm.name)
+        sets = data.locs[lm.name].sets(kn_method, model=lm.name)
         pool = [q for q in ds.queries if sets.get((q.fact_id, q.pattern_index))]
-        if p.n_queries and len(pool) > p.n_queries:
-            pool = sorted(random.Random(f"{p.seed}-{lm.name}").sample(pool, p.n_queries),
+        if n_queries and len(pool) > n_queries:
+            pool = sorted(random.Random(f"{seed}-{lm.name}").sample(pool, n_queries),
                           key=lambda q: (q.fact_id, q.pattern_index))
         chosen[lm.name] = pool
         kn_sets[lm.name] = [sets[(q.fact_id, q.pattern_index)] for q in pool]
@@ -47,20 +48,22 @@ def choose_queries(lms, data, p) -> tuple[dict, dict, dict]:
     return chosen, kn_sets, metas
 
 
-def run_chapter_synapses(lms, chosen, kn_sets, metas, p) -> pd.DataFrame:
-
+def run_chapter_synapses(lms, chosen, kn_sets, metas, *, kn_method: str, t_threshold: float, synapse_t: float,
+                         alphas: Sequence[float], steps: int, site: str, renormalize: bool, mass_matched: bool,
+                         seed: int) -> pd.DataFrame:
+    """The synapse experiment (:func:`kqlib.paper.synapses.run_synapse_experiment`) on every model's chosen
+    queries, with |ΔAct| and |ΔProb|."""
     if not any(chosen.get(lm.name) for lm in lms):  # nothing to scale: a clear stop, not empty tables downstream
-
-        raise TooFewFacts(f"no query has knowledge neurons ({p.kn_method}, t_threshold={p.t_threshold}) in "
+        raise TooFewFacts(f"no query has knowledge neurons ({kn_method}, t_threshold={t_threshold}) in "
                           f"{', '.join(lm.name for lm in lms)}: there are no synapses to scale. Rerun with more facts "
                           f"(-p n_facts_per_relation=...) or relations the model answers (kq data --model NAME).")
     frames = []
     for lm in lms:
         t0 = time.time()
         frames.append(run_synapse_experiment(
-            lm, chosen[lm.name], kn_sets[lm.name], t=p.synapse_t, alphas=[float(a) for a in p.alphas],
-            steps=p.steps, seed=p.seed, site=p.site, renormalize=p.renormalize, meta=metas[lm.name],
-            matched=bool(p.mass_matched)))
+            lm, chosen[lm.name], kn_sets[lm.name], t=synapse_t, alphas=[float(a) for a in alphas],
+            steps=steps, seed=seed, site=site, renormalize=renormalize, meta=metas[lm.name],
+            matched=bool(mass_matched)))
         print(f"{lm.name}: {len(chosen[lm.name])} queries in {time.time() - t0:.0f} s")
     syn = pd.concat(frames, ignore_index=True)
     syn["abs_d_act"] = syn.d_act.abs()
@@ -76,21 +79,22 @@ def per_model_overview(syn: pd.DataFrame) -> pd.DataFrame:
             .round(2))
 
 
-def heatmap(lm, syn: pd.DataFrame, chosen, kn_sets, p):
+def heatmap(lm, syn: pd.DataFrame, chosen, kn_sets, *, alphas: Sequence[float], synapse_t: float, steps: int,
+            site: str, renormalize: bool, seed: int):
     """Figure 5 (left): the KN activations of the query whose KNs lose the most activation at the smallest α,
     before, after scaling its synapses and after scaling the control. Returns (fig or None, info or None)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    alpha = min(float(a) for a in p.alphas)
+    alpha = min(float(a) for a in alphas)
     cand = syn[(syn.model == lm.name) & (syn["set"] == "synapse") & (syn.alpha == alpha)].dropna(subset=["d_act"])
     if not len(cand):
         return None, None
     pick = cand.sort_values(["d_act", "fact_id", "pattern_index"]).iloc[0]
     q = chosen[lm.name][int(pick.query)]
     kns = kn_sets[lm.name][int(pick.query)]
-    states = activation_states(lm, q.prompt, q.target_id, kns, t=p.synapse_t, alpha=alpha, steps=p.steps,
-                               seed=p.seed, site=p.site, renormalize=p.renormalize)
+    states = activation_states(lm, q.prompt, q.target_id, kns, t=synapse_t, alpha=alpha, steps=steps,
+                               seed=seed, site=site, renormalize=renormalize)
     before = states[states.state == "before"].set_index("label").activation
     keep = before.abs().sort_values(ascending=False).index[:40]
     order = states[states.label.isin(keep)].drop_duplicates("label").sort_values(["layer", "neuron"]).label
@@ -147,12 +151,12 @@ def distribution_figure(syn: pd.DataFrame, models):
 MEASURES = ("d_act", "abs_d_act", "d_prob", "abs_d_prob", "act_shift")
 
 
-def summary_table(syn: pd.DataFrame, p) -> pd.DataFrame:
+def summary_table(syn: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Mean of every measure per (model, α, set), pooled over queries, 95 % cluster-bootstrap CI over facts
     (n = facts, n_rows = queries), and the flip rate."""
 
     summary = pd.concat([mean_ci_cluster_table(syn, ["model", "alpha", "set"], m, cluster=["fact_id"],
-                                               n_boot=p.n_boot, seed=p.seed).assign(measure=m) for m in MEASURES],
+                                               n_boot=n_boot, seed=seed).assign(measure=m) for m in MEASURES],
                         ignore_index=True)
     flips = syn.groupby(["model", "alpha", "set"])["flipped"].mean().rename("flip_rate").reset_index()
     return summary.merge(flips, how="left", on=["model", "alpha", "set"])
@@ -165,17 +169,18 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
                                                  aggfunc="first")[list(MEASURES)]
 
 
-def fact_tests(syn: pd.DataFrame, p) -> pd.DataFrame:
+def fact_tests(syn: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Wilcoxon synapse vs control on |ΔAct| and |ΔProb|, the FACT as the unit (per-fact means first); ``diff``
     = mean over facts of |effect|(synapses) − |effect|(control) with a bootstrap CI over facts."""
 
     pairs = [("synapse", "control")] + ([("synapse", MATCHED)] if MATCHED in set(syn["set"]) else [])
     return pd.concat([paired_fact_table(syn, cluster=["fact_id"], column="set", pairs=pairs,
-                                        value=v, by=["model", "alpha"], n_boot=p.n_boot, seed=p.seed)
+                                        value=v, by=["model", "alpha"], n_boot=n_boot, seed=seed)
                       .assign(measure=v) for v in ("abs_d_act", "abs_d_prob")], ignore_index=True)
 
 
-def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: str, p) -> dict | None:
+def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: str, *, n_boot: int,
+                 seed: int) -> dict | None:
     """One model's claim measurement at α: per fact, the mean ``measure`` of its queries with the synapses
     suppressed/enhanced minus with the control set ``b``; mean over facts with its interval and Wilcoxon p in
     the claims' unit (:func:`kqlib.paper.intervals.unit_interval`: relations, facts within, with ≥ 8
@@ -187,15 +192,17 @@ def paired_claim(syn: pd.DataFrame, model: str, alpha: float, measure: str, b: s
         return None
     per = per[["synapse", b]].dropna()
     m = unit_interval((per["synapse"] - per[b]).to_numpy(float), per.index.get_level_values("relation"),
-                      n_boot=p.n_boot, seed=p.seed, test=True)
+                      n_boot=n_boot, seed=seed, test=True)
     return dict(m, mean_a=float(per["synapse"].mean()), mean_b=float(per[b].mean()))
 
 
-def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info) -> tuple[dict, list[dict]]:
+def synapse_numbers(lms, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, heat_info, *,
+                    alphas: Sequence[float], kn_method: str, synapse_t: float, mass_matched: bool, n_boot: int,
+                    seed: int) -> tuple[dict, list[dict]]:
     """Chapter 04's headline numbers (first model) and its claim measurements (every model; for ``ch.claims_from``)."""
 
     claims: list[dict] = []
-    alphas = [float(a) for a in p.alphas]
+    alphas = [float(a) for a in alphas]
     a_sup = min(alphas) if min(alphas) < 1 else None
     a_enh = max(alphas) if max(alphas) > 1 else None
     lm0 = lms[0].name
@@ -203,7 +210,7 @@ def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.
     Tt = tests[tests.b == "control"].set_index(["model", "alpha", "measure"])
     Tm = tests[tests.b == MATCHED].set_index(["model", "alpha", "measure"])
     notes: dict[str, str] = {}
-    nums: dict = {"n_models": len(lms), "model0": lm0, "kn_method": p.kn_method, "synapse_t": float(p.synapse_t)}
+    nums: dict = {"n_models": len(lms), "model0": lm0, "kn_method": kn_method, "synapse_t": float(synapse_t)}
     part0 = syn[syn.model == lm0]
     nums["n_queries"] = int(part0[UNIT].drop_duplicates().shape[0])
     nums["n_facts"] = int(part0.fact_id.nunique())
@@ -245,18 +252,19 @@ def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.
                                      ("synapse_prob_suppress", a_sup, "abs_d_prob"),
                                      ("synapse_act_enhance", a_enh, "abs_d_act"),
                                      ("synapse_prob_enhance", a_enh, "abs_d_prob")):
-            m = None if a is None else paired_claim(syn, lm.name, a, measure, "control", p)
+            m = None if a is None else paired_claim(syn, lm.name, a, measure, "control", n_boot=n_boot, seed=seed)
             if m is None:
                 claims.append(measurement(claim_id, lm.name, why_not="no such α in alphas" if a is None else "no paired facts"))
                 continue
             claims.append(measurement(claim_id, lm.name, m["estimate"], m["low"], m["high"], m["n"], p=m["p"], unit=m["unit"],
                      detail=f"α = {a:g}: mean |{measure[4:]}| synapses {m['mean_a']:.3f} vs control "
                             f"{m['mean_b']:.3f}; {m['detail']}"))
-        m = None if a_sup is None else paired_claim(syn, lm.name, a_sup, "abs_d_act", MATCHED, p)
+        m = None if a_sup is None else paired_claim(syn, lm.name, a_sup, "abs_d_act", MATCHED, n_boot=n_boot,
+                                                    seed=seed)
         if m is None:
             claims.append(measurement("synapse_act_suppress_mass_matched", lm.name,
                      why_not="no suppressing α" if a_sup is None else
-                     "the mass-matched control was not run (mass_matched = False)" if not p.mass_matched else
+                     "the mass-matched control was not run (mass_matched = False)" if not mass_matched else
                      "no paired facts"))
         else:
             mass = syn[(syn.model == lm.name) & (syn.alpha == a_sup)].groupby("set").mass.mean()
@@ -281,11 +289,11 @@ def synapse_numbers(lms, p, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.
     return nums, claims
 
 
-def mean_ci_cluster_by_group(syn: pd.DataFrame, p) -> pd.DataFrame:
+def mean_ci_cluster_by_group(syn: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """ΔAct per (model, α, set, K_C / K_I group), CI over facts."""
 
     return mean_ci_cluster_table(syn, ["model", "alpha", "set", "group"], "d_act", cluster=["fact_id"],
-                                 n_boot=p.n_boot, seed=p.seed)
+                                 n_boot=n_boot, seed=seed)
 
 
 # What the notebook calls besides this module's own functions (it imports this module and Chapter only).

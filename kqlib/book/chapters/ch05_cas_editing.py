@@ -1,14 +1,14 @@
 """Chapter 05 (CAS editing): classes, the edit runs, Table 3, gains, the β ablation, the chapter's numbers.
 
 The notebook imports this module (as ``K``) and :class:`~kqlib.book.chapter.Chapter` only. Functions take models,
-frames and the chapter's parameters ``p`` (``ch.p``), ``data`` (a :class:`~kqlib.book.chapter.Localized`), and
-return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
+frames, ``data`` (a :class:`~kqlib.book.chapter.Localized`) and plain keyword-only values named as the chapter's
+parameters (the notebook passes them with ``ch.call``), and return frames, figures and claim measurements (:func:`kqlib.book.claims.verdicts.measurement`); they never hold
 the ``Chapter``: the notebook judges the measurements with ``ch.claims_from``."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,39 +30,38 @@ SEL_ORDER = ["N_i", "N_g", "cas"]
 GROUPS = ["all", "K_C", "K_I"]
 
 
-def cas_classes(cs: pd.DataFrame, p) -> tuple[pd.DataFrame, dict, dict]:
+def cas_classes(cs: pd.DataFrame, *, cs_kind: str, static_threshold: float) -> tuple[pd.DataFrame, dict, dict]:
     """``cs`` with ``class`` (static θ) and ``class_otsu`` (Otsu θ per model), K_none for facts without any
     KN; returns (cs, {(model, fact): class}, {model: Otsu θ})."""
 
     cs = cs.copy()
     usable = cs[cs.union_size > 0]
-    otsu = {m: otsu_threshold(g[p.cs_kind]) for m, g in usable.groupby("model")}
-    cs["class"] = labels(cs[p.cs_kind], p.static_threshold, cs.union_size)
+    otsu = {m: otsu_threshold(g[cs_kind]) for m, g in usable.groupby("model")}
+    cs["class"] = labels(cs[cs_kind], static_threshold, cs.union_size)
     cs["class_otsu"] = [labels([v], otsu.get(m, np.nan), [u])[0]
-                        for m, v, u in zip(cs.model, cs[p.cs_kind], cs.union_size)]
+                        for m, v, u in zip(cs.model, cs[cs_kind], cs.union_size)]
     return cs, {(r.model, r.fact_id): r["class"] for _, r in cs.iterrows()}, otsu
-
-
-def _edit_kw(p) -> dict:
-    return dict(method=p.method, **rule_kw(p), site=p.site, t=p.t_threshold, cas_method=p.cas_method,
-                cas_threshold=p.cas_threshold, n_heldout=p.n_heldout, split=p.split, query_filter=p.query_filter,
-                n_unrelated=p.n_unrelated, lambda1=p.lambda1, lambda2=p.lambda2, seed=p.seed,
-                n_facts=p.n_edit_facts or None, ppl_texts=editing.DEFAULT_PPL_TEXTS[:p.n_ppl_texts])
 
 
 class CasEdits:
     """Every fact edited with every selection (``kqlib.paper.cas_editing.run_cas_editing``); the evaluation caches
     are kept so that the β ablation re-evaluates only new neuron sets."""
 
-    def __init__(self, lms, data, classes: Mapping, p):
-
-        self.lms, self.data, self.p = lms, data, p
+    def __init__(self, lms, data, classes: Mapping, *, beta1: float, beta2: float, method: str, site: str,
+                 t_threshold: float, cas_method: str, cas_threshold: float, n_heldout: int, split: str,
+                 query_filter: str, n_unrelated: int, lambda1: float, lambda2: float, n_edit_facts: int,
+                 n_ppl_texts: int, seed: int, rule: str, steps: int | None = None, tol: float | None = None):
+        self.lms, self.data, self.beta1, self.beta2 = lms, data, beta1, beta2
+        self.edit_kw = dict(method=method, **rule_kw(rule=rule, steps=steps, tol=tol), site=site, t=t_threshold,
+                            cas_method=cas_method, cas_threshold=cas_threshold, n_heldout=n_heldout, split=split,
+                            query_filter=query_filter, n_unrelated=n_unrelated, lambda1=lambda1, lambda2=lambda2,
+                            seed=seed, n_facts=n_edit_facts or None, ppl_texts=editing.DEFAULT_PPL_TEXTS[:n_ppl_texts])
         self.eval_caches = {lm.name: {} for lm in lms}
         self.memos = {lm.name: {} for lm in lms}
         t0 = time.time()
-        self.edits = pd.concat([CE.run_cas_editing(lm, data.datasets[lm.name], beta1=p.beta1, beta2=p.beta2,
+        self.edits = pd.concat([CE.run_cas_editing(lm, data.datasets[lm.name], beta1=beta1, beta2=beta2,
                                                    eval_cache=self.eval_caches[lm.name],
-                                                   edit_memo=self.memos[lm.name], **_edit_kw(p)) for lm in lms],
+                                                   edit_memo=self.memos[lm.name], **self.edit_kw) for lm in lms],
                                ignore_index=True)
         self.edits["class"] = [classes.get((m, f), "unclassified")
                                for m, f in zip(self.edits.model, self.edits.fact_id)]
@@ -76,48 +75,46 @@ class CasEdits:
         return (self.edits[self.edits.task == "erase"].groupby(["model", "selection"]).n_neurons
                 .agg(["mean", "median", "min", "max"]).reindex(SEL_ORDER, level="selection").round(1))
 
-    def ablation(self) -> pd.DataFrame:
-        """CAS with β1 fixed and β2 over ``p.beta2_grid``: mean metrics per (model, task, β2), Avg CI over facts."""
+    def ablation(self, *, beta2_grid: Sequence[float], n_boot: int, seed: int) -> pd.DataFrame:
+        """CAS with β1 fixed and β2 over ``beta2_grid``: mean metrics per (model, task, β2), Avg CI over facts."""
 
-        p = self.p
         abl = [self.edits[self.edits.selection == "cas"]]
-        for b2 in p.beta2_grid:
-            if float(b2) == float(p.beta2):
+        for b2 in beta2_grid:
+            if float(b2) == float(self.beta2):
                 continue
             abl.append(pd.concat([CE.run_cas_editing(lm, self.data.datasets[lm.name], selections=("cas",),
-                                                     beta1=p.beta1, beta2=float(b2),
+                                                     beta1=self.beta1, beta2=float(b2),
                                                      eval_cache=self.eval_caches[lm.name],
-                                                     edit_memo=self.memos[lm.name], **_edit_kw(p))
+                                                     edit_memo=self.memos[lm.name], **self.edit_kw)
                                   for lm in self.lms], ignore_index=True))
         rows = pd.concat(abl, ignore_index=True)
-        rows = rows[rows.beta2.isin([float(b) for b in p.beta2_grid])]
+        rows = rows[rows.beta2.isin([float(b) for b in beta2_grid])]
         out = []
         for (model, task, b2), g in rows.groupby(["model", "task", "beta2"]):
             row = dict(model=model, task=task, beta2=b2, facts=len(g), neurons=g.n_neurons.mean())
             for m in ("rel", "gen", "loc", "avg", "dppl"):
                 row[m] = g[m].mean()
-            row["avg_low"], row["avg_high"] = bootstrap_ci(g["avg"], n_boot=p.n_boot, seed=p.seed)
+            row["avg_low"], row["avg_high"] = bootstrap_ci(g["avg"], n_boot=n_boot, seed=seed)
             out.append(row)
         return pd.DataFrame(out)
 
-
-    def lambda2_sweep(self) -> pd.DataFrame:
-        """Updates with λ2 over ``p.lambda2_grid`` (λ1 fixed), every selection: per (model, selection, λ2) the
+    def lambda2_sweep(self, *, lambda2_grid: Sequence[float]) -> pd.DataFrame:
+        """Updates with λ2 over ``lambda2_grid`` (λ1 fixed), every selection: per (model, selection, λ2) the
         facts, mean Rel, Gen, Loc, Avg, the median ΔPPL and the share of updates whose perplexity overflowed."""
 
-        p = self.p
-        frames = [self.edits[self.edits.task == "update"].assign(lambda2=float(p.lambda2))]
-        for l2 in p.lambda2_grid:
-            if float(l2) == float(p.lambda2):
+        lambda2 = self.edit_kw["lambda2"]
+        frames = [self.edits[self.edits.task == "update"].assign(lambda2=float(lambda2))]
+        for l2 in lambda2_grid:
+            if float(l2) == float(lambda2):
                 continue
-            kw = dict(_edit_kw(p), lambda2=float(l2))
+            kw = dict(self.edit_kw, lambda2=float(l2))
             frames.append(pd.concat([CE.run_cas_editing(lm, self.data.datasets[lm.name], tasks=("update",),
-                                                        beta1=p.beta1, beta2=p.beta2,
+                                                        beta1=self.beta1, beta2=self.beta2,
                                                         eval_cache=self.eval_caches[lm.name],
                                                         edit_memo=self.memos[lm.name], **kw)
                                      for lm in self.lms], ignore_index=True).assign(lambda2=float(l2)))
         rows = pd.concat(frames, ignore_index=True)
-        rows = rows[rows.lambda2.isin([float(x) for x in p.lambda2_grid])]
+        rows = rows[rows.lambda2.isin([float(x) for x in lambda2_grid])]
         return (rows.groupby(["model", "selection", "lambda2"])
                 .agg(facts=("fact_id", "nunique"), rel=("rel", "mean"), gen=("gen", "mean"), loc=("loc", "mean"),
                      avg=("avg", "mean"), dppl_median=("dppl", "median"),
@@ -125,9 +122,9 @@ class CasEdits:
                 .reset_index())
 
 
-def table3(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
-
-    t3 = CE.table3(edits, classes=classes, n_boot=p.n_boot, seed=p.seed)
+def table3(edits: pd.DataFrame, classes: Mapping, *, n_boot: int, seed: int) -> pd.DataFrame:
+    """Table 3: means and bootstrap CIs per model, task, fact group and selection, in the page's order."""
+    t3 = CE.table3(edits, classes=classes, n_boot=n_boot, seed=seed)
     t3["selection"] = pd.Categorical(t3.selection, SEL_ORDER, ordered=True)
     t3["group"] = pd.Categorical(t3.group, GROUPS, ordered=True)
     return t3.sort_values(["model", "task", "group", "selection"]).reset_index(drop=True)
@@ -206,7 +203,7 @@ def pooled_per_fact(edits: pd.DataFrame) -> pd.DataFrame:
     return g.assign(fact_id=g.model + "/" + g.fact_id, model="all", task="both")
 
 
-def cas_gains(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
+def cas_gains(edits: pd.DataFrame, classes: Mapping, *, n_boot: int, seed: int) -> pd.DataFrame:
     """CAS − baseline per (model, task) and pooled ("all", "both": tasks averaged per fact), paired by fact,
     bootstrap CI over facts, for Avg, Gen, Loc and Rel, overall and per class."""
 
@@ -214,8 +211,8 @@ def cas_gains(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
     pooled_classes = {("all", f"{m}/{f}"): c for (m, f), c in classes.items()}
     frames = []
     for metric in ("avg", "gen", "loc", "rel"):
-        g1 = CE.paired_gains(edits, metric=metric, classes=classes, n_boot=p.n_boot, seed=p.seed)
-        g2 = CE.paired_gains(pooled, metric=metric, classes=pooled_classes, n_boot=p.n_boot, seed=p.seed)
+        g1 = CE.paired_gains(edits, metric=metric, classes=classes, n_boot=n_boot, seed=seed)
+        g2 = CE.paired_gains(pooled, metric=metric, classes=pooled_classes, n_boot=n_boot, seed=seed)
         frames.append(pd.concat([g1, g2], ignore_index=True).assign(metric=metric))
     return pd.concat(frames, ignore_index=True)
 
@@ -245,7 +242,7 @@ def fact_gains(edits: pd.DataFrame, classes: Mapping, metric: str = "avg", basel
     return per[cols]
 
 
-def gain_by_e(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
+def gain_by_e(edits: pd.DataFrame, classes: Mapping, *, n_boot: int, seed: int) -> pd.DataFrame:
     """CAS − N_i (Avg, tasks averaged per fact) by |E| (the fact's edited queries) and class, models pooled:
     facts, relations, mean gain with a bootstrap CI over facts. ``left_out``: |E| = 1, where CAS = N_i = N_g by
     construction (gain 0), so those facts do not enter the class comparison."""
@@ -255,7 +252,7 @@ def gain_by_e(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
     for e, g in fg.groupby("n_edited", sort=True):
         for group in GROUPS:
             sub = g if group == "all" else g[g["class"] == group]
-            lo, hi = bootstrap_ci(sub.gain, n_boot=p.n_boot, seed=p.seed)
+            lo, hi = bootstrap_ci(sub.gain, n_boot=n_boot, seed=seed)
             rows.append(dict(n_edited=int(e), group=group, facts=len(sub), relations=int(sub.relation.nunique()),
                              gain=float(sub.gain.mean()) if len(sub) else np.nan, gain_low=lo, gain_high=hi,
                              left_out=bool(e < 2)))
@@ -263,7 +260,7 @@ def gain_by_e(edits: pd.DataFrame, classes: Mapping, p) -> pd.DataFrame:
                                        "left_out"])
 
 
-def small_kc_claim(edits: pd.DataFrame, classes: Mapping, p) -> dict:
+def small_kc_claim(edits: pd.DataFrame, classes: Mapping, *, n_boot: int, seed: int) -> dict:
     """The reviewer's "CAS gains less on K_C facts", stratified: gain over N_i (Avg) of K_I minus K_C facts
     inside each (model, relation) holding both classes (the relation sets k and with it the class), mean over
     those strata with a bootstrap over relations (:func:`kqlib.paper.strata.within_stratum_gap`). Facts with
@@ -273,7 +270,7 @@ def small_kc_claim(edits: pd.DataFrame, classes: Mapping, p) -> dict:
     left = (f"{len(one)} fact(s) with |E| = 1 left out ({int((one['class'] == 'K_C').sum())} K_C, "
             f"{int((one['class'] == 'K_I').sum())} K_I): CAS = N_i = N_g there")
     r = within_stratum_gap(keep.gain, keep["class"], list(zip(keep.model, keep.relation)), "K_I", "K_C",
-                           clusters=keep.relation, n_boot=p.n_boot, seed=p.seed, stratum_name="relation",
+                           clusters=keep.relation, n_boot=n_boot, seed=seed, stratum_name="relation",
                            unit_name="fact")
     if "why_not" in r:
         return dict(why_not=f"{r['why_not']} among the facts with |E| ≥ 2; {left}")
@@ -310,8 +307,8 @@ def beta_figure(abl: pd.DataFrame, beta1: float):
     return fig
 
 
-def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
-                classes: Mapping) -> tuple[dict, list[dict]]:
+def cas_numbers(lms, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
+                classes: Mapping, *, beta2: float, lambda2: float, n_boot: int, seed: int) -> tuple[dict, list[dict]]:
     """Chapter 05's headline numbers and its claim measurements (for ``ch.claims_from``)."""
 
     claims: list[dict] = []
@@ -361,7 +358,7 @@ def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFra
     best = abl.groupby("beta2").avg.mean().dropna() if len(abl) else pd.Series(dtype=float)  # all-NaN: no best
     nums["best_beta2"] = finite_or_none(best.idxmax()) if len(best) else None
     nums["avg_beta2_0"] = finite_or_none(best.get(0.0, np.nan))
-    nums["avg_beta2_main"] = finite_or_none(best.get(float(p.beta2), np.nan))
+    nums["avg_beta2_main"] = finite_or_none(best.get(float(beta2), np.nan))
     for k in list(nums):
         if k.startswith("gain_") and not k.endswith("_pairs"):
             nums[k + "_text"] = fmt(nums[k], "+.3f")
@@ -371,8 +368,8 @@ def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFra
     nums["update_dppl_median_text"] = fmt(nums["update_dppl_median"], ".3g",
                                           "infinite (overflow)" if len(upd) else "no update edit")
     nums["update_ppl_before_text"] = fmt(nums["update_ppl_before"], ".3g", "no update edit")
-    nums["lambda2"] = float(p.lambda2)
-    nums["lambda2_text"] = f"{float(p.lambda2):g}"
+    nums["lambda2"] = float(lambda2)
+    nums["lambda2_text"] = f"{float(lambda2):g}"
     for k in ("avg_erase_cas_model0", "avg_erase_N_i_model0", "avg_erase_N_g_model0", "avg_update_cas_model0",
               "avg_update_N_i_model0", "avg_update_N_g_model0", "best_beta2", "avg_beta2_0", "avg_beta2_main"):
         nums[k + "_text"] = fmt(nums[k], ".2f" if not k.startswith("best") else "g")
@@ -388,7 +385,7 @@ def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFra
         if not len(fg):
             claims.append(measurement(cid, "all", why_not="no fact edited with both selections"))
             continue
-        m = unit_interval(fg.gain, fg.relation, n_boot=p.n_boot, seed=p.seed)
+        m = unit_interval(fg.gain, fg.relation, n_boot=n_boot, seed=seed)
         claims.append(measurement(cid, "all", m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
                  detail=f"{'tasks averaged per fact' if metric == 'avg' else 'Gen only'}; models pooled; "
                         f"{len(fg)} facts; {m['detail']}"))
@@ -398,7 +395,7 @@ def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFra
         wide = part.pivot_table(index=["relation", "fact_id"], columns="selection", values="avg")
         best = max(("N_i", "N_g"), key=lambda s: wide[s].mean())
         d = (wide["cas"] - wide[best]).dropna()
-        m = unit_interval(d.to_numpy(float), d.index.get_level_values("relation"), n_boot=p.n_boot, seed=p.seed)
+        m = unit_interval(d.to_numpy(float), d.index.get_level_values("relation"), n_boot=n_boot, seed=seed)
         claims.append(measurement("cas_llama3_erasure", llama3[0], m["estimate"], m["low"], m["high"], m["n"], unit=m["unit"],
                  detail=f"best baseline {best} {wide[best].mean():.2f} → CAS {wide['cas'].mean():.2f}; "
                         f"{m['detail']}"))
@@ -406,7 +403,7 @@ def cas_numbers(lms, p, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFra
         claims.append(measurement("cas_llama3_erasure", "all", why_not="LLaMA3-8b is not in this profile (use --profile paper)",
                  detail=f"{lm0}: N_i {nums['avg_erase_N_i_model0_text']}, N_g {nums['avg_erase_N_g_model0_text']}"
                         f" → CAS {nums['avg_erase_cas_model0_text']}"))
-    claims.append(measurement("cas_gain_small_kc", "all", **small_kc_claim(edits, classes, p)))
+    claims.append(measurement("cas_gain_small_kc", "all", **small_kc_claim(edits, classes, n_boot=n_boot, seed=seed)))
     return nums, claims
 
 

@@ -57,7 +57,7 @@ def layer_shares(neurons: pd.DataFrame, n_layers: Mapping[str, int]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def depth_summary(neurons: pd.DataFrame, n_layers: Mapping[str, int], n_boot: int = 2000,
+def depth_summary(neurons: pd.DataFrame, n_layers: Mapping[str, int], *, n_boot: int = 2000,
                   seed: int = 0) -> pd.DataFrame:
     """Per (model, method): the mean KN depth d = l / (L − 1) (each query's mean first, then the mean over
     queries), the share of KNs in the top third of the layers (d > 2/3), both with 95 % bootstrap intervals over
