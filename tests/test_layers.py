@@ -88,10 +88,7 @@ def test_no_module_over_450_lines(path):
 # says which, in a comment on its line or on the comment line(s) right above it (or above the run of imports it
 # belongs to): `# heavy: <why>`, `# optional: <package> (<when it is needed>)` or `# cycle: <modules>`.
 REASONS = ("# heavy:", "# optional:", "# cycle:")
-FUNCTION_IMPORTS_EXEMPT = (  # not converted yet (issue 17: edited in another change); drop each once it complies
-    "book/chapters/",  # the chapter modules
-    "book/chapter.py",  # the notebook API
-)
+FUNCTION_IMPORTS_EXEMPT: tuple[str, ...] = ()  # paths under kqlib/ exempt from the rule (none)
 
 
 def _comments(text: str) -> dict[int, tuple[str, bool]]:

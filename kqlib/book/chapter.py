@@ -17,18 +17,26 @@ A chapter notebook does::
 
 from __future__ import annotations
 
+import inspect
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
+import seaborn as sns
 
-from kqlib.book import report
+import kqlib
+from kqlib.book import figures, report
 from kqlib.book.claims import verdicts as V
-from kqlib.errors import ParameterError
-from kqlib.book.profiles import rule_kw
+from kqlib.book.profiles import declared_parameters, rule_kw
+from kqlib.book.site.data_export import write_table
+from kqlib.errors import ParameterError, TooFewFacts
+from kqlib.paper import scans
+from kqlib.paper.consistency import consistency_table
+from kqlib.paper.localization import localize
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -36,8 +44,6 @@ PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 def declared_names(name: str) -> list[str] | None:
     """Names of the chapter's ``parameters`` cell, from ``<name>.py`` beside the running kernel (the book's
     chapter folder) or under ``book/``; None when the source is not found."""
-    from kqlib.book.profiles import declared_parameters
-
     for path in (Path(f"{name}.py"), Path("book") / f"{name}.py"):
         if path.exists():
             return list(declared_parameters(path))
@@ -48,8 +54,6 @@ class Chapter:
     """One chapter's run: its parameters (``ch.p.NAME``), models, data, claims, numbers and figures."""
 
     def __init__(self, name: str, namespace: Mapping[str, Any], names: Sequence[str] | None = None):
-        import seaborn as sns
-
         self.name = name
         self.started = time.time()
         names = list(names) if names is not None else declared_names(name)
@@ -92,8 +96,6 @@ class Chapter:
             table2 = ch.call(K.table2, edits, cs, shares)            # n_boot, seed, ... are the chapter's
             quick = ch.call(K.table2, edits, cs, shares, n_boot=200)  # an explicit keyword wins
         """
-        import inspect
-
         filled = {}
         for name, par in inspect.signature(fn).parameters.items():
             if par.kind is not par.KEYWORD_ONLY or name in kwargs:
@@ -109,8 +111,6 @@ class Chapter:
 
     def models(self) -> list:
         """Load ``p.models`` (once)."""
-        import kqlib
-
         if not self.lms:
             self.lms = [kqlib.load(n) for n in self.p.models]
         return self.lms
@@ -135,17 +135,14 @@ class Chapter:
         The scan is done once per model, data and parameters (:func:`kqlib.paper.scans.scan`, cached on disk). A
         model that keeps fewer than ``min_facts`` facts is left out with a warning; when none is left the chapter
         stops with :class:`~kqlib.errors.TooFewFacts` (what each scan found, what to run instead)."""
-        from kqlib.paper.localization import localize
-        from kqlib.paper.scans import require_facts, scan
-
         p = self.p
         methods = list(methods or p.methods)
         query_filter = query_filter or p.query_filter
         for lm in self.models():
             if lm.name not in self._scanned:
-                self._scanned[lm.name] = scan(lm, p.relations or None, p.n_facts_per_relation or None,
+                self._scanned[lm.name] = scans.scan(lm, p.relations or None, p.n_facts_per_relation or None,
                                               seed=p.seed, min_correct=2, progress=False)
-        ok = require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}",
+        ok = scans.require_facts({lm.name: self._scanned[lm.name] for lm in self.lms}, min_facts, f"chapter {self.name}",
                            stacklevel=3)
         self._leave_out({lm.name: f"keeps {len(self._scanned[lm.name])} ParaRel fact(s), fewer than the {min_facts} "
                                   f"needed" for lm in self.lms if lm.name not in ok})
@@ -167,10 +164,6 @@ class Chapter:
     def _require_neurons(self, datasets: dict, locs: dict, methods: Sequence[str]) -> None:
         """A model none of whose queries has a knowledge neuron has nothing to measure: left out with a warning,
         or the chapter stops (:class:`~kqlib.errors.TooFewFacts`) when no model is left."""
-        import warnings
-
-        from kqlib.errors import TooFewFacts
-
         p = self.p
         why = {m: f"none of its {len(datasets[m].queries)} queries has a knowledge neuron ({', '.join(methods)}, "
                   f"t_threshold={p.t_threshold}, site={p.site}): nothing to measure" for m, loc in locs.items()
@@ -231,17 +224,13 @@ class Chapter:
         return V.table(self.claims)
 
     def save(self, fig, name: str, key: str | None = None):
-        from kqlib.book.figures import save
-
-        path = save(fig, name)
+        path = figures.save(fig, name)
         self.figures[key or name] = path.name
         return path
 
     def export(self, name: str, df, figure=None, description: str = "") -> None:
         """Write the tidy frame behind a figure/table to ``_build/data/<chapter>/<name>.csv`` (linked from the page
         with its schema; :func:`kqlib.book.site.data_export.write_table`)."""
-        from kqlib.book.site.data_export import write_table
-
         write_table(self.name, name, df, figure=figure, description=description)
 
     def export_localization(self, data: "Localized", cs) -> None:
@@ -258,6 +247,7 @@ class Chapter:
 
     def glue_display(self, key: str, obj) -> None:
         """Glue a displayable object (a table, a figure) under ``key`` for pasting elsewhere in the book."""
+        # heavy: myst_nb loads the whole MyST/Sphinx stack, needed only when gluing
         from myst_nb import glue
 
         glue(key, obj, display=False)
@@ -310,8 +300,6 @@ class Localized:
     def consistency(self, kind: str = "cs2", locs: Mapping | None = None) -> pd.DataFrame:
         """One row per (model, method, fact) with its consistency scores (facts with < 2 queries dropped),
         with subject and object."""
-        from kqlib.paper.consistency import consistency_table
-
         locs = locs if locs is not None else self.locs
         kn = pd.concat([l.neurons for l in locs.values()], ignore_index=True)
         q = pd.concat([l.queries for l in locs.values()], ignore_index=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from kqlib.book import report
 from kqlib.book.claims.verdicts import measurement
@@ -33,7 +35,6 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, *, cs_kind: str, site: str,
             steps: int | None = None, tol: float | None = None) -> tuple[Any, dict]:
     """The data-chosen Figure 1: the most and the least consistent fact of ``lm`` under ``method`` (ties by
     fact id), two queries each, their attribution heatmaps over the same top neurons per layer."""
-    import matplotlib.pyplot as plt
 
     kind = cs_kind
     pool = cs[(cs.model == lm.name) & (cs.method == method)].sort_values([kind, "fact_id"])
@@ -58,7 +59,6 @@ def figure1(lm, cs: pd.DataFrame, data, method: str, *, cs_kind: str, site: str,
 def one_query_edits(lms, data, cs: pd.DataFrame, *, edit_method: str, cs_kind: str, query_filter: str,
                     n_unrelated: int, n_edit_facts: int, n_ppl_texts: int, seed: int) -> pd.DataFrame:
     """Table 2's edits: each fact edited through the KNs of one query (``kqlib.paper.kl_editing``), with its CS."""
-
     frames = []
     for lm in lms:
         mine = cs[(cs.model == lm.name) & (cs.method == edit_method)]
@@ -77,7 +77,6 @@ def one_query_edits(lms, data, cs: pd.DataFrame, *, edit_method: str, cs_kind: s
 def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, tk: str, *, edit_method: str,
                  cs_kind: str) -> dict[tuple[str, str], str]:
     """``{(model, fact_id): "K_C" | "K_I" | "K_none"}`` under ``edit_method`` at threshold kind ``tk``."""
-
     theta = thetas(shares)
     part = cs[cs.method == edit_method]
     labels = class_labels(part, {(m, edit_method): theta[(m, edit_method, tk)] for m in part.model.unique()},
@@ -88,7 +87,6 @@ def edit_classes(cs: pd.DataFrame, shares: pd.DataFrame, tk: str, *, edit_method
 def table2(edits: pd.DataFrame, cs: pd.DataFrame, shares: pd.DataFrame, *, edit_method: str, cs_kind: str,
            n_boot: int, seed: int) -> pd.DataFrame:
     """Mean Rel/Gen/Loc/Avg/ΔPPL with bootstrap CIs over facts per (model, threshold kind, task, class)."""
-
     out = pd.concat([kl_editing.table2(edits, edit_classes(cs, shares, tk, edit_method=edit_method, cs_kind=cs_kind),
                                        n_boot=n_boot, seed=seed)
                      .assign(threshold_kind=tk) for tk in ("static", "otsu")], ignore_index=True)
@@ -105,9 +103,6 @@ def table2_view(t2: pd.DataFrame):
 
 def table2_figure(edits: pd.DataFrame, classes: Mapping, *, static_threshold: float, edit_method: str, seed: int):
     """Rel/Gen/Loc bars per class for erase and update (static θ)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     long = (edits.assign(cls=[classes.get((m, f)) for m, f in zip(edits.model, edits.fact_id)])
             .melt(id_vars=["model", "fact_id", "task", "cls"], value_vars=["rel", "gen", "loc"], var_name="metric"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
@@ -148,7 +143,6 @@ def gen_gap(edits: pd.DataFrame, classes: Mapping, model: str, task: str = "eras
 def kl_numbers(lms, data, cs: pd.DataFrame, shares: pd.DataFrame, edits: pd.DataFrame, classes: Mapping, *,
                cs_kind: str, static_threshold: float, n_boot: int, seed: int) -> tuple[dict[str, Any], list[dict]]:
     """Chapter 01's headline numbers (glued into its prose) and its claim measurements (for ``ch.claims_from``)."""
-
     claims: list[dict] = []
     facts = data.facts
     inter = shares[shares.method == INTERSECTION_METHOD].set_index(["model", "threshold_kind"])
@@ -267,7 +261,6 @@ def chance_claim(chance: pd.DataFrame, model: str) -> dict:
 
 def reach_why_not(reach: pd.DataFrame, model: str, threshold: float) -> str | None:
     """"not measurable here" for the CS2 share when fewer facts can fall below θ than a "holds" needs."""
-
     if (model, INTERSECTION_METHOD) not in reach.index:
         return None
     r = reach.loc[(model, INTERSECTION_METHOD)]
@@ -322,8 +315,6 @@ def pair_type_table(loc, method: str, *, n_boot: int, seed: int) -> pd.DataFrame
 
 def pair_type_figure(tab: pd.DataFrame):
     """Mean KN-set Jaccard per pair type (95 % interval over facts), one panel per model."""
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(tab.model))
     fig, axes = plt.subplots(1, max(len(models), 1), figsize=(5.2 * max(len(models), 1), 3.4), squeeze=False,
                              sharex=True)

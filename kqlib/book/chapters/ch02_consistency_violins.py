@@ -10,8 +10,10 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from kqlib.book.claims.verdicts import measurement
 from kqlib.book.figures import heat_table
@@ -27,7 +29,6 @@ from kqlib.paper.strata import MIN_RELATIONS
 
 def size_table(shares: pd.DataFrame, sizes: Mapping[str, Mapping]) -> pd.DataFrame:
     """K_I shares per model with both size measures, ordered by MLP neurons."""
-
     order = {m: i for i, m in enumerate(order_by_size(sizes))}
     out = shares.assign(**{"MLP neurons": shares.model.map(lambda m: sizes[m]["mlp_neurons"]),
                            "params (M)": shares.model.map(lambda m: round(sizes[m]["parameters"] / 1e6, 1)),
@@ -57,7 +58,6 @@ def threshold_grid(data, *, t_grid: Sequence[float], theta_grid: Sequence[float]
 
 
 def grid_figure(grid: pd.DataFrame, models: Sequence[str], methods: Sequence[str]):
-    import matplotlib.pyplot as plt
 
 
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.8), squeeze=False)
@@ -112,8 +112,6 @@ def site_comparison(data, *, site: str, compare_site: str, site_methods: Sequenc
 
 
 def site_figure(site_cs: pd.DataFrame, *, site: str, compare_site: str, cs_kind: str, static_threshold: float):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     paired = site_cs.pivot_table(index=["model", "method", "fact_id"], columns="site", values=cs_kind).reset_index()
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
@@ -158,7 +156,6 @@ def violin_numbers(sizes, cs: pd.DataFrame, shares: pd.DataFrame, grid: pd.DataF
                    site: str, compare_site: str, site_methods: Sequence[str], n_boot: int,
                    seed: int) -> tuple[dict, list[dict]]:
     """Chapter 02's headline numbers and claim measurements (for ``ch.claims_from``)."""
-
     claims: list[dict] = []
     order = order_by_size(sizes)
     small, large = order[0], order[-1]

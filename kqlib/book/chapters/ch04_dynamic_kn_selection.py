@@ -9,8 +9,10 @@ import random
 import time
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from kqlib.book.claims.verdicts import measurement
 from kqlib.errors import TooFewFacts
@@ -83,8 +85,6 @@ def heatmap(lm, syn: pd.DataFrame, chosen, kn_sets, *, alphas: Sequence[float], 
             site: str, renormalize: bool, seed: int):
     """Figure 5 (left): the KN activations of the query whose KNs lose the most activation at the smallest α,
     before, after scaling its synapses and after scaling the control. Returns (fig or None, info or None)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     alpha = min(float(a) for a in alphas)
     cand = syn[(syn.model == lm.name) & (syn["set"] == "synapse") & (syn.alpha == alpha)].dropna(subset=["d_act"])
@@ -123,8 +123,6 @@ def mass_table(syn: pd.DataFrame) -> pd.DataFrame:
 
 
 def distribution_figure(syn: pd.DataFrame, models):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.8 * len(models)), squeeze=False)
     for row, model in enumerate(models):
@@ -200,7 +198,6 @@ def synapse_numbers(lms, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Dat
                     alphas: Sequence[float], kn_method: str, synapse_t: float, mass_matched: bool, n_boot: int,
                     seed: int) -> tuple[dict, list[dict]]:
     """Chapter 04's headline numbers (first model) and its claim measurements (every model; for ``ch.claims_from``)."""
-
     claims: list[dict] = []
     alphas = [float(a) for a in alphas]
     a_sup = min(alphas) if min(alphas) < 1 else None
@@ -291,7 +288,6 @@ def synapse_numbers(lms, syn: pd.DataFrame, summary: pd.DataFrame, tests: pd.Dat
 
 def mean_ci_cluster_by_group(syn: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """ΔAct per (model, α, set, K_C / K_I group), CI over facts."""
-
     return mean_ci_cluster_table(syn, ["model", "alpha", "set", "group"], "d_act", cluster=["fact_id"],
                                  n_boot=n_boot, seed=seed)
 

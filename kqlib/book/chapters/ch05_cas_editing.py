@@ -10,16 +10,18 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from kqlib.book.claims.verdicts import measurement
 from kqlib.book.profiles import rule_kw
 from kqlib.book.report import finite_or_none
 from kqlib.paper import cas_editing as CE
 from kqlib.paper import editing
-from kqlib.paper.consistency import otsu_threshold
 from kqlib.paper.consistency import class_labels as labels
+from kqlib.paper.consistency import otsu_threshold
 from kqlib.paper.intervals import unit_interval
 from kqlib.paper.stats import bootstrap_ci, ci_cell, fmt
 from kqlib.paper.strata import within_stratum_gap
@@ -141,7 +143,6 @@ def table3_view(t3: pd.DataFrame):
 
 
 def _ci_points(ax, frame, x, hue, y, order, hue_order, palette=None, width=0.6):
-    import seaborn as sns
 
     palette = palette or sns.color_palette("deep", len(hue_order))
     step = width / max(len(hue_order), 1)
@@ -157,7 +158,6 @@ def _ci_points(ax, frame, x, hue, y, order, hue_order, palette=None, width=0.6):
 
 
 def avg_figure(t3: pd.DataFrame, models):
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.8 * len(models)), squeeze=False, sharey=True)
     for i, m in enumerate(models):
@@ -173,8 +173,6 @@ def avg_figure(t3: pd.DataFrame, models):
 
 
 def metrics_figure(t3: pd.DataFrame, models):
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     long = []
     for m in ("rel", "gen", "loc"):
@@ -282,7 +280,6 @@ def small_kc_claim(edits: pd.DataFrame, classes: Mapping, *, n_boot: int, seed: 
 
 
 def beta_figure(abl: pd.DataFrame, beta1: float):
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=False)
     ax = axes[0]
@@ -310,7 +307,6 @@ def beta_figure(abl: pd.DataFrame, beta1: float):
 def cas_numbers(lms, edits: pd.DataFrame, t3: pd.DataFrame, gains: pd.DataFrame, abl: pd.DataFrame,
                 classes: Mapping, *, beta2: float, lambda2: float, n_boot: int, seed: int) -> tuple[dict, list[dict]]:
     """Chapter 05's headline numbers and its claim measurements (for ``ch.claims_from``)."""
-
     claims: list[dict] = []
     lm0 = lms[0].name
 
