@@ -41,6 +41,27 @@
 # `kq attribute --rule adaptive --tol 0.01`, or a chapter parameter (`-p rule=riemann -p steps=20` reruns a
 # chapter with the paper's rule). The rule (and `tol`) is part of the attribution cache key.
 #
+# **Layers whose outputs are normalised (Gemma2/3).** These models pass each layer's MLP output (and attention
+# output) through an RMSNorm before adding it to the residual stream. Scaling the layer's neurons by $\alpha$
+# scales that output by $\alpha$, and the norm undoes the scale: $p_l(\alpha)$ is flat except below
+# $\alpha^* \approx \sqrt{\varepsilon}/\mathrm{rms}$, and above $\alpha^*$ each neuron's integrand falls like
+# $c_i/\alpha$. The $c_i$ sum to about 0, so completeness holds, but each single score depends on the region near
+# $\alpha = 0$, where a rule in $\alpha$ puts few nodes (Riemann-20 puts weight 1/20 on $\alpha = 0$ itself).
+# With $\alpha = e^s$ the $c/\alpha$ tail becomes a constant. For such paths (`LM.normalized_outputs`) the
+# adaptive rule's panels are in $\log\alpha$ on $[10^{-10}, 1]$, and the reference is Gauss–Legendre in
+# $\log\alpha$ (`rule="gauss-log"`). Two Gemma3-270M queries (AMD EPYC), against gauss-log-128 (itself within
+# 5e-7 of gauss-log-256):
+#
+# | rule | query 1 error | query 2 error | path points |
+# |---|---|---|---|
+# | riemann-20 | 1.31 | 0.584 | 360 |
+# | gauss-128 | 8.6e-6 | 8.4e-6 | 2,304 |
+# | gauss-log-32 | 2.9e-4 | 2.3e-3 | 576 |
+# | adaptive, panels in $\alpha$ | 1.4e-3 | 9.1e-4 | 1,100 and 1,180 |
+# | adaptive, panels in $\log\alpha$ | 3.5e-3 | 1.1e-3 | 620 and 640 |
+#
+# Errors are $\max|S - S^*| / \max|S^*|$. Path points are summed over the 18 layers.
+#
 # This page runs on whole facts, as every chapter does: the facts each model answers on at least two
 # phrasings and their answered queries (the book's answer filter, `Chapter.localize`). Against a high-order
 # reference (Gauss–Legendre with `reference_points` nodes) it measures, per query, the error
