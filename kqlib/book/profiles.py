@@ -345,4 +345,24 @@ def parameters_for(
     except ParameterError as exc:
         raise ParameterError(f"{chapter.name}: {exc}\nValid parameters (with their defaults):\n"
                              f"{_valid_list(declared)}") from None
+    check_together({**declared, **out}, chapter.name)
     return out
+
+
+#: parameters that must agree with another: (subset, superset) -- every value of the first among the second's
+#: (when the second is not empty, which means "all")
+SUBSETS = (("site_relations", "relations"), ("site_methods", "methods"))
+
+
+def check_together(params: Mapping[str, Any], where: str) -> None:
+    """Refuse values that are valid alone but not together, e.g. ``site_relations`` outside ``relations`` (the
+    site comparison takes its facts from the chapter's relations: it would silently compare nothing)."""
+    for sub, sup in SUBSETS:
+        if sub in params and sup in params and params[sup]:
+            outside = [v for v in params[sub] if v not in params[sup]]
+            if outside:
+                raise ParameterError(f"{where}: {sub} {outside} not among {sup} {list(params[sup])}; choose {sub} "
+                                     f"from {sup} (or [] for all of them)")
+    if "edit_method" in params and "methods" in params and params["edit_method"] not in params["methods"]:
+        raise ParameterError(f"{where}: edit_method {params['edit_method']!r} must be one of methods "
+                             f"{list(params['methods'])}")

@@ -202,6 +202,22 @@ def test_out_of_range_parameters_are_refused_before_any_chapter_runs(tmp_path, f
     assert expect in capsys.readouterr().err
 
 
+def test_values_valid_alone_but_not_together_are_refused_and_every_profile_agrees():
+    """site_relations outside relations would make the site comparison compare nothing, silently (the cpu
+    profile had that after its relations changed); edit_method must be one of the attributed methods."""
+    violins = REPO / "book" / "02_consistency_violins.py"
+    with pytest.raises(ParameterError, match=r"site_relations \['P103'\] not among relations"):
+        parameters_for(violins, "cpu", {"site_relations": ["P103"]})
+    with pytest.raises(ParameterError, match="site_methods"):
+        parameters_for(violins, "smoke", {"site_methods": ["sig"], "methods": ["ig"]})
+    with pytest.raises(ParameterError, match="edit_method 'amig' must be one of methods"):
+        parameters_for(REPO / "book" / "01_kl_reexamination.py", "smoke", {"edit_method": "amig", "methods": ["ig"]})
+    assert parameters_for(violins, "smoke", {"relations": []})["site_relations"] == ["P103"]  # [] = every relation
+    for profile in ("smoke", "cpu", "paper"):
+        for chapter in sorted((REPO / "book").glob("[0-9]*.py")):
+            parameters_for(chapter, profile)  # every shipped combination is consistent
+
+
 def test_a_profile_key_without_a_declared_range_is_refused(monkeypatch, tmp_path):
     from kqlib.book import profiles
 
