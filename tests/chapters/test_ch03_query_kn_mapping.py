@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chapter_checks import (check_ci_rows, check_claims, check_figures, check_glue, check_paired_tests,
-                            finite_or_explained, results)
+from chapter_checks import (check_ci_rows, check_claim_units, check_claims, check_figures, check_glue,
+                            check_paired_tests, finite_or_explained, results)
 from kqlib.book.chapters import ch03_query_kn_mapping as K
 from kqlib.errors import TooFewFacts
 from kqlib.paper.mapping import CONDITIONS, per_fact_effects
@@ -127,8 +127,4 @@ def test_glue_equals_json(book34):
 @pytest.mark.book
 def test_claims_judged_by_the_one_rule(book34):
     rows = check_claims(book34, NAME)
-    for r in rows:
-        if r["estimate"] is not None and r["verdict"] != "not measurable here":
-            assert r["unit"] in ("facts", "relations") and r["n"] >= 1, r
-            # the fact stays the unit only with fewer than 8 relations, and the row says so
-            assert r["unit"] == "relations" or "fewer than 8" in r["this_run"], r
+    check_claim_units(rows)

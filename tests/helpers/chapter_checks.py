@@ -52,6 +52,15 @@ def check_glue(root: Path, name: str) -> nbformat.NotebookNode:
     return nb
 
 
+def check_claim_units(rows: list[dict]) -> None:
+    """Every measured row names its resampling unit: relations with >= 8 relations, else facts and says so."""
+    for r in rows:
+        if r["estimate"] is not None and r["verdict"] != "not measurable here":
+            assert r["unit"] in ("facts", "relations") and r["n"] >= 1, r
+            # the fact stays the unit only with fewer than 8 relations, and the row says so
+            assert r["unit"] == "relations" or "fewer than 8" in r["this_run"], r
+
+
 def check_claims(root: Path, name: str) -> list[dict]:
     """The chapter judged every claim claims.toml assigns to it; each stored verdict is what the one rule
     (kqlib.book.claims.verdicts.judge) gives for the stored measurement; the rendered "Paper vs this run" table shows it."""
