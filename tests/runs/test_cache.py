@@ -83,6 +83,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
 def test_ctrl_c_in_a_real_process_leaves_only_complete_entries(tmp_path):
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(Path(__file__).parents[1] / 'helpers')!r})
+        import signal; signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job ignores it
         import kqlib
         from tiny import tiny_lm
         import time
