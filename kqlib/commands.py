@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kqlib.attribution import METHODS, AttributionConfig, knowledge_neurons
+from kqlib.attribution import METHODS, RULES, AttributionConfig, knowledge_neurons
 from kqlib.cli_args import Command, check_output_file, check_writable_folder, float_in, id_list, int_at_least
 from kqlib.core import models
 from kqlib.core.threads import set_threads
@@ -112,7 +112,7 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="ig", help="ig | sig | amig, or several comma-separated")
     p.add_argument("--steps", type=int_at_least(1), default=None,
                    help="path points of a fixed rule, riemann or gauss (default 20)")
-    p.add_argument("--rule", default="riemann", choices=["riemann", "gauss", "gauss-log", "adaptive"],
+    p.add_argument("--rule", default="riemann", choices=list(RULES),
                    help="integration rule: riemann (the paper's, default), gauss (Gauss-Legendre) or adaptive "
                         "(error-controlled to --tol; places its own points)")
     p.add_argument("--tol", type=float, default=None,

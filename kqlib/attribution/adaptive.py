@@ -149,6 +149,7 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
     first = initial_panels(bool(getattr(path, "scale_invariant", False)))
     pending: list[list[tuple[float, float, bool]]] = [list(first) for _ in range(n_layers)]
     points = [0] * n_layers
+    width = 2 * KRONROD_N + 1  # nodes per panel
     eps = torch.finfo(lm.dtype).eps if lm.dtype.is_floating_point else 0.0
     while any(pending):
         rules = [[panel_rule(lo, hi, log) for lo, hi, log in ps] for ps in pending]
@@ -164,7 +165,6 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
                  batch_size=batch_size, memory_budget=memory_budget)
         for layer, ps in enumerate(pending):
             points[layer] += len(alphas[layer])
-            width = 2 * KRONROD_N + 1
             for j, ((lo, hi, log), (_, wk, wg)) in enumerate(zip(ps, rules[layer])):
                 g = grads[layer][j * width:(j + 1) * width]
                 shape = (-1,) + (1,) * (g.dim() - 1)
@@ -190,10 +190,10 @@ def adaptive_integrate(lm, base, path, target: int, tol: float, *, batch_size: i
             for j in sorted(split, key=lambda j: -float(ds[j][5].max())):
                 lo, hi, log = ds[j][:3]
                 k = _pieces(float(ds[j][5].max()) / (budget * _measure(lo, hi, log)), _measure(lo, hi, log))
-                k = 2 if k * (2 * KRONROD_N + 1) > room else k
-                if k * (2 * KRONROD_N + 1) > room:
+                k = 2 if k * width > room else k
+                if k * width > room:
                     break
-                room -= k * (2 * KRONROD_N + 1)
+                room -= k * width
                 taken.add(j)
                 pending[layer] += _split(lo, hi, log, k)
             done[layer] = [d for j, d in enumerate(done[layer]) if j not in taken]

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from kqlib.attribution.quadrature import RULES
 from kqlib.errors import ParameterError
 from kqlib.paper import path_rules
 
@@ -228,8 +229,8 @@ VALUE_RULES = {
     "seed": _NOT_NEGATIVE,
     # attribution
     "steps": _at_least(1, " (path points; 1 = attribution patching)"),
-    "rule": _one_of(("adaptive", "riemann", "gauss", "gauss-log")),
-    "rules": _each(_one_of(("adaptive", "riemann", "gauss", "gauss-log"))),
+    "rule": _one_of(RULES),
+    "rules": _each(_one_of(RULES)),
     "tol": lambda v: None if 0.0 < v < float("inf") else "must be a finite number > 0 (rule='adaptive': estimated "
                                                          "max abs error / max |score|, e.g. 0.01)",
     "counts": _each(_at_least(1), "every point count"),

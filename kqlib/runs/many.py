@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from typing import Iterable
 
 import torch
@@ -59,7 +60,7 @@ def attribute(lm, prompt: str, target, config: AttributionConfig, *, batch_size=
 def resolve_config(config: AttributionConfig | None, **keywords) -> AttributionConfig:
     """``config``, or one built from the keywords ``method, steps, rule, site, tol``; both at once (a keyword
     that differs from its default beside a ``config``) is refused: one attribution has one description."""
-    defaults = dict(method="ig", steps=None, rule="riemann", site="post", tol=None)
+    defaults = {f.name: f.default for f in fields(AttributionConfig)}
     if config is None:
         return AttributionConfig(**keywords)  # refuses bad values now
     if not isinstance(config, AttributionConfig):
