@@ -30,9 +30,9 @@ COUNTS = (8, 12, 16, 24, 32, 48, 64)
 RELATIONS = ("P36", "P1376", "P103", "P1412", "P176", "P178", "P30", "P27")
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """torch float32 ``[n, n] @ [n, n]`` GFLOP/s (best of ``repeats``) on the current threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """torch ``[n, n] @ [n, n]`` GFLOP/s in ``dtype`` (best of ``repeats``) on the current threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):

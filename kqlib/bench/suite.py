@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 import kqlib
-from kqlib.bench import converged
+from kqlib.bench import converged, precision
 from kqlib.cli_args import Command, int_at_least, output_file
 from kqlib.core.threads import free_cores, parse_threads, usable_cores
 from kqlib.errors import ParameterError
@@ -288,6 +288,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--converged", action="store_true",
                    help="time-to-converged (adaptive vs fixed rules, 10 ParaRel queries per embedded model), kernel "
                         "efficiency and memory rows with their targets; with --quick: 2 queries, gauss-64 reference")
+    p.add_argument("--precision", action="store_true",
+                   help="bf16 decoder layers against float32 in the staircase (same nodes; 10 ParaRel queries per "
+                        "embedded model), where the CPU or GPU has bf16 matrix units; with --quick: 2 queries")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                    help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS))
     p.add_argument("--threads", type=_threads_arg, default=None,
@@ -309,6 +312,12 @@ def run(args: argparse.Namespace) -> int:
                                      n_queries=2 if quick else 10, reference=64 if quick else 128,
                                      counts=(8, 16, 32) if quick else converged.COUNTS,
                                      memory_tokens=1000 if quick else 3000):
+            print(line, flush=True)
+        return 0
+    if getattr(args, "precision", False):
+        print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info().items()), flush=True)
+        models = ["smollm2-135m"] if args.quick else ["smollm2-135m", "gemma3-270m"]
+        for line in precision.report(models, n_queries=2 if args.quick else 10):
             print(line, flush=True)
         return 0
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
