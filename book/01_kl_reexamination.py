@@ -55,7 +55,7 @@ n_edit_facts = 0
 query_filter = "correct"  # the book's answer filter: "correct" (only queries answered top-1) | "all"
 n_unrelated = 4  # unrelated queries per edit (locality)
 n_ppl_texts = 4  # held-out sentences for the perplexity change
-paper_rule = "riemann-20"  # claim 1 again under the paper's path rule (edit_method only); "" = skip
+paper_rule = "riemann-20"  # claim 1 again under the paper's path rule (edit_method only); empty to skip
 seed = 0
 profile = "smoke"
 
