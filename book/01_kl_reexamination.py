@@ -260,7 +260,7 @@ other_filter = all_phrasings if query_filter == "correct" else ch.localize([edit
 ch.call(K.filter_sensitivity, data, other_filter, edit_method)
 
 # %% [markdown]
-# **Sensitivity: the path rule.** Every score above is an integral over the path $lpha \in [0, 1]$, computed
+# **Sensitivity: the path rule.** Every score above is an integral over the path $\alpha \in [0, 1]$, computed
 # with the book's error-controlled rule. The paper used 20 Riemann points (`paper_rule`), which chapter 06
 # finds far from the integral on some layers, most of all on Gemma3. Here the same facts and queries are
 # attributed again with `edit_method` under the paper's rule: claim 1's two statistics under each rule, and how
