@@ -37,6 +37,7 @@ from kqlib.errors import ParameterError, TooFewFacts
 from kqlib.paper import scans
 from kqlib.paper.consistency import consistency_table
 from kqlib.paper.localization import localize
+from kqlib.paper.path_rules import setting
 
 PLAIN = (int, float, str, bool, list, tuple, dict, type(None))
 
@@ -122,10 +123,11 @@ class Chapter:
         return {lm.name: report.model_size(lm) for lm in self.models()}
 
     def localize(self, methods: Sequence[str] | None = None, verbose: bool = True,
-                 query_filter: str | None = None, min_facts: int = 1) -> "Localized":
+                 query_filter: str | None = None, min_facts: int = 1, path_setting: str | None = None) -> "Localized":
         """ParaRel facts each model answers and the KN sets of their queries under ``methods`` (default
-        ``p.methods``), with the chapter's rule (:attr:`rule_kw`), ``site`` and ``t_threshold`` (attributions come from
-        the on-disk cache when an earlier chapter computed them).
+        ``p.methods``), with the chapter's rule (:attr:`rule_kw`; or ``path_setting``, e.g. ``"riemann-20"``, a label
+        of :func:`kqlib.paper.path_rules.setting`), ``site`` and ``t_threshold`` (attributions come from the on-disk
+        cache when an earlier chapter computed them).
 
         The book's one answer filter: a fact is kept (``relations``, ``n_facts_per_relation``, ``seed``) when the
         model answers at least two of its phrasings top-1, for every chapter and either filter; ``query_filter``
@@ -138,6 +140,7 @@ class Chapter:
         p = self.p
         methods = list(methods or p.methods)
         query_filter = query_filter or p.query_filter
+        path = self.rule_kw if path_setting is None else rule_kw(**setting(path_setting, tol=getattr(p, "tol", None)))
         for lm in self.models():
             if lm.name not in self._scanned:
                 self._scanned[lm.name] = scans.scan(lm, p.relations or None, p.n_facts_per_relation or None,
@@ -152,7 +155,7 @@ class Chapter:
             ds = self._scanned[lm.name].with_queries(query_filter)
             datasets[lm.name] = ds
             # threads: the cores free now, looked at again between queries (the book is an edge: it may choose)
-            locs[lm.name] = localize(lm, ds.queries, methods, **self.rule_kw, site=p.site, t=p.t_threshold,
+            locs[lm.name] = localize(lm, ds.queries, methods, **path, site=p.site, t=p.t_threshold,
                                      threads="auto",
                                      progress=False, executor=self.executor, address=self.ray_address)
             if verbose:

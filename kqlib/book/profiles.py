@@ -236,6 +236,7 @@ VALUE_RULES = {
     "counts": _each(_at_least(1), "every point count"),
     "settings": _each(_path_setting, "each path setting"),
     "cheap": _each(_path_setting, "each cheap ranking"),
+    "paper_rule": lambda v: None if v == "" else _path_setting(v),  # chapter 01: "" = no comparison
     "reference_points": _at_least(1),
     "methods": _methods,
     "method": _one_of(_METHODS),

@@ -96,3 +96,17 @@ def test_claims_file_is_packaged():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     patterns = data["tool"]["setuptools"]["package-data"]["kqlib"]
     assert any(Path("claims.toml").match(p) for p in patterns)
+
+
+def test_sources_have_no_control_characters():
+    """No control character but tab and newline in the book's and kqlib's text: a Python string that wrote
+    "\\alpha" unescaped leaves a BEL (\\x07) before "lpha", which MathJax cannot typeset (it failed a page once)."""
+    files = [*(REPO / "book").rglob("*.py"), *(REPO / "book").rglob("*.md"), *(REPO / "kqlib").rglob("*.py"),
+             *(REPO / "kqlib").rglob("*.toml"), REPO / "README.md", REPO / "_config.yml", REPO / "_toc.yml"]
+    bad = []
+    for path in files:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            found = sorted({f"\\x{ord(c):02x}" for c in line if ord(c) < 32 and c != "\t" or ord(c) == 127})
+            if found:
+                bad.append(f"{path.relative_to(REPO)}:{n}: {' '.join(found)}")
+    assert not bad, "control characters (write them escaped, e.g. '\\\\alpha'):\n" + "\n".join(bad)

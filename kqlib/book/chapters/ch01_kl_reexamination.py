@@ -21,7 +21,8 @@ from kqlib.book.figures import query_heatmaps
 from kqlib.book.profiles import rule_kw
 from kqlib.paper import consistency as C
 from kqlib.paper import editing, kl_editing, strata
-from kqlib.paper.consistency import INTERSECTION_METHOD, classify, share_inconsistent, thetas, welch_claim, wilson_ci
+from kqlib.paper.consistency import (INTERSECTION_METHOD, classify, jaccard, share_inconsistent, thetas, welch_claim,
+                                    wilson_ci)
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.localization import query_scores
 from kqlib.paper.pararel import QUERY_FILTERS
@@ -220,19 +221,18 @@ def filter_sensitivity(data, other_loc, method: str, *, query_filter: str, cs_ki
     for name, loc in locs.items():
         cs = loc.consistency(cs_kind)
         cs = cs[cs.method == method]
-        share = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=False, n_boot=n_boot, seed=seed)
-        for r in share[share.method == method].itertuples():
-            put(r.model, f"K_I share, CS2 < θ ({r.n_facts} facts)", name, ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%"))
+        for (model, measure), text in claim1_cells(cs, method, cs_kind=cs_kind, static_threshold=static_threshold,
+                                                   n_boot=n_boot, seed=seed, chance=False).items():
+            put(model, measure, name, text)
         kn, q = loc.neurons[loc.neurons.method == method], loc.queries[loc.queries.method == method]
         mk = strata.matched_k(kn, q, k0=answered, kind=cs_kind).dropna()
         for model, g in mk.groupby("model"):
             ki = C.classify(g[f"{cs_kind}_matched"], static_threshold)
             lo, hi = C.wilson_ci(int(ki.sum()), len(ki))
             put(model, "K_I share at the answered k (matched k)", name, ci_cell(float(ki.mean()), lo, hi, ".0%"))
-        summary = strata.chance_summary(cs, n_boot=n_boot, seed=seed)
-        for r in summary[summary.method == method].itertuples():
-            put(r.model, "mean delta_j [two-level CI] (relations)", name,
-                ci_cell(r.mean_delta, r.ci_low, r.ci_high, "+.3f") + f" ({r.n_relations})")
+        for (model, measure), text in claim1_cells(cs, method, cs_kind=cs_kind, static_threshold=static_threshold,
+                                                   n_boot=n_boot, seed=seed, share=False).items():
+            put(model, measure, name, text)
         if name == "all":
             qa = q.merge(loc.facts[["model", "fact_id", "pattern_index", "correct"]],
                          on=["model", "fact_id", "pattern_index"], how="left")
@@ -240,6 +240,50 @@ def filter_sensitivity(data, other_loc, method: str, *, query_filter: str, cs_ki
             for r in strata.within_template(kn, qa, n_boot=n_boot, seed=seed).itertuples():
                 put(r.model, f"within template: J(answered) − J(unanswered) ({r.templates} templates)", name,
                     ci_cell(r.diff, r.ci_low, r.ci_high, "+.3f"))
+    rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
+    return pd.DataFrame(rows).fillna("–")
+
+
+def claim1_cells(cs: pd.DataFrame, method: str, *, cs_kind: str, static_threshold: float, n_boot: int, seed: int,
+                 share: bool = True, chance: bool = True) -> dict[tuple[str, str], str]:
+    """``{(model, measure): cell}`` of claim 1 for ``method`` alone, from its consistency rows ``cs``: the CS2
+    K_I share at the static θ (Wilson interval) and the population mean delta_j (two-level interval over
+    relations, their number in brackets)."""
+    cs = cs[cs.method == method]
+    out = {}
+    if share:
+        tab = C.ki_share_table(cs, kind=cs_kind, static=static_threshold, otsu=False, n_boot=n_boot, seed=seed)
+        for r in tab[tab.method == method].itertuples():
+            out[(r.model, f"K_I share, CS2 < θ ({r.n_facts} facts)")] = ci_cell(r.share_ki, r.ci_low, r.ci_high, ".0%")
+    if chance:
+        summary = strata.chance_summary(cs, n_boot=n_boot, seed=seed)
+        for r in summary[summary.method == method].itertuples():
+            out[(r.model, "mean delta_j [two-level CI] (relations)")] = (
+                ci_cell(r.mean_delta, r.ci_low, r.ci_high, "+.3f") + f" ({r.n_relations})")
+    return out
+
+
+def rule_sensitivity(data, other_loc, method: str, *, paper_rule: str, rule: str, steps: int | None,
+                     tol: float | None, cs_kind: str, static_threshold: float, n_boot: int, seed: int) -> pd.DataFrame:
+    """Claim 1 under the book's path rule (``data``) and under ``paper_rule`` (``other_loc``: the same facts and
+    queries, ``method`` only): per model, :func:`claim1_cells` under each rule, and the mean Jaccard index of
+    each query's two KN sets (with the number of queries)."""
+    book = f"adaptive, tol {tol:g}" if rule == "adaptive" else f"{rule}-{steps}"
+    cells: dict[tuple, dict] = {}
+    for name, loc in ((f"{book} (the book's)", data), (paper_rule, other_loc)):
+        for key, text in claim1_cells(loc.consistency(cs_kind), method, cs_kind=cs_kind,
+                                      static_threshold=static_threshold, n_boot=n_boot, seed=seed).items():
+            cells.setdefault(key, {})[name] = text
+    keys = ["model", "fact_id", "pattern_index"]
+    sets = [loc.neurons[loc.neurons.method == method].groupby(keys)[["layer", "neuron"]]
+            .apply(lambda g: set(zip(g.layer, g.neuron))) for loc in (data, other_loc)]
+    queries = data.queries[data.queries.method == method].set_index(keys).index
+    for model in queries.get_level_values("model").unique():
+        mine = [k for k in queries if k[0] == model]
+        pairs = [(sets[0].get(k, set()), sets[1].get(k, set())) for k in mine]
+        js = [jaccard(a, b) if a or b else 1.0 for a, b in pairs]  # two empty sets agree
+        cells.setdefault((model, f"KN-set Jaccard between the rules ({len(js)} queries)"), {})[paper_rule] = (
+            fmt(float(np.mean(js)), ".2f") if js else "–")
     rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
     return pd.DataFrame(rows).fillna("–")
 
