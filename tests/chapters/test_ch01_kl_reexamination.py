@@ -71,6 +71,14 @@ def test_chapter01_results(book12):
     erase_facts = {e["fact_id"] for e in nums["edits"] if e["task"] == "erase"}
     assert len(erase_facts) == nums["n_edited_facts"]
     assert set(nums["fig1_facts"]) <= {"most consistent", "least consistent"}
+    # claim 1 once more under the paper's rule (paper_rule, edit_method): both rules' columns, and per model the
+    # mean Jaccard of each query's two KN sets
+    rules = nums["rule_sensitivity"]
+    columns = set().union(*rules) - {"model", "measure"}
+    assert "riemann-20" in columns and any(c.endswith("(the book's)") for c in columns), columns
+    between = [r for r in rules if r["measure"].startswith("KN-set Jaccard between the rules")]
+    assert {r["model"] for r in between} == set(run["models"])
+    assert all(0.0 <= float(r["riemann-20"]) <= 1.0 for r in between), between
     check_figures(book12, nums["figures"])
 
 
