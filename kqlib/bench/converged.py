@@ -44,18 +44,22 @@ def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.fl
 
 def staircase_flops(lm, n_tokens: int, points: list[int]) -> float:
     """FLOPs of the rows an attribution ran, from the shapes: a row starting at layer l runs layers l..L-1
-    forward and backward (x3 the forward's matmuls) and the fused head (2 matmuls over the vocabulary).
-    Per layer forward: 2 x (the layer's weight count) + 4 x d_attention x T (scores and values)."""
+    forward and backward, and the fused head (2 matmuls over the vocabulary, forward only). Per row and layer:
+    the weight matmuls 2 x (weight count) forward and the same backward (the weights are frozen: only the
+    gradient of the input is computed, no weight gradient), the attention products 4 x d_attention x T forward
+    and twice that backward (scores and values, each with two gradients). An upper bound by a few per cent: rows
+    that start at the lowest layer of their chunk skip most of that layer's backward. Checked against torch's
+    FLOP counter on tiny models (``tests/cli/test_bench_converged.py``)."""
     cfg = lm.model.config.get_text_config() if hasattr(lm.model.config, "get_text_config") else lm.model.config
     layer = lm.layer(0)
     weights = sum(p.numel() for p in layer.parameters() if p.dim() == 2)
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    per_layer = 2 * weights + 4 * heads * head_dim * n_tokens
+    per_layer = 2 * (2 * weights) + 3 * (4 * heads * head_dim * n_tokens)
     vocab = lm.model.get_output_embeddings().weight.shape[0]
     head = 2 * 2 * vocab * cfg.hidden_size
     L = lm.n_layers
-    return float(sum(k * (3 * per_layer * (L - l) + head) for l, k in enumerate(points)))
+    return float(sum(k * (per_layer * (L - l) + head) for l, k in enumerate(points)))
 
 
 def _queries(lm, n: int, seed: int = 0):
