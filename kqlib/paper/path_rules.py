@@ -67,11 +67,13 @@ def query_summary(df: pd.DataFrame, value: str = "error", by=("model", "setting"
 def per_fact(lm, queries, labels, *, reference_points: int = 128, tol: float = 1e-2, t: float = 0.2,
              theta: float = 0.3, kind: str = "cs2", site: str = "post", cache=None) -> pd.DataFrame:
     """One row per (fact, setting): ``cs`` (of ``kind``), ``class``, and the reference's ``cs_reference`` and
-    ``class_reference``. The reference is Gauss–Legendre ``reference_points``."""
-    ref_label = f"gauss-{reference_points}"
+    ``class_reference``. The reference is the per-query one (:func:`per_query`): Gauss–Legendre
+    ``reference_points``, in log(alpha) where the model's layer outputs are normalised
+    (:func:`kqlib.attribution.reference_rule`), so its attributions come from the cache."""
+    reference = dict(rule=reference_rule(lm), steps=reference_points)
     frames = []
-    for label in [ref_label, *labels]:
-        loc = localize(lm, queries, ["ig"], **setting(label, tol), site=site, t=t, cache=cache, progress=False)
+    for label, path in [("reference", reference), *((x, setting(x, tol)) for x in labels)]:
+        loc = localize(lm, queries, ["ig"], **path, site=site, t=t, cache=cache, progress=False)
         cs = consistency_table(loc.neurons, queries=loc.queries).dropna(subset=[kind])
         cs = cs.assign(setting=label, cs=cs[kind], **{"class": class_labels(cs[kind], theta, cs.union_size)})
         frames.append(cs[["model", "fact_id", "relation", "setting", "cs", "class"]])

@@ -65,3 +65,26 @@ def test_rules_per_query_and_per_fact_against_the_reference(tmp_path):
     assert {"share_ki", "share_ki_low", "class_changed_high", "cs_abs_diff"} <= set(table.columns)
     with pytest.raises(ParameterError, match="RULE-N"):
         path_rules.setting("simpson-4")
+
+
+def test_per_fact_reference_is_the_per_query_reference_of_the_model(monkeypatch):
+    """Gemma2/3's reference is Gauss–Legendre in log(alpha) (a rule in alpha misses where their scores are
+    decided); per fact it must be the same integral as per query (and so come from the cache)."""
+    import pytest
+
+    from kqlib.paper import path_rules
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def first_localize(lm, queries, methods, **kw):
+        calls.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(path_rules, "localize", first_localize)
+    for model_type, rule in (("gemma3_text", "gauss-log"), ("llama", "gauss")):
+        with pytest.raises(Stop):
+            path_rules.per_fact(tiny_lm(model_type), [], ["riemann-20"], reference_points=16)
+        assert (calls[-1]["rule"], calls[-1]["steps"]) == (rule, 16)
