@@ -20,9 +20,8 @@ from kqlib.book.claims.verdicts import measurement
 from kqlib.book.figures import query_heatmaps
 from kqlib.book.profiles import rule_kw
 from kqlib.paper import consistency as C
-from kqlib.paper import editing, kl_editing, strata
-from kqlib.paper.consistency import (INTERSECTION_METHOD, classify, jaccard, share_inconsistent, thetas, welch_claim,
-                                    wilson_ci)
+from kqlib.paper import editing, kl_editing, path_points, strata
+from kqlib.paper.consistency import INTERSECTION_METHOD, classify, share_inconsistent, thetas, welch_claim, wilson_ci
 from kqlib.paper.consistency import class_label_series as class_labels
 from kqlib.paper.localization import query_scores
 from kqlib.paper.pararel import QUERY_FILTERS
@@ -281,7 +280,7 @@ def rule_sensitivity(data, other_loc, method: str, *, paper_rule: str, rule: str
     for model in queries.get_level_values("model").unique():
         mine = [k for k in queries if k[0] == model]
         pairs = [(sets[0].get(k, set()), sets[1].get(k, set())) for k in mine]
-        js = [jaccard(a, b) if a or b else 1.0 for a, b in pairs]  # two empty sets agree
+        js = [path_points.jaccard(a, b) for a, b in pairs]  # two empty sets agree (1.0)
         cells.setdefault((model, f"KN-set Jaccard between the rules ({len(js)} queries)"), {})[paper_rule] = (
             fmt(float(np.mean(js)), ".2f") if js else "–")
     rows = [{"model": m, "measure": meas, **v} for (m, meas), v in cells.items()]
